@@ -1,0 +1,122 @@
+"""The ``polyzoo`` command. Domains add their verbs through the entry-point group ``polyzoo.commands``
+(each entry a ``click`` command or group), so installing a domain package adds its subcommand."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shlex
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import click
+
+COMMANDS_GROUP = "polyzoo.commands"
+
+
+def _installed_packages() -> list[tuple[str, str]]:
+    return sorted(
+        (d.metadata["Name"], d.version) for d in metadata.distributions() if d.metadata["Name"].startswith("polyzoo-")
+    )
+
+
+class _DomainGroup(click.Group):
+    """A group whose extra subcommands come from installed packages' entry points, loaded on demand."""
+
+    def _entry_points(self) -> dict[str, metadata.EntryPoint]:
+        return {ep.name: ep for ep in metadata.entry_points(group=COMMANDS_GROUP)}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._entry_points()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            return cmd
+        ep = self._entry_points().get(name)
+        if ep is None:
+            return None
+        try:
+            loaded = ep.load()
+        except Exception as e:  # a broken domain must not break the other verbs
+            message = f"could not load the '{name}' commands ({ep.value}): {type(e).__name__}: {e}"
+
+            @click.command(name=name, help=f"(unavailable) {message}")
+            def broken() -> None:
+                raise click.ClickException(message)
+
+            return broken
+        if not isinstance(loaded, click.Command):
+            raise click.ClickException(f"entry point {name} = {ep.value} is not a click command")
+        return loaded
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Installed packages"):
+            formatter.write_dl(_installed_packages() or [("(none)", "")])
+        super().format_epilog(ctx, formatter)
+
+
+@click.group(cls=_DomainGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(metadata.version("polyzoo-shared"), "-V", "--version", package_name="polyzoo-shared",
+                      message="polyzoo %(version)s")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """polyzoo: faithful, tested PyTorch implementations of ten research methods.
+
+    Each domain package (vision, video, detection, graph, recsys, music, security) adds its own subcommand
+    when installed. `polyzoo reproduce --quick` checks every installed method's claim on small data.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+def info() -> None:
+    """List installed polyzoo packages, their subcommands and their reproduction checks."""
+    click.echo("packages:")
+    for name, version in _installed_packages():
+        click.echo(f"  {name} {version}")
+    click.echo("subcommands (entry points 'polyzoo.commands'):")
+    for ep in sorted(metadata.entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        click.echo(f"  {ep.name:<12} {ep.value}")
+    click.echo("reproduction checks (entry points 'polyzoo.reproductions'):")
+    for ep in sorted(metadata.entry_points(group="polyzoo.reproductions"), key=lambda e: e.name):
+        click.echo(f"  {ep.name:<24} {ep.value}")
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="Small settings that finish in minutes on a CPU.")
+@click.option("--only", "only", multiple=True, metavar="DOMAIN",
+              help="Run only this domain's checks (repeatable), e.g. --only shared --only graph.")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
+              show_default=True, help="The report goes to OUT/<timestamp>/REPORT.md.")
+@click.option("--data-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder of real data sets for the longer checks (see each package's README).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def reproduce(quick: bool, only: tuple[str, ...], out: Path, data_root: Path | None, seed: int) -> None:
+    """Run the reproduction checks of every installed package and write a report with tables and plots.
+
+    Exits with status 1 when a check fails or errors (the report says which and why).
+    """
+    from polyzoo.shared.report import ReproContext, discover_checks, run_checks, write_report
+
+    checks = discover_checks(only)
+    if not checks:
+        available = sorted({ep.name.split(".")[0] for ep in metadata.entry_points(group="polyzoo.reproductions")})
+        raise click.UsageError(f"no reproduction checks match --only {' '.join(only)}; installed: {available}")
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    ctx = ReproContext(out_dir=out / stamp, quick=quick, data_root=data_root, seed=seed)
+    click.echo(f"running {len(checks)} check(s): {', '.join(checks)}", err=True)
+    outcomes = run_checks(checks, ctx)
+    path = write_report(outcomes, ctx, "polyzoo " + shlex.join(sys.argv[1:]))
+    for o in outcomes:
+        status = "PASS" if o.passed else ("ERROR" if o.error else "FAIL")
+        click.echo(f"{status:5} {o.name} ({o.seconds:.1f} s)", err=True)
+    click.echo(f"report: {path}")
+    if not all(o.passed for o in outcomes):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

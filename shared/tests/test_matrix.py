@@ -1,0 +1,113 @@
+"""polyzoo.shared.ops.matrix: Newton–Schulz square root, eigendecomposition reference, svPN, triu_vec."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from polyzoo.shared.ops.matrix import isqrt_newton_schulz, sqrtm_eig, svpn, triu_vec
+from polyzoo.shared.ops.pooling import covariance
+from polyzoo.shared.reproduction import synthetic_features
+
+
+def _rel(a, b):
+    return ((a - b).norm(dim=(1, 2)) / b.norm(dim=(1, 2))).max().item()
+
+
+@pytest.fixture(scope="module")
+def full_rank_cov():
+    return covariance(synthetic_features(4, 32, 256, seed=0))  # float64, full rank
+
+
+def test_eig_reference_squares_back(full_rank_cov):
+    root = sqrtm_eig(full_rank_cov)
+    assert torch.allclose(root @ root, full_rank_cov, atol=1e-10)
+
+
+def test_newton_schulz_error_falls_with_iterations(full_rank_cov):
+    exact = sqrtm_eig(full_rank_cov)
+    errors = [_rel(isqrt_newton_schulz(full_rank_cov, n), exact) for n in range(1, 16)]
+    assert all(b < a for a, b in zip(errors[:10], errors[1:11], strict=True)), errors
+    # the papers' 3-5 iterations are an approximation by design on trace-normalized covariances
+    assert 0.2 < errors[2] < 0.8 and 0.05 < errors[4] < errors[2]
+    assert errors[14] < 1e-5
+
+
+def test_newton_schulz_float32_matches_float64(full_rank_cov):
+    out32 = isqrt_newton_schulz(full_rank_cov.float(), 5)
+    assert out32.dtype == torch.float32
+    assert _rel(out32.double(), isqrt_newton_schulz(full_rank_cov, 5)) < 1e-5
+
+
+def test_newton_schulz_gradcheck():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 9, generator=g, dtype=torch.float64)
+    a = (x @ x.transpose(1, 2) / 9).requires_grad_()
+    assert torch.autograd.gradcheck(lambda m: isqrt_newton_schulz(m, 3), (a,))
+    assert torch.autograd.gradcheck(lambda m: isqrt_newton_schulz(m, 1), (a,))
+
+
+def test_newton_schulz_in_float32_under_bf16_autocast():
+    x = torch.randn(3, 16, 64)
+    a = (x @ x.transpose(1, 2) / 64 * 500).requires_grad_()  # large trace: the official fp16 backward overflows
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = isqrt_newton_schulz(a.bfloat16(), 3)
+        loss = out.sum()
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    loss.backward()
+    assert torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+
+
+def test_newton_schulz_zero_and_rank_deficient_input():
+    zero = torch.zeros(2, 8, 8, requires_grad=True)
+    out = isqrt_newton_schulz(zero, 5)
+    assert torch.equal(out, torch.zeros(2, 8, 8))
+    out.sum().backward()
+    assert torch.isfinite(zero.grad).all()
+
+    x = torch.randn(2, 8, 3, dtype=torch.float64)
+    rank3 = (x @ x.transpose(1, 2)).requires_grad_()
+    out = isqrt_newton_schulz(rank3, 30)
+    assert torch.isfinite(out).all()
+    assert _rel(out, sqrtm_eig(rank3.detach())) < 1e-6
+    out.sum().backward()
+    assert torch.isfinite(rank3.grad).all()
+
+
+def test_bad_shapes_are_named():
+    with pytest.raises(ValueError, match=r"\(B, C, C\)"):
+        isqrt_newton_schulz(torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="iters"):
+        isqrt_newton_schulz(torch.zeros(1, 3, 3), iters=0)
+
+
+def test_svpn_is_a_over_sqrt_top_singular_value():
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(5, 6, 4, generator=g, dtype=torch.float64)
+    # converged power iteration: A / sqrt(sigma_1)
+    sigma1 = torch.linalg.svdvals(a)[:, 0].view(-1, 1, 1)
+    assert torch.allclose(svpn(a, iters=200, eps=0.0), a / sigma1.sqrt(), atol=1e-8)
+    # one iteration (SoT): the same form with the estimated sigma
+    v = torch.nn.functional.normalize(torch.ones(5, 4, dtype=torch.float64), dim=-1)
+    u = torch.nn.functional.normalize((a @ v.unsqueeze(-1)).squeeze(-1), dim=-1)
+    v = torch.nn.functional.normalize((a.transpose(1, 2) @ u.unsqueeze(-1)).squeeze(-1), dim=-1)
+    sigma_hat = torch.einsum("bm,bmn,bn->b", u, a, v).view(-1, 1, 1)
+    assert torch.allclose(svpn(a, iters=1, eps=0.0), a / sigma_hat.sqrt(), atol=1e-10)
+    # alpha = 1 leaves the matrix unchanged
+    assert torch.allclose(svpn(a, alpha=1.0, eps=0.0), a, atol=1e-12)
+
+
+def test_svpn_learnable_start_vector_gets_gradient_and_dtype_follows_input():
+    a = torch.randn(3, 4, 4, dtype=torch.float64)
+    v0 = torch.randn(4, requires_grad=True)
+    out = svpn(a, v0=v0)
+    assert out.dtype == torch.float64
+    out.sum().backward()
+    assert v0.grad is not None and torch.isfinite(v0.grad).all()
+    assert torch.isfinite(svpn(torch.zeros(2, 3, 3))).all()
+
+
+def test_triu_vec():
+    a = torch.arange(16.0).view(1, 4, 4)
+    assert triu_vec(a).tolist() == [[0, 1, 2, 3, 5, 6, 7, 10, 11, 15]]
+    assert triu_vec(torch.zeros(2, 128, 128)).shape == (2, 8256)
