@@ -12,8 +12,17 @@ JOB = Path(__file__).with_name("ddp_job.py")
 
 
 def _torchrun(runs_dir: Path, mode: str, stop_at: int) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(JOB),
-           str(runs_dir), mode, str(stop_at)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(JOB),
+        str(runs_dir),
+        mode,
+        str(stop_at),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 

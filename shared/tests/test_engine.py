@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from polyzoo.shared.engine import Trainer, TrainConfig, find_last_checkpoint
+from polyzoo.shared.engine import TrainConfig, Trainer, find_last_checkpoint
 
 
 def _data(n=40, seed=0):
@@ -29,10 +29,19 @@ def _trainer(tmp_path, name, init_seed=0, **cfg):
     model = _model(init_seed)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.5)
-    config = TrainConfig(name=name, runs_dir=str(tmp_path), epochs=3, batch_size=8, seed=3, log_every=1,
-                         progress=False, cpu=True, **cfg)
-    return Trainer(model, opt, _data(), config, loss_fn=nn.functional.cross_entropy, eval_data=_data(16, 1),
-                   scheduler=sched, extra_config={"model": "mlp"})
+    config = TrainConfig(
+        name=name, runs_dir=str(tmp_path), epochs=3, batch_size=8, seed=3, log_every=1, progress=False, cpu=True, **cfg
+    )
+    return Trainer(
+        model,
+        opt,
+        _data(),
+        config,
+        loss_fn=nn.functional.cross_entropy,
+        eval_data=_data(16, 1),
+        scheduler=sched,
+        extra_config={"model": "mlp"},
+    )
 
 
 class _Interrupt(Exception):
@@ -81,8 +90,13 @@ def test_run_folder_contents(tmp_path):
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert ckpts == ["step_00000010", "step_00000015"]  # keep_checkpoints=2, no partial folders left
     files = sorted(p.name for p in (run / "checkpoints" / "step_00000015").iterdir())
-    assert files == ["model.safetensors", "optimizer.safetensors", "rng_rank0.json", "rng_rank0.safetensors",
-                     "trainer_state.json"]
+    assert files == [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "rng_rank0.json",
+        "rng_rank0.safetensors",
+        "trainer_state.json",
+    ]
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "eval"] == [5, 10, 15]
     assert all(r["step"] == i + 1 for i, r in enumerate(r for r in records if r["split"] == "train"))
@@ -97,5 +111,5 @@ def test_config_errors_name_the_field():
 
 def test_resume_rejects_missing_checkpoint(tmp_path):
     trainer = _trainer(tmp_path, "x")
-    with pytest.raises(FileNotFoundError, match="trainer_state.json"):
+    with pytest.raises(FileNotFoundError, match=r"trainer_state\.json"):
         trainer.fit(resume=tmp_path / "nowhere")

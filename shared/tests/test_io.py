@@ -42,7 +42,7 @@ def test_state_dict_loads(tmp_path):
     torch.save({"w": torch.arange(3.0), "meta": {"epoch": 3}}, path)
     loaded = load_torch_file(path)
     assert torch.equal(loaded["w"], torch.arange(3.0)) and loaded["meta"] == {"epoch": 3}
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
         load_torch_file(tmp_path / "missing.pt")
 
 
@@ -69,7 +69,7 @@ def test_pack_roundtrip_of_optimizer_and_rng_state():
     assert set(back["optimizer"]["state"]) == {0, 1}
     assert torch.equal(back["optimizer"]["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
     random.setstate(back["rng"]["python"])
-    np.random.set_state(back["rng"]["numpy"])
+    np.random.set_state(back["rng"]["numpy"])  # noqa: NPY002
     torch.set_rng_state(back["rng"]["torch"])
     with pytest.raises(TypeError, match="object"):
         pack_tensors({"bad": object()})

@@ -45,7 +45,7 @@ def test_cross_covariance_pool_per_head():
     out = CrossCovariancePool(h, normalization=None, flatten=False)(q, k)
     assert out.shape == (b, h, d, d)
     for head in range(h):
-        qh, kh = q[..., head * d:(head + 1) * d], k[..., head * d:(head + 1) * d]
+        qh, kh = q[..., head * d : (head + 1) * d], k[..., head * d : (head + 1) * d]
         qh, kh = qh - qh.mean(1, keepdim=True), kh - kh.mean(1, keepdim=True)
         assert torch.allclose(out[:, head], qh.transpose(1, 2) @ kh / n)
     # SoT's released code removes one scalar mean per head

@@ -58,8 +58,9 @@ class _DomainGroup(click.Group):
 
 
 @click.group(cls=_DomainGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(metadata.version("polyzoo-shared"), "-V", "--version", package_name="polyzoo-shared",
-                      message="polyzoo %(version)s")
+@click.version_option(
+    metadata.version("polyzoo-shared"), "-V", "--version", package_name="polyzoo-shared", message="polyzoo %(version)s"
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """polyzoo: faithful, tested PyTorch implementations of ten research methods.
@@ -87,12 +88,27 @@ def info() -> None:
 
 @main.command()
 @click.option("--quick", is_flag=True, help="Small settings that finish in minutes on a CPU.")
-@click.option("--only", "only", multiple=True, metavar="DOMAIN",
-              help="Run only this domain's checks (repeatable), e.g. --only shared --only graph.")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
-              show_default=True, help="The report goes to OUT/<timestamp>/REPORT.md.")
-@click.option("--data-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Folder of real data sets for the longer checks (see each package's README).")
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="DOMAIN",
+    help="Run only this domain's checks (repeatable), e.g. --only shared --only graph.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reports"),
+    show_default=True,
+    help="The report goes to OUT/<timestamp>/REPORT.md.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of real data sets for the longer checks (see each package's README).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def reproduce(quick: bool, only: tuple[str, ...], out: Path, data_root: Path | None, seed: int) -> None:
     """Run the reproduction checks of every installed package and write a report with tables and plots.

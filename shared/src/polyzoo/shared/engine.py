@@ -92,7 +92,9 @@ class TrainConfig:
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"TrainConfig.max_steps must be >= 1 or None, got {self.max_steps}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"TrainConfig.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+            raise ValueError(
+                f"TrainConfig.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}"
+            )
 
     @property
     def run_dir(self) -> Path:
@@ -312,8 +314,9 @@ class Trainer:
             )
         missing, unexpected = load_model(self.unwrapped_model, str(path / "model.safetensors"), strict=False)
         if missing or unexpected:
-            raise ValueError(f"{path / 'model.safetensors'}: keys do not match the model: missing {missing}, "
-                             f"unexpected {unexpected}")
+            raise ValueError(
+                f"{path / 'model.safetensors'}: keys do not match the model: missing {missing}, unexpected {unexpected}"
+            )
         state = unpack_tensors(meta["state"], load_file(path / "optimizer.safetensors"))
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
@@ -362,7 +365,10 @@ class Trainer:
         total = self.total_steps()
         last: dict[str, float] = {}
         bar = tqdm(
-            total=total, initial=self.global_step, desc=cfg.name, disable=not (cfg.progress and self.is_main),
+            total=total,
+            initial=self.global_step,
+            desc=cfg.name,
+            disable=not (cfg.progress and self.is_main),
             dynamic_ncols=True,
         )
         t0 = time.perf_counter()
@@ -377,9 +383,11 @@ class Trainer:
             for batch in loader:
                 with acc.accumulate(self.model):
                     out = self.step_fn(self.model, batch)
-                    loss, extra = (out if isinstance(out, tuple) else (out, {}))
+                    loss, extra = out if isinstance(out, tuple) else (out, {})
                     if not torch.isfinite(loss.detach()):
-                        raise FloatingPointError(f"{cfg.name}: non-finite loss {loss.item()} at step {self.global_step}")
+                        raise FloatingPointError(
+                            f"{cfg.name}: non-finite loss {loss.item()} at step {self.global_step + 1}"
+                        )
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.grad_clip_norm:
                         acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip_norm)
@@ -397,8 +405,16 @@ class Trainer:
                 record = {"loss": window_loss / window_n, **{k: float(v) for k, v in extra.items()}}
                 if self.global_step % cfg.log_every == 0 or self.global_step == total:
                     lr = self.optimizer.param_groups[0]["lr"]
-                    self._log({"step": self.global_step, "epoch": self.epoch, "split": "train", "lr": float(lr),
-                               "elapsed_s": round(time.perf_counter() - t0, 3), **record})
+                    self._log(
+                        {
+                            "step": self.global_step,
+                            "epoch": self.epoch,
+                            "split": "train",
+                            "lr": float(lr),
+                            "elapsed_s": round(time.perf_counter() - t0, 3),
+                            **record,
+                        }
+                    )
                     bar.set_postfix(loss=f"{record['loss']:.4g}")
                     window_loss, window_n = 0.0, 0
                 last = record
@@ -451,4 +467,3 @@ class Trainer:
         if not metrics:
             metrics["n"] = float(len(targets))
         return metrics
-

@@ -139,17 +139,22 @@ def write_report(outcomes: list[_Outcome], ctx: ReproContext, command: str) -> P
         "",
         _table(
             ["check", "status", "time (s)"],
-            [
-                [o.name, "PASS" if o.passed else ("ERROR" if o.error else "FAIL"), round(o.seconds, 1)]
-                for o in outcomes
-            ],
+            [[o.name, "PASS" if o.passed else ("ERROR" if o.error else "FAIL"), round(o.seconds, 1)] for o in outcomes],
         ),
         "",
     ]
     for o in outcomes:
         if o.error:
-            lines += [f"## {o.name}: ERROR", "", "The check raised before it produced a result:", "", "```",
-                      o.error.rstrip(), "```", ""]
+            lines += [
+                f"## {o.name}: ERROR",
+                "",
+                "The check raised before it produced a result:",
+                "",
+                "```",
+                o.error.rstrip(),
+                "```",
+                "",
+            ]
             continue
         for r in o.results:
             lines += [

@@ -8,6 +8,8 @@ that the papers use by design; it runs on matrix products only.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from polyzoo.shared.ops.matrix import isqrt_newton_schulz, sqrtm_eig
@@ -57,7 +59,7 @@ def newton_schulz_vs_eig(ctx: ReproContext) -> CheckResult:
     columns = ["iterations", *(f"rel. error, {k}" for k in cases), "NS time (ms)", "eig time / NS time"]
 
     def non_increasing(seq: list[float]) -> bool:
-        return all(b <= a * 1.01 + 1e-12 for a, b in zip(seq, seq[1:], strict=False))
+        return all(b <= a * 1.01 + 1e-12 for a, b in itertools.pairwise(seq))
 
     full = errors["full rank (M=4C)"]
     at3 = {k: v[iterations.index(3)] for k, v in errors.items()}
@@ -75,8 +77,11 @@ def newton_schulz_vs_eig(ctx: ReproContext) -> CheckResult:
     for label, errs in errors.items():
         ax1.semilogy(iterations, errs, marker="o", label=label)
     ax1.axvline(3, color="grey", ls=":", lw=1)
-    ax1.set(xlabel="Newton–Schulz iterations", ylabel="relative Frobenius error vs eigh",
-            title=f"Error (float64, B={batch}, C={channels})")
+    ax1.set(
+        xlabel="Newton–Schulz iterations",
+        ylabel="relative Frobenius error vs eigh",
+        title=f"Error (float64, B={batch}, C={channels})",
+    )
     ax1.legend()
     ax2.plot(iterations, [times[f"ns{n}"] * 1e3 for n in iterations], marker="o", label="Newton–Schulz")
     ax2.axhline(times["eig"] * 1e3, color="C3", ls="--", label="eigendecomposition")

@@ -1,1 +1,11 @@
-"""placeholder"""
+"""polyzoo.graph: RELIANT fair knowledge distillation for GNNs on PyTorch Geometric.
+
+Papers:
+- RELIANT: Fair Knowledge Distillation for Graph Neural Networks (SDM 2023)
+
+See packages/graph/README.md. Built on torch-geometric; shared math comes from ``polyzoo.shared``.
+"""
+
+from importlib.metadata import version as _version
+
+__version__ = _version("polyzoo-graph")

@@ -153,9 +153,7 @@ class MultiHeadAttention(nn.Module):
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(
-            qkv[0], qkv[1], qkv[2], dropout_p=self.attn_drop if self.training else 0.0
-        )
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, -1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
