@@ -14,9 +14,21 @@ from polyzoo.shared.ops.matrix import isqrt_newton_schulz, sqrtm_eig
 from polyzoo.shared.timing import time_interleaved
 
 
-def _spd(batch: int, c: int) -> torch.Tensor:
-    x = torch.randn(batch, c, 4 * c)
+def _spd(batch: int, c: int, device: str) -> torch.Tensor:
+    x = torch.randn(batch, c, 4 * c, device=device)
     return x @ x.transpose(1, 2) / (4 * c)
+
+
+def _synced(fn, device: str):
+    """On CUDA, wait for the kernels so that wall-clock time measures them."""
+    if not device.startswith("cuda"):
+        return fn
+
+    def call():
+        fn()
+        torch.cuda.synchronize(device)
+
+    return call
 
 
 def _fwd_bwd(fn, a: torch.Tensor):
@@ -27,21 +39,23 @@ def _fwd_bwd(fn, a: torch.Tensor):
     return step
 
 
-def run(quick: bool = False) -> str:
+def run(quick: bool = False, device: str = "cpu") -> str:
     batch, repeats = 32, (3 if quick else 15)
     lines = [
         "| C | contender | median ms (fwd+bwd) | GFLOP/s | % of bmm rate | speed-up vs eigh |",
         "|---|---|---|---|---|---|",
     ]
-    for c in (128, 256):
-        a = _spd(batch, c)
-        b1, b2 = torch.randn(batch, c, c), torch.randn(batch, c, c)
+    sizes = (128, 256) if device == "cpu" else (128, 256, 512)
+    for c in sizes:
+        a = _spd(batch, c, device)
+        b1, b2 = torch.randn(batch, c, c, device=device), torch.randn(batch, c, c, device=device)
         contenders = {
             "bmm (reference rate)": lambda b1=b1, b2=b2: torch.bmm(b1, b2),
             "newton_schulz N=3": _fwd_bwd(lambda x: isqrt_newton_schulz(x, 3), a),
             "newton_schulz N=5": _fwd_bwd(lambda x: isqrt_newton_schulz(x, 5), a),
             "eigh (sqrtm_eig)": _fwd_bwd(sqrtm_eig, a),
         }
+        contenders = {name: _synced(fn, device) for name, fn in contenders.items()}
         times = time_interleaved(contenders, repeats=repeats, warmup=2)
         product = 2 * batch * c**3
         bmm_rate = product / times["bmm (reference rate)"] / 1e9
@@ -52,4 +66,4 @@ def run(quick: bool = False) -> str:
                 f"| {c} | {name} | {t * 1e3:.2f} | {f'{gflops:.0f}' if gflops else '-'} | "
                 f"{f'{100 * gflops / bmm_rate:.0f}%' if gflops else '-'} | {times['eigh (sqrtm_eig)'] / t:.2f}x |"
             )
-    return "\n".join(lines)
+    return f"device: {device}\n\n" + "\n".join(lines)

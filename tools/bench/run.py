@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import os
 import platform
 import sys
@@ -43,6 +44,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all of {list(benches)})")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes (a smoke run)")
+    parser.add_argument("--device", default="cpu", help="device for benchmarks that take one (e.g. cuda)")
     args = parser.parse_args()
     if os.environ.get("GLIBC_TUNABLES") != TUNED and os.environ.get("POLYZOO_BENCH_NO_TUNE") != "1":
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": TUNED})
@@ -55,7 +57,11 @@ def main() -> int:
     )
     for name in args.names or benches:
         print(f"\n## {name}\n")
-        print(load(benches[name]).run(quick=args.quick))
+        run = load(benches[name]).run
+        kwargs = {"device": args.device} if "device" in inspect.signature(run).parameters else {}
+        if args.device != "cpu" and not kwargs:
+            print(f"({name} runs on the CPU only)")
+        print(run(quick=args.quick, **kwargs))
     return 0
 
 
