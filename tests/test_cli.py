@@ -91,6 +91,17 @@ def test_domain_commands_come_from_entry_points(monkeypatch):
     assert broken.exit_code == 1 and "could not load the 'broken' commands" in broken.output
 
 
+def test_command_runs_with_tuned_allocator_unless_opted_out():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "POLYZOO_MALLOC_TUNING")}
+    tuned = subprocess.run([str(POLYZOO), "info"], capture_output=True, text=True, env=env, timeout=120)
+    assert tuned.returncode == 0 and "allocator: tuned glibc malloc" in tuned.stdout
+    env["POLYZOO_MALLOC_TUNING"] = "0"
+    plain = subprocess.run([str(POLYZOO), "info"], capture_output=True, text=True, env=env, timeout=120)
+    assert "allocator: GLIBC_TUNABLES=(unset)" in plain.stdout
+
+
 @pytest.mark.parametrize("args", [["reproduce", "--help"], ["info"]])
 def test_subcommands_run(args):
     result = CliRunner().invoke(cli.main, args)

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
+from polyzoo.shared.perf import GLIBC_MALLOC_TUNABLES as TUNED
+
 HERE = Path(__file__).resolve().parent
-TUNED = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 
 
 def available() -> dict[str, Path]:

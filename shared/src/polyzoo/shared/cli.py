@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from polyzoo.shared.perf import GLIBC_MALLOC_TUNABLES, reexec_with_tuned_malloc
+
 COMMANDS_GROUP = "polyzoo.commands"
 
 
@@ -75,6 +77,11 @@ def main(verbose: int) -> None:
 @main.command()
 def info() -> None:
     """List installed polyzoo packages, their subcommands and their reproduction checks."""
+    import os
+
+    tunables = os.environ.get("GLIBC_TUNABLES")
+    allocator = "tuned glibc malloc" if tunables == GLIBC_MALLOC_TUNABLES else f"GLIBC_TUNABLES={tunables or '(unset)'}"
+    click.echo(f"allocator: {allocator}")
     click.echo("packages:")
     for name, version in _installed_packages():
         click.echo(f"  {name} {version}")
@@ -134,5 +141,12 @@ def reproduce(quick: bool, only: tuple[str, ...], out: Path, data_root: Path | N
         sys.exit(1)
 
 
+def entry() -> None:
+    """The ``polyzoo`` script: re-executes itself once with glibc malloc tuned for large tensors (see
+    :mod:`polyzoo.shared.perf`; opt out with ``POLYZOO_MALLOC_TUNING=0``), then runs the command."""
+    reexec_with_tuned_malloc([sys.executable, "-m", "polyzoo.shared.cli", *sys.argv[1:]])
+    main(prog_name="polyzoo")
+
+
 if __name__ == "__main__":
-    main()
+    main(prog_name="polyzoo")
