@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -130,6 +131,15 @@ def find_last_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def _allow_new_precision(mixed_precision: str) -> None:
+    """Accelerate keeps one process-wide state and refuses a second Accelerator with another mixed precision.
+    Trainers built one after another in one process (a script comparing settings, the tests) may differ, so the
+    precision part of that state is cleared; the distributed part (PartialState) is kept."""
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, mixed_precision):
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def _default_step(model: nn.Module, batch: Any, loss_fn: Callable) -> torch.Tensor:
     inputs, targets = batch
     return loss_fn(model(inputs), targets)
@@ -184,6 +194,7 @@ class Trainer:
         self.predict_fn = predict_fn or _default_predict
         self.metrics_fn = metrics_fn or self._default_metrics
         seed_everything(config.seed, config.deterministic)
+        _allow_new_precision(config.mixed_precision)
         self.accelerator = Accelerator(
             cpu=config.cpu,
             mixed_precision=config.mixed_precision,
