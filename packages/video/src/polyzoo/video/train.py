@@ -1,0 +1,187 @@
+"""Training, multi-view testing and prediction of :class:`polyzoo.video.models.VideoClassifier` on the shared
+:class:`polyzoo.shared.engine.Trainer` (atomic checkpoints, exact resume, metrics log).
+
+The recipe follows TCP's TSN setting where it applies: SGD (momentum 0.9, weight decay 1e-4), gradient
+clipping at 20, the new layers (TCP head and classifier) at ``lr_x_factor`` × the base learning rate (5 for
+TSN), step decay by 10 at the given epochs. Batches are uint8 clips; normalization happens in the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from polyzoo.shared.engine import TrainConfig, Trainer, find_last_checkpoint
+from polyzoo.shared.io import read_json
+from polyzoo.video.data import ClipConfig, VideoDataset, normalize
+from polyzoo.video.models import ModelConfig, VideoClassifier, build_model
+
+__all__ = [
+    "OptimConfig",
+    "build_trainer",
+    "load_run",
+    "multiview_predict_fn",
+    "param_groups",
+    "predict_clips",
+    "step_fn",
+    "topk_metrics",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """Optimizer settings. ``optimizer``: "sgd" (TCP's) or "adamw"."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.015
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_x_factor: float = 5.0
+    lr_steps: tuple[int, ...] = ()  # epochs at which the learning rate is divided by 10
+
+
+def param_groups(model: VideoClassifier, base_lr: float, lr_x_factor: float) -> list[dict[str, Any]]:
+    """Backbone at ``base_lr``; head (TCP) and classifier at ``base_lr · lr_x_factor``."""
+    new = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    old = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
+    return [{"params": old, "lr": base_lr}, {"params": new, "lr": base_lr * lr_x_factor}]
+
+
+def _optimizer(model: VideoClassifier, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.lr, cfg.lr_x_factor)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"OptimConfig.optimizer must be 'sgd' or 'adamw', got {cfg.optimizer!r}")
+
+
+def step_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """(uint8 clips (N, T, 3, H, W), labels (N,)) → cross-entropy loss and batch accuracy."""
+    clips, labels = batch
+    logits = model(normalize(clips))
+    loss = F.cross_entropy(logits, labels)
+    return loss, {"acc": float((logits.argmax(1) == labels).float().mean())}
+
+
+def multiview_predict_fn(average: Literal["score", "prob"] = "score") -> Callable:
+    """Predictions averaged over views: batches (N, V, T, 3, H, W) (or (N, T, 3, H, W), one view) → (N, K).
+
+    ``average="score"`` averages logits over the V = clips × crops views (TSM/TCP test script); "prob" averages
+    softmax probabilities (mmaction2's ``average_clips='prob'``). The result is returned as log-scores so that
+    cross-entropy stays meaningful for "prob".
+    """
+    if average not in ("score", "prob"):
+        raise ValueError(f"average must be 'score' or 'prob', got {average!r}")
+
+    def predict(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        clips, labels = batch
+        if clips.dim() == 5:
+            clips = clips.unsqueeze(1)
+        n, v = clips.shape[:2]
+        logits = model(normalize(clips.flatten(0, 1))).view(n, v, -1).float()
+        if average == "score":
+            return logits.mean(1), labels
+        return logits.softmax(-1).mean(1).clamp_min(1e-12).log(), labels
+
+    return predict
+
+
+def topk_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Loss, top-1 and (with ≥ 5 classes) top-5 accuracy of (N, K) scores."""
+    metrics = {
+        "loss": float(F.cross_entropy(outputs, targets)),
+        "top1": float((outputs.argmax(1) == targets).float().mean()),
+    }
+    if outputs.shape[1] >= 5:
+        top5 = outputs.topk(5, dim=1).indices
+        metrics["top5"] = float((top5 == targets[:, None]).any(1).float().mean())
+    return metrics
+
+
+def build_trainer(
+    model_cfg: ModelConfig,
+    clip_cfg: ClipConfig,
+    train_data: VideoDataset,
+    train_cfg: TrainConfig,
+    optim_cfg: OptimConfig | None = None,
+    eval_data: VideoDataset | None = None,
+    average: Literal["score", "prob"] = "score",
+    extra: dict[str, Any] | None = None,
+) -> Trainer:
+    """A :class:`Trainer` for a freshly built model; ``config.json`` records model, clip and optimizer settings
+    so that :func:`load_run` rebuilds the model for testing and prediction."""
+    optim_cfg = dataclasses.replace(optim_cfg or OptimConfig())
+    model = build_model(model_cfg)
+    optimizer = _optimizer(model, optim_cfg)
+    scheduler = None
+    if optim_cfg.lr_steps:
+        n, bs = len(train_data), train_cfg.batch_size
+        batches = n // bs if train_cfg.drop_last else math.ceil(n / bs)
+        per_epoch = max(1, batches // train_cfg.gradient_accumulation_steps)  # one process
+        milestones = [e * per_epoch for e in optim_cfg.lr_steps]
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    return Trainer(
+        model,
+        optimizer,
+        train_data,
+        train_cfg,
+        step_fn=step_fn,
+        eval_data=eval_data,
+        predict_fn=multiview_predict_fn(average),
+        metrics_fn=topk_metrics,
+        scheduler=scheduler,
+        extra_config={
+            "model": dataclasses.asdict(model_cfg),
+            "clip": dataclasses.asdict(clip_cfg),
+            "optim": dataclasses.asdict(optim_cfg),
+            **(extra or {}),
+        },
+    )
+
+
+def load_run(run: str | Path, checkpoint: str | Path | None = None) -> tuple[VideoClassifier, ModelConfig, ClipConfig]:
+    """Rebuild a trained model from a run folder (``config.json`` + newest checkpoint, or ``checkpoint``)."""
+    from safetensors.torch import load_model
+
+    run = Path(run)
+    cfg_path = run / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{run}: not a polyzoo video run (missing config.json)")
+    meta = read_json(cfg_path)
+    for key in ("model", "clip"):
+        if key not in meta:
+            raise ValueError(f"{cfg_path}: missing the {key!r} section written by `polyzoo video train`")
+    model_cfg = ModelConfig(**meta["model"])
+    clip_data = dict(meta["clip"])
+    clip_data["scales"] = tuple(clip_data.get("scales", ClipConfig.scales))
+    clip_cfg = ClipConfig(**clip_data)
+    ckpt = Path(checkpoint) if checkpoint else find_last_checkpoint(run)
+    if ckpt is None:
+        raise FileNotFoundError(f"{run}: no checkpoint under {run / 'checkpoints'}")
+    model = build_model(model_cfg)
+    missing, unexpected = load_model(model, str(ckpt / "model.safetensors"), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{ckpt / 'model.safetensors'}: keys do not match: missing {missing}, unexpected {unexpected}")
+    model.eval()
+    return model, model_cfg, clip_cfg
+
+
+@torch.no_grad()
+def predict_clips(
+    model: VideoClassifier, clips: torch.Tensor, average: Literal["score", "prob"] = "score"
+) -> torch.Tensor:
+    """Scores (N, K) for uint8 clips (N, V, T, 3, H, W) or (N, T, 3, H, W)."""
+    model.eval()
+    scores, _ = multiview_predict_fn(average)(model, (clips, torch.zeros(clips.shape[0], dtype=torch.long)))
+    return scores
