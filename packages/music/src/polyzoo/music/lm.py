@@ -1,0 +1,335 @@
+"""Language models for drumroll text: finetuning any local causal LM with transformers' ``Trainer`` (loss on the
+completion only), a small GPT-2 with a character-level tokenizer trained from scratch (the unpretrained baseline),
+and pretraining that small GPT-2 on local English text, after *Language Models are Drummers* (Zhang &
+Callison-Burch, arXiv 2301.01162; official code https://github.com/zharry29/drums-with-llm).
+
+Deviation: the paper finetunes OpenAI GPT-3 models (davinci, ada) through the legacy fine-tunes API, which cannot run
+offline. Here the pretrained side is any causal LM the user has on disk (``--model PATH``), or our own small GPT-2
+pretrained on local text (``pretrain_text``), so the transfer claim (text pretraining vs none) can be tested with the
+same architecture and tokenizer on both sides. Nothing is ever fetched from a hub: every ``from_pretrained`` call
+reads a local directory with ``local_files_only=True``.
+
+Runs live in one folder: transformers' checkpoints ``checkpoint-<step>/`` (model, optimizer, scheduler, RNG states;
+training resumes from the latest one), then ``final/`` (model and tokenizer, written atomically) and
+``run.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "LMTrainConfig",
+    "SmallGPT2Config",
+    "TextBlockDataset",
+    "char_tokenizer",
+    "finetune",
+    "load_model",
+    "new_small_gpt2",
+    "pretrain_text",
+    "read_text_corpus",
+]
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ("<pad>", "<unk>", "<eos>")
+# newline + printable ASCII: covers the drumroll format (o, -, SEP, END) and English text
+CHARACTERS = ("\n", *(chr(i) for i in range(32, 127)))
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def char_tokenizer():
+    """A character-level ``PreTrainedTokenizerFast``: one token per character of newline + printable ASCII, other
+    characters map to ``<unk>``; ``<pad>`` = 0, ``<unk>`` = 1, ``<eos>`` = 2."""
+    _offline()
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate((*SPECIAL_TOKENS, *CHARACTERS))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
+
+
+@dataclasses.dataclass
+class SmallGPT2Config:
+    """The small GPT-2 trained from scratch or on local text (a character-level model)."""
+
+    n_layer: int = 4
+    n_embd: int = 128
+    n_head: int = 4
+    n_positions: int = 2048  # a full example is about 1,860 characters
+    dropout: float = 0.1
+
+
+def new_small_gpt2(config: SmallGPT2Config, tokenizer) -> Any:
+    """A randomly initialised ``GPT2LMHeadModel`` sized by ``config`` for ``tokenizer``'s vocabulary."""
+    _offline()
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=config.n_positions,
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        resid_pdrop=config.dropout,
+        embd_pdrop=config.dropout,
+        attn_pdrop=config.dropout,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return GPT2LMHeadModel(cfg)
+
+
+def load_model(path: str | os.PathLike) -> tuple[Any, Any]:
+    """(model, tokenizer) from a local directory holding a causal LM and its tokenizer. Never touches a hub."""
+    _offline()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{path}: not a local model directory (expected config.json, weights and tokenizer files, as written by "
+            "save_pretrained); models are never downloaded"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def model_max_length(model) -> int | None:
+    cfg = model.config
+    for key in ("n_positions", "max_position_embeddings"):
+        if isinstance(getattr(cfg, key, None), int):
+            return getattr(cfg, key)
+    return None
+
+
+@dataclasses.dataclass
+class LMTrainConfig:
+    """Optimisation settings for ``finetune`` and ``pretrain_text`` (transformers ``TrainingArguments`` subset)."""
+
+    max_steps: int = 1000
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    lr_scheduler_type: str = "cosine"
+    save_steps: int = 200
+    save_total_limit: int = 2
+    logging_steps: int = 20
+    seed: int = 0
+    progress: bool = True
+
+
+def _training_arguments(out_dir: Path, cfg: LMTrainConfig):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(out_dir),
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_steps=cfg.logging_steps,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",
+        use_cpu=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=not cfg.progress,
+    )
+
+
+def _latest_checkpoint(out_dir: Path) -> Path | None:
+    cks = [p for p in out_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return max(cks, key=lambda p: int(p.name.split("-")[-1])) if cks else None
+
+
+def _train(model, tokenizer, dataset, collate, out_dir: Path, cfg: LMTrainConfig, meta: dict) -> Path:
+    """Train with transformers' Trainer, resuming from the latest checkpoint; save ``final/``; returns it."""
+    from transformers import Trainer
+
+    from polyzoo.shared.io import atomic_dir, write_json_atomic
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / "final"
+    if (final / "config.json").is_file():
+        log.info("%s already trained; delete it to train again", final)
+        return final
+    trainer = Trainer(
+        model=model,
+        args=_training_arguments(out_dir, cfg),
+        train_dataset=dataset,
+        data_collator=collate,
+    )
+    resume = _latest_checkpoint(out_dir)
+    if resume is not None:
+        log.info("resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    with atomic_dir(final) as tmp:
+        trainer.model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    history = [r for r in trainer.state.log_history if "loss" in r]
+    write_json_atomic(
+        out_dir / "run.json",
+        {**meta, "train": dataclasses.asdict(cfg), "metrics": result.metrics, "loss_history": history},
+    )
+    return final
+
+
+def finetune(
+    train_jsonl: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    model_path: str | os.PathLike | None = None,
+    scratch: SmallGPT2Config | None = None,
+    cfg: LMTrainConfig | None = None,
+) -> Path:
+    """Finetune on prompt/completion JSONL (``dataset.prepare_gmd``) with the loss on completions only.
+
+    Exactly one of ``model_path`` (a local causal LM directory, e.g. ``pretrain_text``'s ``final/``) and
+    ``scratch`` (a small GPT-2 with the character tokenizer, random init) must be given. Returns ``out/final``.
+    """
+    from functools import partial
+
+    from polyzoo.music.dataset import CompletionDataset, pad_collate, read_jsonl
+    from polyzoo.shared.seed import seed_everything
+
+    cfg = dataclasses.replace(cfg or LMTrainConfig())
+    if (model_path is None) == (scratch is None):
+        raise ValueError("finetune: give exactly one of model_path (a local model directory) or scratch (a config)")
+    seed_everything(cfg.seed)
+    if model_path is not None:
+        model, tokenizer = load_model(model_path)
+        source = str(model_path)
+    else:
+        tokenizer = char_tokenizer()
+        model = new_small_gpt2(dataclasses.replace(scratch), tokenizer)
+        source = f"scratch {dataclasses.asdict(scratch)}"
+    examples = read_jsonl(train_jsonl)
+    if not examples:
+        raise ValueError(f"{train_jsonl}: no examples")
+    dataset = CompletionDataset(examples, tokenizer, max_length=model_max_length(model))
+    collate = partial(pad_collate, pad_token_id=tokenizer.pad_token_id)
+    meta = {"task": "finetune", "model": source, "train_jsonl": str(train_jsonl), "examples": len(dataset)}
+    return _train(model, tokenizer, dataset, collate, Path(out_dir), cfg, meta)
+
+
+TEXT_SUFFIXES = ("", ".txt", ".md", ".rst", ".text")
+
+
+def read_text_corpus(corpus: str | os.PathLike, max_chars: int | None = None) -> list[str]:
+    """UTF-8 text files under ``corpus`` (recursively; names without suffix or ending in .txt/.md/.rst/.text),
+    sorted by path; binary or undecodable files are skipped. Stops after ``max_chars`` characters."""
+    corpus = Path(corpus)
+    if not corpus.is_dir():
+        raise FileNotFoundError(f"{corpus}: not a directory of text files")
+    texts, total = [], 0
+    for path in sorted(corpus.rglob("*")):
+        if not path.is_file() or path.is_symlink() or path.suffix.lower() not in TEXT_SUFFIXES:
+            continue
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            continue
+        if b"\0" in raw[:4096]:
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if text.strip():
+            texts.append(text)
+            total += len(text)
+        if max_chars is not None and total >= max_chars:
+            break
+    if not texts:
+        raise ValueError(f"{corpus}: no UTF-8 text files found (looked for {TEXT_SUFFIXES} suffixes)")
+    return texts
+
+
+class TextBlockDataset:
+    """Consecutive blocks of ``block_size`` tokens from the concatenated texts (each text closed by EOS): a
+    map-style dataset of ``{"input_ids", "attention_mask", "labels"}`` tensors of shape (block_size,)."""
+
+    def __init__(self, texts: Sequence[str], tokenizer, block_size: int) -> None:
+        import torch
+
+        ids: list[int] = []
+        for text in texts:
+            ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+            if tokenizer.eos_token_id is not None:
+                ids.append(tokenizer.eos_token_id)
+        n = len(ids) // block_size
+        if n == 0:
+            raise ValueError(f"corpus has {len(ids)} tokens, fewer than one block of {block_size}")
+        self.blocks = torch.tensor(ids[: n * block_size], dtype=torch.long).view(n, block_size)
+
+    def __len__(self) -> int:
+        return self.blocks.shape[0]
+
+    def __getitem__(self, i: int) -> dict:
+        import torch
+
+        b = self.blocks[i]
+        return {"input_ids": b, "attention_mask": torch.ones_like(b), "labels": b.clone()}
+
+
+def pretrain_text(
+    corpus: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    model_config: SmallGPT2Config | None = None,
+    cfg: LMTrainConfig | None = None,
+    block_size: int = 256,
+    max_chars: int | None = None,
+) -> Path:
+    """Train the small character-level GPT-2 as a language model on local text; returns ``out/final``, a model
+    directory that ``finetune(model_path=...)`` accepts."""
+    import torch
+
+    from polyzoo.shared.seed import seed_everything
+
+    cfg = dataclasses.replace(cfg or LMTrainConfig())
+    model_config = dataclasses.replace(model_config or SmallGPT2Config())
+    seed_everything(cfg.seed)
+    tokenizer = char_tokenizer()
+    model = new_small_gpt2(model_config, tokenizer)
+    texts = read_text_corpus(corpus, max_chars)
+    dataset = TextBlockDataset(texts, tokenizer, min(block_size, model_config.n_positions))
+
+    def collate(batch):
+        return {k: torch.stack([b[k] for b in batch]) for k in batch[0]}
+
+    meta = {
+        "task": "pretrain-text",
+        "corpus": str(corpus),
+        "files": len(texts),
+        "characters": sum(map(len, texts)),
+        "blocks": len(dataset),
+        "block_size": block_size,
+        "model": dataclasses.asdict(model_config),
+    }
+    return _train(model, tokenizer, dataset, collate, Path(out_dir), cfg, meta)
