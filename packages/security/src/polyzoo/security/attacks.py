@@ -1,0 +1,217 @@
+"""NAIVEATTACK and DOORPING: backdoors planted in a distilled data set through the real data it is distilled from.
+
+Paper: Liu, Li, Backes, Shen, Zhang, "Backdoor Attacks Against Dataset Distillation", NDSS 2023 (arXiv 2301.01197).
+Official code: https://github.com/liuyugeng/baadd (``DC/main.py``, ``DC/utils.py::{select_neuron,
+get_middle_output, update_trigger}``, ``*_BADNETS._add_trigger``).
+
+NAIVEATTACK (BadNets): a square ``size``×``size`` patch of full-intensity pixels (raw 255) is stamped, by default
+one pixel in from the bottom-right corner (rows/cols ``[W−s−1, W−1)``), on a random ``portion`` of the training
+images, which are relabelled to ``target``; this happens once, before distillation.
+
+DOORPING (descends from TrojanNN): the trigger image ``T`` is zero except for the patch, filled with
+``randint(1, 256)`` raw values, and normalised with the data set's mean/std; the mask ``M`` is the patch. Poisoned
+images are ``x ← x∘(1−M) + M∘T`` with label ``target``. Each update (:func:`update_trigger`):
+
+1. :func:`select_neuron` takes the parameters whose name contains ``weight`` (biases skipped), picks the one at
+   ``layer`` (default −2: the second-to-last weight layer, e.g. AlexNet ``classifier.2``, ConvNet
+   ``classifier.0``) and scores each output neuron j by Σ_i |W_ji|; the top-``topk`` neurons are selected.
+2. The output of that module (pre-activation) is read with a forward hook on the trigger image alone (the hook
+   clones it: the ReLU that follows is in-place and would otherwise overwrite what is read).
+3. Adam (lr 0.08, betas 0.9/0.99) minimises MSE(a_sel(T), α·a_sel(T₀)) with α = 10, T₀ the trigger at the start
+   of the update, for at most 1000 steps, stopping once the loss is below 0.5; the gradient is multiplied by ``M``
+   at every step and the trigger is not clamped (as the official code).
+
+The distillation loop re-stamps the poisoned real images after each update (see :mod:`polyzoo.security.distill`).
+Deviation: the update computes the gradient only with respect to the trigger (the official code also accumulates
+gradients into the network's parameters, which its next ``zero_grad`` discards).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "AttackConfig",
+    "TriggerUpdate",
+    "doorping_trigger",
+    "naive_trigger",
+    "poison",
+    "poison_indices",
+    "select_neuron",
+    "stamp",
+    "trigger_mask",
+    "update_trigger",
+    "weight_layer_names",
+]
+
+
+@dataclasses.dataclass
+class AttackConfig:
+    """Attack parameters (official defaults)."""
+
+    kind: str = "none"  # none | naive | doorping
+    target: int = 0
+    size: int = 2
+    portion: float = 0.01
+    position: tuple[int, int] | None = None  # top-left (row, col) of the patch; None: one pixel from bottom-right
+    layer: int = -2
+    topk: int = 1
+    alpha: float = 10.0
+    trigger_lr: float = 0.08
+    trigger_steps: int = 1000
+    trigger_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("none", "naive", "doorping"):
+            raise ValueError(f"attack kind must be none|naive|doorping, got {self.kind!r}")
+        if not 0.0 <= self.portion <= 1.0:
+            raise ValueError(f"attack portion must lie in [0, 1], got {self.portion}")
+        if self.size < 1:
+            raise ValueError(f"trigger size must be >= 1, got {self.size}")
+        if self.position is not None:
+            self.position = (int(self.position[0]), int(self.position[1]))
+
+
+def trigger_mask(channel: int, h: int, w: int, size: int, position: tuple[int, int] | None = None) -> torch.Tensor:
+    """``(C, H, W)`` float mask, 1 on the ``size``×``size`` patch (default rows/cols ``[H−s−1, H−1)``)."""
+    r0, c0 = (h - size - 1, w - size - 1) if position is None else position
+    if r0 < 0 or c0 < 0 or r0 + size > h or c0 + size > w:
+        raise ValueError(f"trigger of size {size} at ({r0}, {c0}) does not fit a {h}×{w} image")
+    mask = torch.zeros(channel, h, w)
+    mask[:, r0 : r0 + size, c0 : c0 + size] = 1.0
+    return mask
+
+
+def _normalise(raw: torch.Tensor, mean, std) -> torch.Tensor:
+    return (raw - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
+
+
+def naive_trigger(
+    channel: int, h: int, w: int, mean, std, size: int = 2, position: tuple[int, int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BadNets trigger: ``(T, M)``, both ``(C, H, W)``; ``T`` is raw 255 (1.0) on the patch, normalised."""
+    mask = trigger_mask(channel, h, w, size, position)
+    return _normalise(mask.clone(), mean, std) * mask, mask
+
+
+def doorping_trigger(
+    channel: int,
+    h: int,
+    w: int,
+    mean,
+    std,
+    size: int = 2,
+    position: tuple[int, int] | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DOORPING's initial trigger: raw zeros except the patch filled with ``randint(1, 256)/255``, normalised
+    (so outside the patch it holds ``−mean/std``, which the mask discards when stamping). Returns ``(T, M)``."""
+    mask = trigger_mask(channel, h, w, size, position)
+    values = torch.randint(1, 256, (channel, h, w), generator=generator).float() / 255.0
+    return _normalise(values * mask, mean, std), mask
+
+
+def stamp(x: torch.Tensor, trigger: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x∘(1−M) + M∘T`` for ``x`` ``(N, C, H, W)``, ``trigger``/``mask`` ``(C, H, W)``."""
+    return x * (1 - mask) + mask * trigger
+
+
+def poison_indices(n: int, portion: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The first ``int(n·portion)`` indices of a random permutation of ``range(n)``."""
+    return torch.randperm(n, generator=generator)[: int(n * portion)]
+
+
+def poison(
+    x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, trigger: torch.Tensor, mask: torch.Tensor, target: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copies of ``(x, y)`` with the rows ``idx`` stamped and relabelled to ``target``."""
+    x, y = x.clone(), y.clone()
+    if len(idx):
+        x[idx] = stamp(x[idx], trigger, mask)
+        y[idx] = target
+    return x, y
+
+
+def weight_layer_names(net: nn.Module) -> list[str]:
+    """Names of the parameters containing ``weight`` (biases skipped), in registration order."""
+    return [name for name, _ in net.named_parameters() if "weight" in name]
+
+
+def select_neuron(net: nn.Module, layer: int = -2, topk: int = 1) -> tuple[str, torch.Tensor]:
+    """The module owning the ``layer``-th weight (default: second-to-last) and its ``topk`` output neurons ranked by
+    Σ_i |W_ji|. Returns ``(module_name, indices (topk,))``."""
+    names = weight_layer_names(net)
+    if not -len(names) <= layer < len(names):
+        raise IndexError(f"layer {layer} out of range: the network has {len(names)} weight layers")
+    pname = names[layer]
+    weight = dict(net.named_parameters())[pname].detach()
+    if weight.dim() < 2:
+        raise ValueError(f"selected parameter {pname} is not a weight matrix/kernel (shape {tuple(weight.shape)})")
+    scores = weight.abs().flatten(1).sum(dim=1)
+    return pname.rsplit(".", 1)[0], torch.topk(scores, topk).indices
+
+
+def _module_output(net: nn.Module, module_name: str, x: torch.Tensor) -> torch.Tensor:
+    module = net.get_submodule(module_name)
+    box: list[torch.Tensor] = []
+    # clone: the ReLU that follows is in-place and would overwrite the pre-activation we read
+    handle = module.register_forward_hook(lambda _m, _i, out: box.append(out.clone()))
+    try:
+        net(x)
+    finally:
+        handle.remove()
+    return box[0]
+
+
+@dataclasses.dataclass
+class TriggerUpdate:
+    """What one DOORPING update did."""
+
+    module: str
+    neurons: list[int]
+    steps: int
+    activation_before: float  # mean selected pre-activation of T₀
+    activation_after: float
+    loss: float
+
+
+def update_trigger(
+    net: nn.Module, trigger: torch.Tensor, mask: torch.Tensor, config: AttackConfig | None = None
+) -> tuple[torch.Tensor, TriggerUpdate]:
+    """One DOORPING trigger update against ``net``. ``trigger``/``mask`` ``(C, H, W)``; returns the new trigger
+    (outside the mask it is unchanged) and a :class:`TriggerUpdate`."""
+    cfg = config or AttackConfig(kind="doorping")
+    was_training = net.training
+    net.eval()
+    module_name, neurons = select_neuron(net, cfg.layer, cfg.topk)
+    t = trigger.detach().clone().unsqueeze(0).requires_grad_(True)
+    opt = torch.optim.Adam([t], lr=cfg.trigger_lr, betas=(0.9, 0.99))
+    target = None
+    before = after = float("nan")
+    loss_value, steps = float("nan"), 0
+    try:
+        for step in range(cfg.trigger_steps):
+            out = _module_output(net, module_name, t).flatten(1)[:, neurons]
+            if target is None:
+                target = cfg.alpha * out.detach()
+                before = float(out.detach().mean())
+            loss = F.mse_loss(out, target)
+            loss_value = float(loss.detach())
+            after = float(out.detach().mean())
+            if loss_value < cfg.trigger_threshold:
+                break
+            (grad,) = torch.autograd.grad(loss, t)
+            t.grad = grad * mask
+            opt.step()
+            steps = step + 1
+        if steps == cfg.trigger_steps:
+            with torch.no_grad():
+                after = float(_module_output(net, module_name, t).flatten(1)[:, neurons].mean())
+    finally:
+        net.train(was_training)
+    info = TriggerUpdate(module_name, [int(i) for i in neurons], steps, before, after, loss_value)
+    return t.detach()[0], info

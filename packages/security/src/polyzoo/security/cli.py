@@ -1,0 +1,184 @@
+"""``polyzoo security``: distil (optionally backdoored) data sets, evaluate them, run defenses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+DATASET_HELP = "digits (scikit-learn, built in), fashion-mnist, cifar10 (python batches) or imagefolder"
+
+
+@click.group(name="security")
+def security() -> None:
+    """Backdoor attacks against dataset distillation (NAIVEATTACK, DOORPING), DC/DSA/DM, defenses."""
+
+
+@security.command()
+@click.option("--dataset", default="digits", show_default=True, help=DATASET_HELP)
+@click.option("--data-path", default=None, help="folder of the data set (fashion-mnist: defaults to Debian's copy)")
+@click.option("--method", type=click.Choice(["dc", "dsa", "dm"]), default="dc", show_default=True)
+@click.option("--attack", type=click.Choice(["none", "naive", "doorping"]), default="none", show_default=True)
+@click.option("--ipc", default=10, show_default=True, help="images per class")
+@click.option("--iterations", default=1000, show_default=True)
+@click.option("--model", default="convnet", show_default=True, help="convnet | convnet-linear | alexnet")
+@click.option("--norm", default="none", show_default=True, help="ConvNet norm: none | instancenorm | ...")
+@click.option("--width", default=128, show_default=True, help="ConvNet width")
+@click.option("--init", type=click.Choice(["noise", "real"]), default=None, help="default: noise (dc/dsa), real (dm)")
+@click.option("--outer-loop", type=int, default=None, help="default from ipc (official get_loops)")
+@click.option("--inner-loop", type=int, default=None)
+@click.option("--batch-real", default=256, show_default=True)
+@click.option("--target", default=0, show_default=True, help="target label of the backdoor")
+@click.option("--trigger-size", default=2, show_default=True)
+@click.option("--portion", default=0.01, show_default=True, help="share of real training images poisoned")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--checkpoint-every", default=50, show_default=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run folder (resumes)")
+def distill(**kw) -> None:
+    """Distil a data set (resumes from OUT/checkpoint.pt; writes OUT/synset.pt)."""
+    from polyzoo.security.attacks import AttackConfig
+    from polyzoo.security.data import load_dataset
+    from polyzoo.security.distill import DistillConfig, Distiller
+
+    data = load_dataset(kw["dataset"], kw["data_path"], seed=0)
+    cfg = DistillConfig(
+        method=kw["method"],
+        ipc=kw["ipc"],
+        iterations=kw["iterations"],
+        model=kw["model"],
+        norm=kw["norm"],
+        width=kw["width"],
+        init=kw["init"],
+        outer_loop=kw["outer_loop"],
+        inner_loop=kw["inner_loop"],
+        batch_real=kw["batch_real"],
+        seed=kw["seed"],
+        checkpoint_every=kw["checkpoint_every"],
+        attack=AttackConfig(kind=kw["attack"], target=kw["target"], size=kw["trigger_size"], portion=kw["portion"]),
+    )
+    Distiller(data, cfg, run_dir=kw["out_dir"], dataset_path=kw["data_path"]).run(progress=True)
+    click.echo(f"wrote {Path(kw['out_dir']) / 'synset.pt'}")
+
+
+def _load(synset_path: str):
+    from polyzoo.security.data import load_dataset
+    from polyzoo.security.distill import load_synset
+
+    s = load_synset(synset_path)
+    data = load_dataset(s.dataset["name"], s.dataset.get("path"), seed=0)
+    return s, data
+
+
+@security.command()
+@click.option(
+    "--synset",
+    "synset_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="synset.pt written by `polyzoo security distill`",
+)
+@click.option("--num-eval", default=10, show_default=True, help="fresh networks trained on the synthetic set")
+@click.option("--epochs", type=int, default=None, help="default: 300 (dc), 1000 with DSA augmentation (dsa/dm)")
+@click.option("--model", default=None, help="evaluation network (default: the distillation network)")
+@click.option("--out", "out_path", default=None, help="JSON results (default: beside the synset); resumes")
+def evaluate(synset_path: str, num_eval: int, epochs: int | None, model: str | None, out_path: str | None) -> None:
+    """Train fresh networks on a synthetic set; report CTA and ASR (with and without target-class images)."""
+    from tqdm.auto import tqdm
+
+    from polyzoo.security.evaluate import attack_metrics, default_eval_config, mean_std, train_network
+    from polyzoo.shared.io import write_json_atomic
+
+    s, data = _load(synset_path)
+    cfg = default_eval_config(
+        s.config["method"], model or s.config["model"], s.config["norm"], epochs, s.config.get("width", 128)
+    )
+    out = Path(out_path) if out_path else Path(synset_path).with_name("evaluation.json")
+    runs = json.loads(out.read_text())["runs"] if out.is_file() else []
+    for i in tqdm(range(len(runs), num_eval), desc="evaluate", initial=len(runs), total=num_eval):
+        net = train_network(s.images, s.labels, data.num_classes, cfg, seed=i)
+        runs.append(attack_metrics(net, data.test_x, data.test_y, s.trigger, s.mask, s.config["attack"]["target"]))
+        write_json_atomic(out, {"synset": str(synset_path), "runs": runs})
+    summary = {k: mean_std([r[k] for r in runs]) for k in ("cta", "asr_all", "asr_nontarget")}
+    write_json_atomic(out, {"synset": str(synset_path), "runs": runs, "summary": summary})
+    click.echo(f"{'metric':<15}{'mean':>8}{'std':>8}")
+    for k, (m, sd) in summary.items():
+        click.echo(f"{k:<15}{m:>8.4f}{sd:>8.4f}")
+    click.echo(f"wrote {out}")
+
+
+@security.command()
+@click.option(
+    "--synset",
+    "synset_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="synset.pt written by `polyzoo security distill`",
+)
+@click.option(
+    "--defense",
+    "defenses",
+    multiple=True,
+    default=("neural-cleanse", "strip", "fine-pruning"),
+    show_default=True,
+    type=click.Choice(["neural-cleanse", "strip", "fine-pruning"]),
+    help="defense to run (repeatable)",
+)
+@click.option("--clean-size", default=500, show_default=True, help="clean real images the defender holds")
+@click.option("--epochs", type=int, default=None, help="training epochs of the defended network")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", "out_path", default=None, help="JSON results (default: beside the synset); resumes")
+def defend(synset_path: str, defenses, clean_size: int, epochs: int | None, seed: int, out_path: str | None) -> None:
+    """Train a network on a synthetic set, apply defenses, report CTA/ASR before and after."""
+    from tqdm.auto import tqdm
+
+    from polyzoo.security.defenses import DefenseData, run_defense
+    from polyzoo.security.evaluate import default_eval_config, train_network
+    from polyzoo.shared.io import write_json_atomic
+
+    s, data = _load(synset_path)
+    cfg = default_eval_config(
+        s.config["method"], s.config["model"], s.config["norm"], epochs, s.config.get("width", 128)
+    )
+    net = train_network(s.images, s.labels, data.num_classes, cfg, seed=seed)
+    g = _generator(seed)
+    pick = _randperm(len(data.train_y), g)[:clean_size]
+    d = DefenseData(
+        data.train_x[pick],
+        data.train_y[pick],
+        data.test_x,
+        data.test_y,
+        s.trigger,
+        s.mask,
+        s.config["attack"]["target"],
+        data.num_classes,
+        tuple(s.dataset["mean"]),
+        tuple(s.dataset["std"]),
+    )
+    out = Path(out_path) if out_path else Path(synset_path).with_name("defense.json")
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    for name in tqdm(defenses, desc="defend"):
+        if name in results:
+            continue
+        results[name] = run_defense(name, net, d)
+        write_json_atomic(out, results)
+    click.echo(f"{'defense':<16}{'CTA before':>11}{'CTA after':>10}{'ASR before':>11}{'ASR after':>10}  (ASR: all)")
+    for name in defenses:
+        r = results[name]
+        click.echo(
+            f"{name:<16}{r['before']['cta']:>11.4f}{r['after']['cta']:>10.4f}"
+            f"{r['before']['asr_all']:>11.4f}{r['after']['asr_all']:>10.4f}"
+        )
+    click.echo(f"wrote {out}")
+
+
+def _generator(seed: int):
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+def _randperm(n: int, g):
+    import torch
+
+    return torch.randperm(n, generator=g)
