@@ -1,0 +1,92 @@
+# CMT fusion with ResNet-50 (junjie18/CMT projects/configs/fusion/cmt_voxel0100_r50_800x320_cbgs.py) in mmdet3d 1.x:
+# ResNet-50 (out_indices 2, 3; with_cp) + CPFPN [1024, 2048], 800x320 images, 0.1 m voxels (41x1080x1080 -> 135x135
+# BEV), AdamW lr 1.4e-4, cyclic peak x6. Paper: nuScenes val 67.9 mAP / 70.8 NDS.
+# The paper initialises the image branch from nuImages weights (nuim_r50.pth): point init_cfg at a local file.
+_base_ = ["./cmt_voxel0075_vov_1600x640_cbgs.py"]
+
+class_names = [
+    "car", "truck", "trailer", "bus", "construction_vehicle",
+    "bicycle", "motorcycle", "pedestrian", "traffic_cone", "barrier",
+]  # fmt: skip
+point_cloud_range = [-54.0, -54.0, -5.0, 54.0, 54.0, 3.0]
+voxel_size = [0.1, 0.1, 0.2]
+image_size = (800, 320)
+
+model = dict(
+    data_preprocessor=dict(voxel_layer=dict(voxel_size=voxel_size)),
+    img_backbone=dict(
+        _delete_=True,
+        type="mmdet.ResNet",
+        depth=50,
+        num_stages=4,
+        out_indices=(2, 3),
+        frozen_stages=-1,
+        norm_cfg=dict(type="BN2d", requires_grad=False),
+        norm_eval=True,
+        with_cp=True,
+        style="pytorch",
+        init_cfg=None,
+    ),
+    img_neck=dict(in_channels=[1024, 2048]),
+    pts_middle_encoder=dict(sparse_shape=[41, 1080, 1080]),
+)
+_points = [
+    dict(type="LoadPointsFromFile", coord_type="LIDAR", load_dim=5, use_dim=5),
+    dict(
+        type="LoadPointsFromMultiSweeps",
+        sweeps_num=9,
+        use_dim=[0, 1, 2, 3, 4],
+        pad_empty_sweeps=True,
+        remove_close=True,
+    ),
+]
+train_pipeline = [
+    *_points,
+    dict(type="LoadMultiViewImageFromFiles", to_float32=True, num_views=6),
+    dict(type="LoadAnnotations3D", with_bbox_3d=True, with_label_3d=True, with_attr_label=False),
+    dict(type="CmtMultiViewResize", size=image_size, mode="crop_top"),
+    dict(type="PointsRangeFilter", point_cloud_range=point_cloud_range),
+    dict(type="ObjectRangeFilter", point_cloud_range=point_cloud_range),
+    dict(type="ObjectNameFilter", classes=class_names),
+    dict(type="PointShuffle"),
+    dict(type="ModalMask3D", mode="train", p_image=0.25, p_points=0.25),
+    dict(type="Pack3DDetInputs", keys=["points", "img", "gt_bboxes_3d", "gt_labels_3d"]),
+]
+test_pipeline = [
+    *_points,
+    dict(type="LoadMultiViewImageFromFiles", to_float32=True, num_views=6),
+    dict(type="CmtMultiViewResize", size=image_size, mode="crop_top"),
+    dict(type="PointsRangeFilter", point_cloud_range=point_cloud_range),
+    dict(type="ModalMask3D", mode="test", mask_modal=None),
+    dict(type="Pack3DDetInputs", keys=["points", "img"]),
+]
+train_dataloader = dict(dataset=dict(dataset=dict(pipeline=train_pipeline)))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
+optim_wrapper = dict(optimizer=dict(lr=1.4e-4))
+param_scheduler = [
+    dict(
+        type="CosineAnnealingLR", T_max=8, eta_min=1.4e-4 * 6, begin=0, end=8, by_epoch=True, convert_to_iter_based=True
+    ),
+    dict(
+        type="CosineAnnealingLR",
+        T_max=12,
+        eta_min=1.4e-4 * 1e-4,
+        begin=8,
+        end=20,
+        by_epoch=True,
+        convert_to_iter_based=True,
+    ),
+    dict(
+        type="CosineAnnealingMomentum",
+        T_max=8,
+        eta_min=0.85 / 0.95,
+        begin=0,
+        end=8,
+        by_epoch=True,
+        convert_to_iter_based=True,
+    ),
+    dict(
+        type="CosineAnnealingMomentum", T_max=12, eta_min=1, begin=8, end=20, by_epoch=True, convert_to_iter_based=True
+    ),
+]

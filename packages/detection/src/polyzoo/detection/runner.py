@@ -1,0 +1,129 @@
+"""``tools/train.py`` and ``tools/test.py`` for mmengine configs (CMT, RefT), in the style of mmdet's tools.
+
+Both build an mmengine ``Runner`` from a config (``default_scope`` decides mmdet3d or mmdet; plugins come in with
+the config's ``custom_imports``) and support distributed launch (``--launcher pytorch`` under ``torchrun``).
+
+Checkpoint loading keeps ``torch.load(weights_only=True)``: mmengine's data-only globals are allowlisted inside a
+scoped block (:mod:`polyzoo.detection.checkpoint`). Full unpickling happens only with ``--trust-checkpoint`` and only
+while the runner resumes, for a checkpoint your own run wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import os.path as osp
+from collections.abc import Sequence
+from typing import Any
+
+from polyzoo.detection.checkpoint import mmengine_safe_globals, trusted_full_unpickling
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--work-dir", help="folder for logs and checkpoints (default ./work_dirs/<config name>)")
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        default=None,
+        metavar="KEY=VALUE",
+        help="override config entries, e.g. train_cfg.max_iters=10 model.pts_bbox_head.num_query=50",
+    )
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
+
+
+def _load_cfg(args: argparse.Namespace) -> Any:
+    from mmengine.config import Config, DictAction
+
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        action = DictAction(option_strings=[], dest="cfg_options")
+        ns = argparse.Namespace()
+        action(None, ns, args.cfg_options)
+        cfg.merge_from_dict(ns.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get("work_dir") is None:
+        cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
+    if "LOCAL_RANK" not in os.environ:
+        os.environ["LOCAL_RANK"] = str(args.local_rank)
+    return cfg
+
+
+def _build_runner(cfg: Any) -> Any:
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    return Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
+
+
+def _guard_loading(runner: Any, trust: bool, path: str | None) -> None:
+    """Wrap ``runner.load_or_resume`` so checkpoint reading happens under the chosen loading policy."""
+    original = runner.load_or_resume
+
+    def load_or_resume() -> None:
+        ctx = trusted_full_unpickling(path) if trust else contextlib.nullcontext()
+        with mmengine_safe_globals(), ctx:
+            original()
+
+    runner.load_or_resume = load_or_resume
+
+
+def train_main(argv: Sequence[str] | None = None) -> Any:
+    """Train a model from an mmengine config. Returns the trained model."""
+    parser = argparse.ArgumentParser(description="Train a detector from an mmengine config (mmdet3d/mmdet plugins).")
+    parser.add_argument("config", help="config file, e.g. packages/detection/configs/cmt/cmt_tiny_cpu.py")
+    parser.add_argument("--amp", action="store_true", help="automatic mixed precision (AmpOptimWrapper)")
+    parser.add_argument("--auto-scale-lr", action="store_true", help="scale lr by world size × batch size")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        help="resume from PATH, or from the latest checkpoint in the work dir when no path is given",
+    )
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow full unpickling while resuming (only for a checkpoint your own run wrote)",
+    )
+    _add_common(parser)
+    args = parser.parse_args(argv)
+    cfg = _load_cfg(args)
+    if args.amp:
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.loss_scale = "dynamic"
+    if args.auto_scale_lr:
+        if "auto_scale_lr" not in cfg or "base_batch_size" not in cfg.auto_scale_lr:
+            raise ValueError(f"{args.config}: --auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=...)`")
+        cfg.auto_scale_lr.enable = True
+    if args.resume == "auto":
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    runner = _build_runner(cfg)
+    _guard_loading(runner, args.trust_checkpoint, args.resume)
+    return runner.train()
+
+
+def test_main(argv: Sequence[str] | None = None) -> dict:
+    """Evaluate a checkpoint with an mmengine config. Returns the metrics dict."""
+    parser = argparse.ArgumentParser(description="Test a detector checkpoint with an mmengine config.")
+    parser.add_argument("config", help="config file")
+    parser.add_argument("checkpoint", help="checkpoint file (mmengine .pth or a plain state dict)")
+    parser.add_argument("--out", help="dump raw predictions to this .pkl file")
+    _add_common(parser)
+    args = parser.parse_args(argv)
+    cfg = _load_cfg(args)
+    cfg.load_from = args.checkpoint
+    runner = _build_runner(cfg)
+    if args.out is not None:
+        from mmengine.evaluator import DumpResults
+
+        if not args.out.endswith((".pkl", ".pickle")):
+            raise ValueError(f"--out {args.out}: expected a .pkl or .pickle file")
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+    _guard_loading(runner, False, args.checkpoint)
+    return runner.test()
