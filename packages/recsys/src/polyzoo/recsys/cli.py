@@ -1,0 +1,298 @@
+"""``polyzoo recsys prepare|train|eval|select``: vocabularies, resumable streaming training, metrics, and the
+feature/interaction selection report of group-lasso FTRL."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("criteo", "avazu", "movielens", "synthetic")
+
+
+def _format(name: str, threshold: int, hash_buckets: int, num_fields: int = 8) -> Any:
+    from polyzoo.recsys.data import avazu_format, criteo_format, movielens_format
+    from polyzoo.recsys.synthetic import synthetic_format
+
+    if name == "criteo":
+        return criteo_format(threshold, hash_buckets)
+    if name == "avazu":
+        return avazu_format(threshold, hash_buckets)
+    if name == "movielens":
+        return movielens_format(threshold, hash_buckets)
+    fmt = synthetic_format(num_fields)
+    for f in fmt.fields:
+        f.threshold, f.hash_buckets = threshold, hash_buckets
+    return fmt
+
+
+def _stream(fmt_name: str, path: Path, fmap: Any, batch_size: int, split: str | None, skip_bad: bool, start: int = 0):
+    from polyzoo.recsys.data import CTRStream, MovieLensStream
+
+    if fmt_name == "movielens":
+        return MovieLensStream(path, fmap, batch_size, split=split, skip_bad=skip_bad, start_line=start)
+    fmt = _format(fmt_name, 0, 0, fmap.num_fields)
+    return CTRStream(path, fmt, fmap, batch_size, split=split, skip_bad=skip_bad, start_line=start)
+
+
+def _split(value: str) -> str | None:
+    return None if value == "all" else value
+
+
+@click.group(name="recsys")
+def recsys() -> None:
+    """xDeepInt with group-lasso FTRL on streaming CTR data (Criteo, Avazu, MovieLens, synthetic)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+_format_opt = click.option(
+    "--format",
+    "fmt_name",
+    type=click.Choice(FORMATS),
+    default="criteo",
+    show_default=True,
+    help="input format; movielens takes the folder holding ml-100k.inter/.user/.item",
+)
+_skip_opt = click.option("--skip-bad", is_flag=True, help="count and skip malformed rows instead of failing on them")
+
+
+@recsys.command()
+@click.argument("input_path", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="feature map JSON to write (atomically)")
+@_format_opt
+@click.option("--threshold", default=20, show_default=True, help="keep categorical values seen more than this often")
+@click.option("--hash-buckets", default=0, show_default=True, help="> 0: hash categorical values, no vocabulary")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "all"]),
+    default="train",
+    show_default=True,
+    help="rows counted (official 80/20 rule)",
+)
+@click.option("--num-fields", default=8, show_default=True, help="fields of the synthetic format")
+@_skip_opt
+def prepare(
+    input_path: Path,
+    out: Path,
+    fmt_name: str,
+    threshold: int,
+    hash_buckets: int,
+    split: str,
+    num_fields: int,
+    skip_bad: bool,
+) -> None:
+    """Build the vocabularies of INPUT_PATH once (one streaming pass) and save the feature map."""
+    from polyzoo.recsys.data import build_feature_map, build_movielens_feature_map
+
+    if fmt_name == "movielens":
+        fmap = build_movielens_feature_map(input_path, threshold, _split(split))
+        stats = {}
+    else:
+        fmt = _format(fmt_name, threshold, hash_buckets, num_fields)
+        fmap, stats = build_feature_map(input_path, fmt, _split(split), skip_bad)
+    fmap.save(out)
+    click.echo(json.dumps({"feature_map": str(out), "num_rows": fmap.num_rows, "fields": fmap.num_fields, **stats}))
+
+
+@recsys.command()
+@click.argument("input_path", type=click.Path(exists=True, path_type=Path))
+@click.option("--feature-map", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option("--run-dir", type=click.Path(path_type=Path), required=True, help="run folder (checkpoint, metrics)")
+@_format_opt
+@click.option(
+    "--model",
+    type=click.Choice(["xdeepint", "lr", "fm", "deepfm", "dcn", "dcnv1", "xdeepfm"]),
+    default="xdeepint",
+    show_default=True,
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["gftrl", "adam", "adagrad"]),
+    default="gftrl",
+    show_default=True,
+    help="gftrl = group-lasso FTRL on embeddings + L1 FTRL on the rest (the paper)",
+)
+@click.option("--embedding-dim", default=16, show_default=True)
+@click.option("--layers", default=4, show_default=True, help="PIN layers L")
+@click.option("--subspaces", default=16, show_default=True, help="PIN subspaces h (1 vector-wise ... D bit-wise)")
+@click.option("--epochs", default=1, show_default=True)
+@click.option("--batch-size", default=4096, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True, help="adam/adagrad learning rate")
+@click.option(
+    "--gftrl",
+    "gftrl",
+    nargs=4,
+    type=float,
+    default=(0.02, 1.0, 10.0, 10.0),
+    show_default=True,
+    help="GFTRL α β λ1 λ2 (official)",
+)
+@click.option(
+    "--ftrl",
+    "ftrl",
+    nargs=3,
+    type=float,
+    default=(0.02, 0.1, 0.1),
+    show_default=True,
+    help="PIN FTRL lr λ1 λ2 (TF semantics)",
+)
+@click.option("--checkpoint-every", default=200, show_default=True)
+@click.option("--split", type=click.Choice(["train", "all"]), default="train", show_default=True)
+@click.option("--no-resume", is_flag=True, help="start from scratch even if the run folder has a checkpoint")
+@_skip_opt
+def train(
+    input_path: Path,
+    feature_map: Path,
+    run_dir: Path,
+    fmt_name: str,
+    model: str,
+    optimizer: str,
+    embedding_dim: int,
+    layers: int,
+    subspaces: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    gftrl: tuple[float, ...],
+    ftrl: tuple[float, ...],
+    checkpoint_every: int,
+    split: str,
+    no_resume: bool,
+    skip_bad: bool,
+) -> None:
+    """Train on INPUT_PATH (streamed); resumes from RUN_DIR/checkpoint.pt unless --no-resume."""
+    from polyzoo.recsys.features import FeatureMap
+    from polyzoo.recsys.train import TrainSpec, build_model, build_optimizers, fit
+    from polyzoo.shared.io import write_json_atomic
+    from polyzoo.shared.seed import seed_everything
+
+    fmap = FeatureMap.load(feature_map)
+    kwargs = {"num_layers": layers, "num_subspaces": subspaces} if model == "xdeepint" else {}
+    spec = TrainSpec(
+        model=model,
+        embedding_dim=embedding_dim,
+        model_kwargs=kwargs,
+        optimizer=optimizer,
+        lr=lr,
+        gftrl_alpha=gftrl[0],
+        gftrl_beta=gftrl[1],
+        gftrl_l1=gftrl[2],
+        gftrl_l2=gftrl[3],
+        ftrl_alpha=ftrl[0],
+        ftrl_l1=ftrl[1],
+        ftrl_l2=ftrl[2],
+        epochs=epochs,
+        batch_size=batch_size,
+        checkpoint_every=checkpoint_every,
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fmap.save(run_dir / "feature_map.json")
+    write_json_atomic(
+        run_dir / "run.json", {"format": fmt_name, "input": str(input_path), "spec": dataclasses.asdict(spec)}
+    )
+    seed_everything(spec.seed)
+    net = build_model(spec, fmap.num_rows, fmap.num_fields)
+    opts = build_optimizers(net, spec)
+    result = fit(
+        net,
+        opts,
+        lambda line: _stream(fmt_name, input_path, fmap, batch_size, _split(split), skip_bad, line),
+        spec,
+        run_dir,
+        resume=not no_resume,
+        progress=True,
+    )
+    click.echo(json.dumps(result))
+
+
+def _load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
+    from polyzoo.recsys.features import FeatureMap
+    from polyzoo.recsys.train import TrainSpec, build_model
+    from polyzoo.shared.io import load_torch_file, read_json
+
+    info = read_json(run_dir / "run.json")
+    fmap = FeatureMap.load(run_dir / "feature_map.json")
+    spec = TrainSpec(**info["spec"])
+    net = build_model(spec, fmap.num_rows, fmap.num_fields)
+    ckpt = run_dir / "checkpoint.pt"
+    if not ckpt.is_file():
+        raise click.ClickException(f"no checkpoint at {ckpt}; run `polyzoo recsys train` first")
+    net.load_state_dict(load_torch_file(ckpt)["model"])
+    return net, fmap, info
+
+
+@recsys.command(name="eval")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="data to evaluate on (default: the training input)",
+)
+@click.option("--split", type=click.Choice(["test", "train", "all"]), default="test", show_default=True)
+@click.option("--batch-size", default=8192, show_default=True)
+@_skip_opt
+def eval_cmd(run_dir: Path, input_path: Path | None, split: str, batch_size: int, skip_bad: bool) -> None:
+    """AUC and log loss (scikit-learn) of the run's last checkpoint; also written to RUN_DIR/eval.json."""
+    from polyzoo.recsys.train import evaluate
+    from polyzoo.shared.io import write_json_atomic
+
+    net, fmap, info = _load_run(run_dir)
+    path = input_path or Path(info["input"])
+    result = evaluate(net, _stream(info["format"], path, fmap, batch_size, _split(split), skip_bad))
+    write_json_atomic(run_dir / "eval.json", {"input": str(path), "split": split, **result})
+    click.echo(json.dumps(result))
+
+
+def selection_report(net: Any, fmap: Any) -> dict[str, Any]:
+    """Zero-row ratio of the embeddings (overall and per field: features dropped by GFTRL) and zero-weight ratio
+    of the interaction kernels (per PIN layer: interactions dropped by L1 FTRL)."""
+    from polyzoo.recsys.optim import zero_row_mask, zero_weight_ratio
+
+    table = net.embedding if getattr(net, "embedding", None) is not None else net.linear  # LR: first-order table
+    weight = table.weight.detach()
+    zero = zero_row_mask(weight)[1:]  # row 0 is the always-zero missing/OOV row
+    fields = {}
+    for i, name in enumerate(fmap.names):
+        start, size = fmap.offsets[i] - 1, fmap.sizes[i]
+        block = zero[start : start + size]
+        fields[name] = {
+            "rows": size,
+            "zero_rows": int(block.sum()),
+            "zero_ratio": float(block.float().mean()) if size else 0.0,
+        }
+    report: dict[str, Any] = {"embedding_zero_row_ratio": float(zero.float().mean()), "fields": fields}
+    if hasattr(net, "pin_weight_parameters"):
+        kernels = net.pin_weight_parameters()
+        report["pin_zero_weight_ratio"] = zero_weight_ratio(kernels)
+        report["pin_layers"] = [zero_weight_ratio([k]) for k in kernels]
+    return report
+
+
+@recsys.command(name="select")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--top", default=10, show_default=True, help="list this many most-dropped fields")
+def select_cmd(run_dir: Path, top: int) -> None:
+    """Feature and interaction selection of a run: zero embedding rows per field and zero PIN weights
+    (written to RUN_DIR/selection.json)."""
+    from polyzoo.shared.io import write_json_atomic
+
+    net, fmap, _ = _load_run(run_dir)
+    report = selection_report(net, fmap)
+    write_json_atomic(run_dir / "selection.json", report)
+    click.echo(f"embedding zero-row ratio: {report['embedding_zero_row_ratio']:.4f}")
+    if "pin_zero_weight_ratio" in report:
+        click.echo(
+            f"PIN zero-weight ratio: {report['pin_zero_weight_ratio']:.4f} "
+            f"(per layer: {', '.join(f'{r:.3f}' for r in report['pin_layers'])})"
+        )
+    ranked = sorted(report["fields"].items(), key=lambda kv: -kv[1]["zero_ratio"])[:top]
+    for name, f in ranked:
+        click.echo(f"  {name}: {f['zero_rows']}/{f['rows']} rows zero ({f['zero_ratio']:.3f})")

@@ -1,0 +1,200 @@
+"""Feature specifications, vocabularies and the encoding of raw CTR rows into embedding-row ids.
+
+Preprocessing follows the official xDeepInt code (``xdeepint/src/transformation.py``, ``data/criteo``):
+
+* **Categorical fields**: a vocabulary from training counts, keeping values seen more than ``threshold`` times
+  (official: count > 20), ids ordered by count (ties by value) so the vocabulary is deterministic; or, for
+  one-pass streaming without a ``prepare`` step, hashing into ``hash_buckets`` buckets (stable CRC32, not
+  Python's salted ``hash``).
+* **Integer fields**: ``bucket = ⌊ln(x² + 1)⌋`` (``log_square_binning_fn``) in an identity column of 64 buckets.
+  Buckets beyond the last are clipped to it (x ≥ e^32 ≈ 7.9e13; TF's identity column would fail there).
+  **All 13 Criteo integer fields are used**: the official ``range(1, 13)`` drops I13, a bug not copied.
+* **Missing and out-of-vocabulary values** map explicitly to row 0, the shared zero row of
+  :class:`~polyzoo.recsys.models.FieldEmbedding`; this is what the official code gets by dropping them
+  (NaN → −1 → dropped, OOV → dropped, mean combiner of an empty bag = 0). Every field also counts its misses.
+
+Global layout of the embedding table: row 0 is the zero row, then each field's values in field order
+(``offsets[f] + local_id − 1`` for ``local_id ≥ 1``), so one row is one feature value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from polyzoo.shared.io import read_json, write_json_atomic
+
+__all__ = ["FeatureMap", "FieldSpec", "ParseError", "log_square_bin"]
+
+FORMAT_VERSION = 1
+
+
+class ParseError(ValueError):
+    """A malformed input row; the message names the file, the line number and what was expected."""
+
+
+@dataclasses.dataclass
+class FieldSpec:
+    """One input field.
+
+    Args:
+        name: field name (``I1``, ``C3``, ``user_id``...).
+        kind: ``"categorical"`` (string tokens) or ``"integer"`` (log-square binned numbers).
+        threshold: keep categorical values seen more than this many times in training (vocabulary mode).
+        hash_buckets: > 0 to hash categorical values into that many buckets instead of a vocabulary.
+        num_buckets: identity buckets of an integer field (official 64).
+    """
+
+    name: str
+    kind: str = "categorical"
+    threshold: int = 20
+    hash_buckets: int = 0
+    num_buckets: int = 64
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("categorical", "integer"):
+            raise ValueError(f"field {self.name!r}: kind must be 'categorical' or 'integer', got {self.kind!r}")
+        if self.hash_buckets < 0 or self.num_buckets < 1 or self.threshold < 0:
+            raise ValueError(f"field {self.name!r}: hash_buckets/threshold must be >= 0 and num_buckets >= 1")
+
+
+def log_square_bin(x: float, num_buckets: int = 64) -> int:
+    """``⌊ln(x² + 1)⌋`` clipped to ``[0, num_buckets − 1]`` (official ``log_square_binning_fn``)."""
+    return min(math.floor(math.log(x * x + 1.0)), num_buckets - 1)
+
+
+def _stable_hash(token: str) -> int:
+    return zlib.crc32(token.encode("utf-8"))
+
+
+class FeatureMap:
+    """Field specs plus their vocabularies; turns a row of raw strings into global embedding-row ids.
+
+    Build with :meth:`from_counts` (vocabulary mode; see :func:`polyzoo.recsys.data.build_feature_map`) or
+    directly when every categorical field hashes. Save/load with :meth:`save` (atomic JSON) / :meth:`load`.
+    """
+
+    def __init__(self, fields: Sequence[FieldSpec], vocabularies: dict[str, list[str]] | None = None) -> None:
+        self.fields = [dataclasses.replace(f) for f in fields]
+        names = [f.name for f in self.fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate field names in {names}")
+        vocabularies = vocabularies or {}
+        self.vocabularies: dict[str, list[str]] = {}
+        self._lookup: list[dict[str, int] | None] = []
+        sizes = []
+        for f in self.fields:
+            if f.kind == "integer":
+                sizes.append(f.num_buckets)
+                self._lookup.append(None)
+            elif f.hash_buckets > 0:
+                sizes.append(f.hash_buckets)
+                self._lookup.append(None)
+            else:
+                if f.name not in vocabularies:
+                    raise ValueError(f"categorical field {f.name!r} needs a vocabulary (or hash_buckets > 0)")
+                vocab = list(vocabularies[f.name])
+                self.vocabularies[f.name] = vocab
+                self._lookup.append({tok: i + 1 for i, tok in enumerate(vocab)})
+                sizes.append(len(vocab))
+        self.sizes = sizes
+        self.offsets = []
+        start = 1  # row 0: the zero row for missing / out-of-vocabulary values
+        for size in sizes:
+            self.offsets.append(start)
+            start += size
+        self.num_rows = start
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.fields)
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    @classmethod
+    def from_counts(cls, fields: Sequence[FieldSpec], counts: dict[str, Counter]) -> FeatureMap:
+        """Vocabularies of the fields that need one: values with count > ``threshold``, most frequent first."""
+        vocabularies = {}
+        for f in fields:
+            if f.kind == "categorical" and f.hash_buckets == 0:
+                kept = [(tok, c) for tok, c in counts.get(f.name, Counter()).items() if c > f.threshold]
+                kept.sort(key=lambda item: (-item[1], item[0]))
+                vocabularies[f.name] = [tok for tok, _ in kept]
+        return cls(fields, vocabularies)
+
+    def local_id(self, field_index: int, value: str, where: str = "") -> int:
+        """Raw string of field ``field_index`` -> local id (0 = missing / OOV). Raises :class:`ParseError` for an
+        unparsable integer."""
+        if value == "":
+            return 0
+        spec = self.fields[field_index]
+        if spec.kind == "integer":
+            try:
+                x = float(value)
+            except ValueError:
+                raise ParseError(f"{where}field {spec.name}: expected a number, got {value!r}") from None
+            if math.isnan(x):
+                return 0
+            if math.isinf(x):
+                return spec.num_buckets
+            return log_square_bin(x, spec.num_buckets) + 1
+        lookup = self._lookup[field_index]
+        if lookup is None:
+            return _stable_hash(value) % spec.hash_buckets + 1
+        return lookup.get(value, 0)
+
+    def encode(self, values: Sequence[str], where: str = "") -> list[int]:
+        """Raw field strings (one per field, in field order) -> global row ids ``[num_fields]``."""
+        ids = []
+        for i, value in enumerate(values):
+            local = self.local_id(i, value, where)
+            ids.append(self.offsets[i] + local - 1 if local else 0)
+        return ids
+
+    def field_of_row(self, row: int) -> int:
+        """Index of the field owning global row ``row`` (``-1`` for the zero row)."""
+        if row <= 0:
+            return -1
+        for i in range(len(self.offsets) - 1, -1, -1):
+            if row >= self.offsets[i]:
+                return i
+        return -1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "fields": [dataclasses.asdict(f) for f in self.fields],
+            "vocabularies": self.vocabularies,
+            "num_rows": self.num_rows,
+        }
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any], source: str = "<dict>") -> FeatureMap:
+        if obj.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{source}: format_version {obj.get('format_version')!r}, expected {FORMAT_VERSION}")
+        try:
+            fields = [FieldSpec(**f) for f in obj["fields"]]
+            fmap = cls(fields, obj.get("vocabularies", {}))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{source}: not a feature map ({err})") from err
+        if fmap.num_rows != obj.get("num_rows", fmap.num_rows):
+            raise ValueError(f"{source}: num_rows {obj['num_rows']} does not match the vocabularies ({fmap.num_rows})")
+        return fmap
+
+    def save(self, path: str | Path) -> None:
+        """Write the specs and vocabularies as JSON, atomically."""
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureMap:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no feature map at {path}; run `polyzoo recsys prepare` first")
+        return cls.from_dict(read_json(path), str(path))
