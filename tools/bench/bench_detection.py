@@ -9,12 +9,12 @@ nuScenes sample in ``../shared/data/nuscenes`` when present, otherwise a toy sce
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import torch
 
+from polyzoo.shared.paths import shared_data_dir
 from polyzoo.shared.timing import time_interleaved
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ CONFIG = REPO / "packages" / "detection" / "configs" / "cmt" / "cmt_tiny_cpu.py"
 
 
 def _data_root(tmp: str) -> tuple[str, str, str]:
-    shared = Path(os.environ.get("POLYZOO_SHARED_DATA", REPO / ".." / "shared" / "data")) / "nuscenes"
+    shared = shared_data_dir(__file__) / "nuscenes"
     pkl = shared / "n015-2018-07-24-11-22-45+0800.pkl"
     if pkl.is_file():
         return str(shared) + "/", pkl.name, "nuScenes sample (34,688 points, 6×1600×900 → 6×64×160)"

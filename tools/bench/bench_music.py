@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from polyzoo.music.drumroll import COLUMN_PITCHES, MERGES_OFFICIAL, NUM_LINES, midi_to_drumroll
+from polyzoo.shared.paths import shared_data_dir
 from polyzoo.shared.timing import time_interleaved
 
 
@@ -53,7 +54,7 @@ def mido_to_drumroll(path: str) -> list[str]:
 
 
 def _files(limit: int) -> list[str]:
-    base = Path(os.environ.get("POLYZOO_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
+    base = shared_data_dir(__file__)
     gmd = base / "drums" / "groove"
     if gmd.is_dir():
         files = sorted(str(p) for p in gmd.rglob("*4-4.mid"))

@@ -19,20 +19,20 @@ polyzoo-video).
 
 from __future__ import annotations
 
-import os
 import tempfile
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from polyzoo.shared.paths import shared_data_dir
 from polyzoo.shared.timing import time_interleaved
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _shared_video() -> Path | None:
-    root = Path(os.environ.get("POLYZOO_SHARED_DATA", REPO.parent / "shared" / "data")) / "video"
+    root = shared_data_dir(__file__) / "video"
     path = root / "kinetics_arm_wrestling.mp4"
     return path if path.is_file() else None
 

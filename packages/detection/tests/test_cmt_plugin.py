@@ -1,15 +1,16 @@
 """CMT through mmdet3d: registration, transforms, the tiny model on toy and real data, the paper configs."""
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from polyzoo.shared.paths import shared_data_dir
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "cmt"
-SHARED = Path(os.environ.get("POLYZOO_SHARED_DATA", Path(__file__).resolve().parents[3] / ".." / "shared" / "data"))
+SHARED = shared_data_dir(__file__)
 NUSCENES = SHARED / "nuscenes"
 
 

@@ -3,13 +3,13 @@ badly under thread oversubscription), the shared real data folder, and a tiny bi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from polyzoo.graph.synthetic import BiasedSBMConfig, biased_sbm
+from polyzoo.shared.paths import shared_data_dir
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +22,7 @@ def _one_thread():
 
 @pytest.fixture(scope="session")
 def shared_graphs() -> Path:
-    root = Path(os.environ.get("POLYZOO_SHARED_DATA", Path(__file__).resolve().parents[3] / ".." / "shared" / "data"))
+    root = shared_data_dir(__file__)
     graphs = root.resolve() / "graphs"
     if not graphs.is_dir():
         pytest.skip(f"real graph data not found at {graphs} (set POLYZOO_SHARED_DATA to the shared data folder)")

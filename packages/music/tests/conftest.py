@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from polyzoo.shared.paths import shared_data_dir
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -91,7 +93,7 @@ def fake_gmd(tmp_path):
 
 @pytest.fixture
 def gmd_root() -> Path:
-    base = Path(os.environ.get("POLYZOO_SHARED_DATA", Path(__file__).resolve().parents[3] / ".." / "shared" / "data"))
+    base = shared_data_dir(__file__)
     root = base / "drums" / "groove"
     if not (root / "info.csv").is_file():
         pytest.skip(f"Groove MIDI Dataset not found at {root} (set POLYZOO_SHARED_DATA)")

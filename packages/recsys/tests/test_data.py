@@ -1,7 +1,6 @@
 """Streaming data: the shared Criteo/Avazu samples, generated files, malformed rows, sharding, vocabularies."""
 
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -17,10 +16,11 @@ from polyzoo.recsys.data import (
     in_split,
 )
 from polyzoo.recsys.features import FeatureMap, FieldSpec, ParseError, log_square_bin
+from polyzoo.shared.paths import shared_data_dir
 
 
 def _shared_ctr() -> Path:
-    root = Path(os.environ.get("POLYZOO_SHARED_DATA", Path(__file__).resolve().parents[3] / ".." / "shared" / "data"))
+    root = shared_data_dir(__file__)
     path = root / "ctr"
     if not (path / "criteo_sample.txt").is_file():
         pytest.skip(f"shared CTR samples not found under {path} (set POLYZOO_SHARED_DATA)")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from polyzoo.shared.paths import shared_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -24,7 +25,7 @@ def _one_thread():
 
 @pytest.fixture(scope="session")
 def shared_video_dir() -> Path:
-    root = Path(os.environ.get("POLYZOO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "video"
+    root = shared_data_dir(__file__) / "video"
     if not (root / "kinetics_arm_wrestling.mp4").is_file():
         pytest.skip(f"real clips not found in {root} (set POLYZOO_SHARED_DATA to the shared data folder)")
     return root
