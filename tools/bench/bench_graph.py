@@ -5,17 +5,16 @@ Contenders (one epoch each, Adam, 2 classes, hidden 32, 2 layers; timed interlea
 - teacher GCN, full batch (forward + backward + step);
 - vanilla KD into an MLP / a GCN student, full batch (Euclidean KD on the non-training nodes);
 - RELIANT-SP into the same students, full batch (student step with the surrogate + proxy step);
-- teacher GCN and vanilla KD / RELIANT-SP into a GCN student with a fan-out subgraph sampler ([10, 5]): the timed
+- teacher GCN and vanilla KD / RELIANT-SP into a GCN student through PyG's NeighborLoader (fan-out [10, 5]): the timed
   unit is ``BATCHES`` mini-batches of ``BATCH`` seeds (training nodes for the teacher, all nodes for the students);
   the table also extrapolates to one pass over those seeds.
 
 Threads: ``POLYZOO_BENCH_THREADS`` (default 1). On the shared 2-core machine, two OpenMP threads under heavy load
 made PyG's scatter/gather kernels about 10× slower than one thread, so one is the default; the header says which.
 
-Mini-batch: PyG's ``NeighborLoader`` needs pyg-lib or torch-sparse; neither installs from PyPI for torch 2.13
-(pyg-lib is not on PyPI; torch-sparse is an sdist that must be compiled), so the mini-batch rows use
-``polyzoo.graph.sampling.SubgraphSampler`` (plain torch). When ``NeighborLoader`` is importable and usable it is
-reported in the header.
+Mini-batch: PyG's ``NeighborLoader`` (``polyzoo.graph.sampling.neighbor_loader``). Its compiled sampling kernels
+(pyg-lib or torch-sparse) do not install from PyPI for torch 2.13, so unless one of them is installed the loader
+samples with ``polyzoo.graph.sampling.TorchNeighborSampler`` (plain torch); the header says which backend ran.
 
 Peak memory: each contender runs once more in a fresh subprocess (this file run as a script, with glibc's default
 malloc so freed memory goes back to the system); after the graph, models and samplers are built, a thread samples the
@@ -37,7 +36,7 @@ import torch
 from polyzoo.graph.kd import euclidean_kd_loss
 from polyzoo.graph.models import build_model
 from polyzoo.graph.reliant import BiasProxy, Reliant
-from polyzoo.graph.sampling import SubgraphSampler
+from polyzoo.graph.sampling import native_sampling_available, neighbor_loader
 from polyzoo.graph.synthetic import BiasedSBMConfig, biased_sbm
 from polyzoo.shared.timing import time_interleaved
 
@@ -64,11 +63,12 @@ def _contenders(data, quick: bool) -> dict:
     kd_mask = ~train
     fair_mask = train & (data.sens >= 0)
     gen = torch.Generator().manual_seed(0)
-    train_sampler = SubgraphSampler(data.edge_index, n, [10, 5], BATCH, seeds=train.nonzero().view(-1), generator=gen)
-    all_sampler = SubgraphSampler(data.edge_index, n, [10, 5], BATCH, generator=gen)
+    loader_args = dict(batch_size=BATCH, shuffle=True, generator=gen)
+    train_sampler = neighbor_loader(data, [10, 5], input_nodes=train.nonzero().view(-1), **loader_args)
+    all_sampler = neighbor_loader(data, [10, 5], **loader_args)
 
-    def first(sampler):
-        for i, b in enumerate(sampler):
+    def first(NeighborLoader):
+        for i, b in enumerate(NeighborLoader):
             if i == BATCHES:
                 return
             yield b
@@ -84,8 +84,8 @@ def _contenders(data, quick: bool) -> dict:
         teacher.train()
         for b in first(train_sampler):
             t_opt.zero_grad()
-            out = teacher(data.x[b.n_id], b.edge_index)[: b.batch_size]
-            torch.nn.functional.cross_entropy(out, data.y[b.n_id[: b.batch_size]]).backward()
+            out = teacher(b.x, b.edge_index)[: b.batch_size]
+            torch.nn.functional.cross_entropy(out, b.y[: b.batch_size]).backward()
             t_opt.step()
 
     def student_setup(kind: str, fair: str):
@@ -120,8 +120,7 @@ def _contenders(data, quick: bool) -> dict:
                 fm = seed_mask.clone()
                 fm[: b.batch_size] = fair_mask[seeds]
                 tp = t_prob[b.n_id]
-                x = data.x[b.n_id]
-                s, y = data.sens[b.n_id], data.y[b.n_id]
+                x, s, y = b.x, b.sens, b.y
 
                 def kd(logits, kd_m=kd_m, tp=tp):
                     return euclidean_kd_loss(logits[kd_m], tp[kd_m], reduction="mean")
@@ -139,9 +138,9 @@ def _contenders(data, quick: bool) -> dict:
         "RELIANT-SP → MLP (full)": distill_full("mlp", "sp"),
         "KD → GCN (full)": distill_full("gcn", "none"),
         "RELIANT-SP → GCN (full)": distill_full("gcn", "sp"),
-        "teacher GCN (sampler)": teacher_mini,
-        "KD → GCN (sampler)": distill_mini("none"),
-        "RELIANT-SP → GCN (sampler)": distill_mini("sp"),
+        "teacher GCN (NeighborLoader)": teacher_mini,
+        "KD → GCN (NeighborLoader)": distill_mini("none"),
+        "RELIANT-SP → GCN (NeighborLoader)": distill_mini("sp"),
     }
 
 
@@ -159,15 +158,8 @@ def _measure_memory(name: str, quick: bool) -> float:
 
 
 def _neighbor_loader_status() -> str:
-    try:
-        from torch_geometric.data import Data
-        from torch_geometric.loader import NeighborLoader
-
-        d = Data(edge_index=torch.tensor([[0, 1], [1, 0]]), num_nodes=2)
-        next(iter(NeighborLoader(d, num_neighbors=[1], batch_size=1)))
-        return "PyG NeighborLoader: usable"
-    except Exception as e:
-        return f"PyG NeighborLoader: unusable here ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+    backend = "pyg-lib/torch-sparse" if native_sampling_available() else "plain torch (TorchNeighborSampler)"
+    return f"mini-batches: PyG NeighborLoader, sampling backend: {backend}"
 
 
 def run(quick: bool = False) -> str:
@@ -192,7 +184,7 @@ def _run(quick: bool, threads: int) -> str:
         f"{data.num_features} features; hidden {HIDDEN}; torch threads {threads}",
         _neighbor_loader_status(),
         "",
-        f"sampler rows: {BATCHES} batches of {BATCH} seeds, fan-out [10, 5]; 'epoch' extrapolates to all seeds",
+        f"NeighborLoader rows: {BATCHES} batches of {BATCH} seeds, fan-out [10, 5]; 'epoch' extrapolates to all seeds",
         "",
         "| contender | time (s) | epoch (s) | ratio vs anchor | peak memory during it (MB) |",
         "|---|---|---|---|---|",
@@ -200,14 +192,14 @@ def _run(quick: bool, threads: int) -> str:
     anchors = {
         "RELIANT-SP → MLP (full)": "KD → MLP (full)",
         "RELIANT-SP → GCN (full)": "KD → GCN (full)",
-        "RELIANT-SP → GCN (sampler)": "KD → GCN (sampler)",
+        "RELIANT-SP → GCN (NeighborLoader)": "KD → GCN (NeighborLoader)",
         "KD → GCN (full)": "teacher GCN (full)",
-        "KD → GCN (sampler)": "teacher GCN (sampler)",
+        "KD → GCN (NeighborLoader)": "teacher GCN (NeighborLoader)",
     }
     n_train = int(data.train_mask.sum())
     for name, t in times.items():
         ratio = f"{t / times[anchors[name]]:.2f}× {anchors[name]}" if name in anchors else "anchor"
-        if "sampler" in name:
+        if "NeighborLoader" in name:
             seeds = n_train if name.startswith("teacher") else data.num_nodes
             epoch = t / BATCHES * -(-seeds // BATCH)
         else:

@@ -65,6 +65,11 @@ def test_nba_real(shared_graphs, tmp_path):
     df = pd.read_csv(root / "nba.csv")
     assert g.num_nodes == 403 and g.x.shape == (403, 96)
     assert torch.equal(g.x[:, -1], g.sens.float())  # sens appended last, as PyGDebias
+    # the other columns min-max scaled to [-1, 1] per column, as FairGNN's NBA scripts do
+    raw = df.drop(columns=["user_id", "country", "SALARY"]).to_numpy(dtype=np.float64)
+    span = raw.max(0) - raw.min(0)
+    expect = np.where(span > 0, 2 * (raw - raw.min(0)) / np.where(span > 0, span, 1) - 1, 0)
+    np.testing.assert_allclose(g.x[:, :-1].numpy(), expect, atol=1e-5)
     labels = df["SALARY"].to_numpy()
     random.seed(20)
     label_idx = np.where(labels >= 0)[0]

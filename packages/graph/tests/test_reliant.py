@@ -145,3 +145,14 @@ def test_vanilla_kd_has_no_proxy_step():
     assert rel.proxy_step(MLP(3, 4, 2), torch.zeros(5, 3), None, None, None, None) is None
     with pytest.raises(ValueError, match="fair"):
         Reliant("dp", 1.0, proxy)
+
+
+def test_surrogate_nodes_follow_the_official_path_without_label_leakage(tiny_graph):
+    from polyzoo.graph.training import surrogate_nodes
+
+    known = tiny_graph.sens >= 0
+    # SP: the non-training nodes, as the official CPF path (approx_loss over idx_no_train); it needs only sens
+    assert torch.equal(surrogate_nodes(tiny_graph, "sp"), ~tiny_graph.train_mask & known)
+    # EO needs labels: by default only the labelled training nodes (no test labels); "non_train" is the official one
+    assert torch.equal(surrogate_nodes(tiny_graph, "eo"), tiny_graph.train_mask & (tiny_graph.y >= 0) & known)
+    assert torch.equal(surrogate_nodes(tiny_graph, "eo", "non_train"), ~tiny_graph.train_mask & known)

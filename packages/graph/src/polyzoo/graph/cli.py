@@ -96,6 +96,14 @@ def teacher(run_dir: Path, **opts: Any) -> None:
 @click.option("--alpha", default=1000.0, show_default=True, help="weight of the bias surrogate")
 @click.option("--proxy", type=click.Choice(["random", "oracle", "none"]), default="random", show_default=True)
 @click.option("--proxy-view", type=click.Choice(["node", "mean"]), default="node", show_default=True)
+@click.option(
+    "--fair-nodes",
+    type=click.Choice(["auto", "non_train", "train"]),
+    default="auto",
+    show_default=True,
+    help="Nodes of the bias surrogate: auto = non-training nodes for sp (official), labelled training nodes for eo "
+    "(the official non_train reads test labels).",
+)
 @click.option("--kd", type=click.Choice(["euclidean", "kl"]), default="euclidean", show_default=True)
 @click.option("--temperature", default=1.0, show_default=True)
 @click.option("--hidden", default=64, show_default=True)
@@ -130,6 +138,7 @@ def distill_cmd(teacher_dir: Path, run_dir: Path, **opts: Any) -> None:
         alpha=opts["alpha"],
         proxy=opts["proxy"],
         proxy_view=opts["proxy_view"],
+        fair_nodes=opts["fair_nodes"],
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "data.json", {**spec, "teacher_run": str(teacher_dir.resolve())})

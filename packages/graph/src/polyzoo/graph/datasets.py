@@ -16,8 +16,9 @@ Datasets (raw files in ``root``; sensitive attribute / label; features; split ru
 - ``Bail`` (Recidivism): bail.csv, bail_edges.txt; WHITE / RECID; all but the label, [−1, 1]; per class, at most
   50 training nodes per class (PyGDebias; RELIANT's own bail split reads split files or uses 30/20/50).
 - ``NBA``: nba.csv, nba_relationship.txt (user-id pairs); country / SALARY (−1 unknown); all but user_id, sens and
-  label, with sens appended as the last column; labelled nodes shuffled, train the first min(50 %, 100), test the
-  rest with a known sens, and val = test (official ``test_idx=True``).
+  label, min-max scaled to [−1, 1] as in FairGNN's NBA scripts, with sens appended as the last column; labelled
+  nodes shuffled, train the first min(50 %, 100), test the rest with a known sens, and val = test (official
+  ``test_idx=True``).
 - ``PokecZ`` / ``PokecN``: region_job(_2).csv, region_job(_2)_relationship.txt; region / I_am_working_in_field
   (> 1 → 1); as NBA; train min(50 %, 500), val 50–75 %, test 75–100 % with a known sens.
 - ``AMinerS`` / ``AMinerL``: edgelist_Small.txt, labels_Small.txt, sens_Small.txt, X_Small.npz (``_LCC`` for L);
@@ -425,6 +426,7 @@ class _UserIdCsvDataset(FairGraphDataset):
     predict_attr: ClassVar[str] = ""
     label_number: ClassVar[int] = 100
     test_is_rest: ClassVar[bool] = False
+    normalize: ClassVar[bool] = False  # min-max scale the feature columns to [−1, 1] (not the appended sens)
 
     def __init__(self, root: str | os.PathLike, split: str = "official", **kwargs) -> None:
         if split not in ("official", "disjoint"):
@@ -433,7 +435,7 @@ class _UserIdCsvDataset(FairGraphDataset):
         super().__init__(root, **kwargs)
 
     def _variant(self) -> str:
-        return f"seed{self.split_seed}_{self.split}"
+        return f"seed{self.split_seed}_{self.split}" + ("_norm" if self.normalize else "")
 
     def read_raw(self, root: Path) -> Data:
         csv, edges_file = self.files
@@ -453,18 +455,26 @@ class _UserIdCsvDataset(FairGraphDataset):
         test_is_rest = self.test_is_rest and self.split == "official"
         splits = split_labelled(labels, sens, self.split_seed, self.label_number, test_is_rest)
         labels = np.where(labels > 1, 1, labels)
+        if self.normalize:
+            feats = _feature_norm(feats)
         x = np.concatenate([feats, sens[:, None].astype(np.float32)], axis=1)
         return build_data(x, edges, labels, sens, splits, where=str(root / csv))
 
 
 class NBA(_UserIdCsvDataset):
-    """NBA players (403; sensitive country, label SALARY with −1 unknown)."""
+    """NBA players (403; sensitive country, label SALARY with −1 unknown).
+
+    The features (raw statistics up to ~220) are min-max scaled to [−1, 1], as FairGNN's training scripts do for NBA
+    (``if dataset == 'nba': features = feature_norm(features)``); PyGDebias' ``Nba`` leaves them raw. Unscaled,
+    an MLP student starts saturated and RELIANT's polynomial surrogate drives it to one class.
+    """
 
     name = "nba"
     files = ("nba.csv", "nba_relationship.txt")
     sens_attr, predict_attr = "country", "SALARY"
     label_number = 100
     test_is_rest = True
+    normalize = True
 
 
 class PokecZ(_UserIdCsvDataset):

@@ -1,112 +1,205 @@
-"""A plain-PyTorch fan-out subgraph sampler (GraphSAGE-style), for mini-batch teacher training and distillation.
+"""Mini-batches through PyG's own ``NeighborLoader``, with a plain-PyTorch sampling backend when the compiled one is
+missing.
 
-PyG's ``NeighborLoader`` needs the compiled ``pyg-lib`` or ``torch-sparse`` packages. Neither has a wheel on PyPI for
-torch 2.13 (pyg-lib is only on data.pyg.org; torch-sparse ships an sdist that compiles against torch), so this
-package does not depend on them. ``SubgraphSampler`` does the same job in a few vectorised torch ops:
+PyG's ``NeighborSampler`` calls ``pyg-lib`` (or the older ``torch-sparse``) to draw neighbours, and raises
+``ImportError`` when neither is installed. Neither installs from PyPI for the locked torch: ``pyg-lib`` is published
+only on data.pyg.org, and ``torch-sparse`` is a source distribution that must be compiled against torch. So this
+module keeps everything of PyG's loader (``NeighborLoader``: the seeds' batching, ``Data`` mini-batches with
+``n_id``, ``e_id``, ``input_id``, ``batch_size``, ``num_sampled_nodes``/``num_sampled_edges`` for
+``trim_to_layer``, worker processes) and replaces only the sampling kernel, :meth:`TorchNeighborSampler._sample`,
+for homogeneous graphs:
 
-- per hop, each frontier node draws ``fanout`` incoming neighbours uniformly **with replacement** (duplicates are
-  then removed, so a node of degree ≤ fanout keeps a random subset of its neighbours rather than all of them; this
-  differs from ``NeighborLoader``, which samples without replacement);
-- the batch's nodes are ``n_id`` (seeds first, then newly reached nodes hop by hop) and its edges the sampled
-  (neighbour → frontier) pairs, relabelled to positions in ``n_id``.
-A model run on ``(x[n_id], edge_index)`` gives the seeds' outputs in its first ``batch_size`` rows.
+- per hop, every frontier node keeps all of its incoming neighbours when it has at most ``k`` of them, and otherwise
+  ``k`` of them drawn uniformly **without** replacement (``replace=True``: ``k`` draws with replacement), ``k = -1``
+  meaning all, as PyG documents ``num_neighbors``;
+- nodes are numbered seeds first, then new nodes in the order they are first reached, hop by hop;
+- edges are the sampled ``(neighbour → frontier node)`` pairs in local numbering, with their edge ids in the
+  original ``edge_index`` (``e_id``), so a model run on ``(batch.x, batch.edge_index)`` gives the seeds' outputs in
+  its first ``batch.batch_size`` rows.
+
+The draw is vectorised: every incoming edge of the hop's frontier gets a uniform random key, and the ``k`` smallest
+keys per target are kept (one sort over the frontier's edges). That costs time linear in the frontier's total
+in-degree, where pyg-lib's per-node reservoir draw costs ``k`` per node; it is meant as a correct, portable fallback,
+and :func:`neighbor_loader` uses the compiled backend whenever it is installed.
+
+Not supported by the fallback (a clear error says so): heterogeneous graphs, ``subgraph_type="induced"``, ``disjoint``,
+temporal and weighted sampling.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import torch
+import torch_geometric.typing as pyg_typing
+from torch_geometric.data import Data
+from torch_geometric.loader import NeighborLoader
+from torch_geometric.sampler import NeighborSampler, SamplerOutput
 
-__all__ = ["SampledBatch", "SubgraphSampler"]
-
-
-@dataclass
-class SampledBatch:
-    n_id: torch.Tensor  # (n,) global node ids, seeds first
-    edge_index: torch.Tensor  # (2, e) local indices into n_id
-    batch_size: int  # number of seeds
+__all__ = ["TorchNeighborSampler", "native_sampling_available", "neighbor_loader"]
 
 
-class SubgraphSampler:
-    """Iterate over ``seeds`` in batches, each expanded by ``len(fanouts)`` hops of sampled neighbours.
+def native_sampling_available() -> bool:
+    """True when PyG can sample with its compiled backends (``pyg-lib`` or ``torch-sparse``)."""
+    return bool(pyg_typing.WITH_PYG_LIB or pyg_typing.WITH_TORCH_SPARSE)
+
+
+class TorchNeighborSampler(NeighborSampler):
+    """PyG's ``NeighborSampler`` with its homogeneous sampling kernel written in plain PyTorch (module docstring).
 
     Args:
-        edge_index: (2, E) global edges (source → target); incoming neighbours of a target are sampled.
-        num_nodes: N.
-        fanouts: neighbours per node per hop, e.g. ``(10, 10)``.
-        batch_size: seeds per batch.
-        seeds: node ids to iterate (default all nodes).
-        shuffle: shuffle the seeds each pass.
-        generator: RNG for shuffling and sampling.
+        data: a homogeneous ``Data`` graph (``edge_index``: source → target; incoming neighbours of a target are
+            sampled, as PyG does for ``sample_direction="forward"``).
+        num_neighbors: neighbours per node per hop, e.g. ``[10, 5]``; ``-1`` takes all.
+        replace: draw with replacement.
+        generator: the random generator of the draws (default: torch's global RNG, as PyG's loader workers expect).
     """
 
     def __init__(
         self,
-        edge_index: torch.Tensor,
-        num_nodes: int,
-        fanouts: Sequence[int],
-        batch_size: int,
-        seeds: torch.Tensor | None = None,
-        shuffle: bool = True,
+        data: Data,
+        num_neighbors: Sequence[int],
+        replace: bool = False,
         generator: torch.Generator | None = None,
+        **kwargs: Any,
     ):
-        if batch_size < 1 or any(f < 1 for f in fanouts):
-            raise ValueError(f"batch_size and fanouts must be >= 1, got {batch_size}, {list(fanouts)}")
-        if edge_index.numel() and int(edge_index.max()) >= num_nodes:
-            raise ValueError(f"edge_index points outside the node range [0, {num_nodes})")
-        order = torch.argsort(edge_index[1], stable=True)
-        self.col = edge_index[0][order].contiguous()  # sources, grouped by target
-        deg = torch.bincount(edge_index[1], minlength=num_nodes)
-        self.rowptr = torch.zeros(num_nodes + 1, dtype=torch.long)
-        self.rowptr[1:] = torch.cumsum(deg, 0)
-        self.deg = deg
-        self.num_nodes, self.fanouts, self.batch_size = num_nodes, list(fanouts), batch_size
-        self.seeds = torch.arange(num_nodes) if seeds is None else seeds.reshape(-1)
-        self.shuffle, self.generator = shuffle, generator
-        self._pos = torch.full((num_nodes,), -1, dtype=torch.long)
+        if not isinstance(data, Data):
+            raise TypeError(f"TorchNeighborSampler samples homogeneous torch_geometric Data graphs, got {type(data)}")
+        unsupported = {
+            "subgraph_type": kwargs.get("subgraph_type", "directional") not in ("directional", "bidirectional"),
+            "disjoint": bool(kwargs.get("disjoint", False)),
+            "time_attr": kwargs.get("time_attr") is not None,
+            "weight_attr": kwargs.get("weight_attr") is not None,
+            "sample_direction": kwargs.get("sample_direction", "forward") != "forward",
+        }
+        bad = [name for name, on in unsupported.items() if on]
+        if bad:
+            raise NotImplementedError(
+                f"TorchNeighborSampler does not support {', '.join(bad)}; install pyg-lib for these sampling modes"
+            )
+        if any(int(k) < -1 for k in num_neighbors):
+            raise ValueError(f"num_neighbors must be >= -1 per hop, got {list(num_neighbors)}")
+        if data.edge_index is not None and data.edge_index.numel():
+            lo, hi = int(data.edge_index.min()), int(data.edge_index.max())
+            if lo < 0 or hi >= data.num_nodes:
+                raise ValueError(f"edge_index holds node ids in [{lo}, {hi}], outside [0, {data.num_nodes})")
+        with warnings.catch_warnings():  # PyG warns that sampling without pyg-lib is deprecated; this is the fallback
+            warnings.filterwarnings("ignore", message=".*without a 'pyg-lib' installation.*")
+            super().__init__(data, list(num_neighbors), replace=replace, **kwargs)
+        self.generator = generator
+        self._local = torch.full((self.num_nodes,), -1, dtype=torch.long)  # global id -> local id, reset per batch
 
-    def __len__(self) -> int:
-        return (len(self.seeds) + self.batch_size - 1) // self.batch_size
+    def _sample(self, seed: torch.Tensor, seed_time: torch.Tensor | None = None, **kwargs: Any) -> SamplerOutput:
+        if isinstance(seed, dict):
+            raise NotImplementedError("TorchNeighborSampler samples homogeneous graphs only; install pyg-lib")
+        if seed_time is not None:
+            raise NotImplementedError("TorchNeighborSampler does not do temporal sampling; install pyg-lib")
+        seed = seed.to(torch.long).reshape(-1)
+        if torch.unique(seed).numel() != seed.numel():
+            raise ValueError("the seed nodes of one batch must be distinct")
+        local = self._local
+        colptr, row = self.colptr.to(torch.long), self.row.to(torch.long)
+        local[seed] = torch.arange(seed.numel())
+        nodes, rows, cols, edges = [seed], [], [], []
+        num_nodes, num_edges = [seed.numel()], []
+        count, frontier = seed.numel(), seed
+        try:
+            for k in self.num_neighbors.get_mapped_values():
+                eid, dst = self._draw(colptr, frontier, int(k))
+                src = row[eid]
+                new = _first_occurrences(src[local[src] < 0])
+                local[new] = torch.arange(count, count + new.numel())
+                count += new.numel()
+                nodes.append(new)
+                rows.append(local[src])
+                cols.append(local[dst])
+                edges.append(eid)
+                num_nodes.append(new.numel())
+                num_edges.append(eid.numel())
+                frontier = new
+            node = torch.cat(nodes)
+        finally:
+            local[torch.cat(nodes)] = -1
+        empty = torch.zeros(0, dtype=torch.long)
+        return SamplerOutput(
+            node=node,
+            row=torch.cat(rows) if rows else empty,
+            col=torch.cat(cols) if cols else empty,
+            edge=torch.cat(edges) if edges else empty,
+            batch=None,
+            num_sampled_nodes=num_nodes,
+            num_sampled_edges=num_edges,
+        )
 
-    def __iter__(self) -> Iterator[SampledBatch]:
-        seeds = self.seeds
-        if self.shuffle:
-            seeds = seeds[torch.randperm(len(seeds), generator=self.generator)]
-        for start in range(0, len(seeds), self.batch_size):
-            yield self.sample(seeds[start : start + self.batch_size])
-
-    def sample(self, seeds: torch.Tensor) -> SampledBatch:
-        """The sampled subgraph around ``seeds`` (unique node ids)."""
-        pos = self._pos
-        n_id = [seeds]
-        pos[seeds] = torch.arange(len(seeds))
-        count = len(seeds)
-        frontier = seeds
-        src_all, dst_all = [], []
-        for fanout in self.fanouts:
-            deg = self.deg[frontier]
+    def _draw(self, colptr: torch.Tensor, frontier: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sampled incoming edges of ``frontier`` for one hop: (CSC edge positions, their target global ids)."""
+        start = colptr[frontier]
+        deg = colptr[frontier + 1] - start
+        if k == 0 or frontier.numel() == 0:
+            empty = torch.zeros(0, dtype=torch.long)
+            return empty, empty
+        if self.replace and k > 0:  # k independent uniform draws per node that has neighbours
             has = deg > 0
-            f_nodes = frontier[has].repeat_interleave(fanout)
-            if f_nodes.numel() == 0:
-                break
-            r = torch.rand(f_nodes.numel(), generator=self.generator)
-            off = (r * self.deg[f_nodes]).long()
-            nbr = self.col[self.rowptr[f_nodes] + off]
-            key = torch.unique(nbr * self.num_nodes + f_nodes)  # drop repeated draws
-            nbr, f_nodes = key // self.num_nodes, key % self.num_nodes
-            new = torch.unique(nbr[pos[nbr] < 0])
-            pos[new] = torch.arange(count, count + len(new))
-            count += len(new)
-            n_id.append(new)
-            src_all.append(pos[nbr])
-            dst_all.append(pos[f_nodes])
-            frontier = new
-        all_ids = torch.cat(n_id)
-        pos[all_ids] = -1
-        if src_all:
-            edge_index = torch.stack([torch.cat(src_all), torch.cat(dst_all)])
-        else:
-            edge_index = torch.zeros(2, 0, dtype=torch.long)
-        return SampledBatch(all_ids, edge_index, len(seeds))
+            tgt, s, d = frontier[has].repeat_interleave(k), start[has], deg[has]
+            off = (torch.rand(tgt.numel(), generator=self.generator) * d.repeat_interleave(k)).long()
+            return s.repeat_interleave(k) + off, tgt
+        seg = torch.repeat_interleave(torch.arange(frontier.numel()), deg)  # frontier slot of every incoming edge
+        first = torch.cumsum(deg, 0) - deg
+        eid = start[seg] + torch.arange(seg.numel()) - first[seg]
+        if k > 0:
+            keep = deg[seg] <= k  # nodes with at most k neighbours keep all of them
+            big = ~keep
+            if bool(big.any()):
+                key = torch.rand(int(big.sum()), generator=self.generator, dtype=torch.float64)
+                b_seg = seg[big]
+                order = torch.argsort(b_seg.to(torch.float64) + key)  # by node, then by random key
+                b_seg_sorted = b_seg[order]
+                starts = torch.searchsorted(b_seg_sorted, b_seg_sorted, right=False)
+                rank = torch.arange(b_seg_sorted.numel()) - starts
+                chosen = torch.zeros_like(keep)
+                chosen_idx = big.nonzero().view(-1)[order[rank < k]]
+                chosen[chosen_idx] = True
+                keep = keep | chosen
+            eid, seg = eid[keep], seg[keep]
+        return eid, frontier[seg]
+
+
+def _first_occurrences(ids: torch.Tensor) -> torch.Tensor:
+    """The distinct values of ``ids`` in the order they first appear."""
+    if ids.numel() == 0:
+        return ids
+    uniq, inverse = torch.unique(ids, return_inverse=True)
+    first = torch.full((uniq.numel(),), ids.numel(), dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(ids.numel()), reduce="amin")
+    return uniq[torch.argsort(first)]
+
+
+def neighbor_loader(
+    data: Data,
+    num_neighbors: Sequence[int],
+    *,
+    backend: str = "auto",
+    replace: bool = False,
+    generator: torch.Generator | None = None,
+    **loader_kwargs: Any,
+) -> NeighborLoader:
+    """PyG's ``NeighborLoader`` over ``data``, sampling with pyg-lib/torch-sparse when installed (``backend="auto"``
+    or ``"native"``) and with :class:`TorchNeighborSampler` otherwise (or with ``backend="torch"``).
+
+    ``loader_kwargs`` go to ``NeighborLoader`` (``input_nodes``, ``batch_size``, ``shuffle``, ``num_workers``, …).
+    """
+    if backend not in ("auto", "native", "torch"):
+        raise ValueError(f"backend must be 'auto', 'native' or 'torch', got {backend!r}")
+    if backend == "native" and not native_sampling_available():
+        raise ImportError("backend='native' needs pyg-lib or torch-sparse, and neither is installed")
+    sampler = None
+    if backend == "torch" or (backend == "auto" and not native_sampling_available()):
+        sampler_kwargs = {k: loader_kwargs[k] for k in _SAMPLER_ARGS if k in loader_kwargs}
+        sampler = TorchNeighborSampler(data, num_neighbors, replace=replace, generator=generator, **sampler_kwargs)
+    return NeighborLoader(data, list(num_neighbors), replace=replace, neighbor_sampler=sampler, **loader_kwargs)
+
+
+# NeighborLoader arguments that configure its sampler (they must reach TorchNeighborSampler too)
+_SAMPLER_ARGS = ("subgraph_type", "disjoint", "time_attr", "weight_attr", "is_sorted")

@@ -12,7 +12,7 @@ and the torch RNG).
 Defaults follow the official configs where they exist (``train.conf.yaml``: GCN teacher hidden 64, dropout 0.8,
 lr 0.01, weight decay 1e-3, seed 42; SAGE hidden 16, dropout 0.5, wd 5e-4; patience 500 of 1000 epochs, shortened
 here to 100 of 1000 by default). Distillation follows the CPF path: the Euclidean KD loss on the non-training nodes,
-α = 1e3 for the surrogate, proxy ``random``.
+α = 1e3 for the surrogate, proxy ``random``; the surrogate's nodes are chosen by :func:`surrogate_nodes`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,15 @@ from polyzoo.graph.reliant import BiasProxy, Reliant
 from polyzoo.shared.io import atomic_path, load_torch_file, write_json_atomic
 from polyzoo.shared.seed import seed_everything
 
-__all__ = ["DistillConfig", "TeacherConfig", "TrainResult", "distill", "train_teacher", "validation_accuracy"]
+__all__ = [
+    "DistillConfig",
+    "TeacherConfig",
+    "TrainResult",
+    "distill",
+    "surrogate_nodes",
+    "train_teacher",
+    "validation_accuracy",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +84,8 @@ class DistillConfig:
     alpha: float = 1000.0
     proxy: str = "random"  # random | oracle | none
     proxy_view: str = "node"  # node (paper's equations) | mean (official code)
+    # nodes of the bias surrogate: non_train (official CPF path: the KD nodes) | train | auto (sp: non_train, eo: train)
+    fair_nodes: str = "auto"
 
 
 @dataclass
@@ -289,6 +299,21 @@ def train_teacher(
     return result
 
 
+def surrogate_nodes(data: Data, fair: str, fair_nodes: str = "auto") -> torch.Tensor:
+    """Boolean mask of the nodes RELIANT's bias surrogate is computed on (nodes with a known sensitive attribute).
+
+    The official CPF path computes the surrogate on the non-training nodes, the same nodes the KD loss uses
+    (``approx_loss(..., idx_no_train)``). For ΔSP that needs only their sensitive attribute, which the fairness setting
+    treats as known for every node. For ΔEO the official code also reads the *true labels* of those nodes, test nodes
+    included (it needs y = 1), which leaks test labels into training; ``auto`` therefore uses the non-training nodes
+    for ``sp`` and the labelled training nodes for ``eo``. ``non_train`` reproduces the official choice for both.
+    """
+    if fair_nodes == "auto":
+        fair_nodes = "train" if fair == "eo" else "non_train"
+    base = ~data.train_mask if fair_nodes == "non_train" else data.train_mask & (data.y >= 0)
+    return base & (data.sens >= 0)
+
+
 def distill(
     data: Data,
     teacher_logits: torch.Tensor,
@@ -309,6 +334,8 @@ def distill(
         raise ValueError(f"kd: expected 'euclidean' or 'kl', got {cfg.kd!r}")
     if cfg.kd_nodes not in ("non_train", "all"):
         raise ValueError(f"kd_nodes: expected 'non_train' or 'all', got {cfg.kd_nodes!r}")
+    if cfg.fair_nodes not in ("auto", "non_train", "train"):
+        raise ValueError(f"fair_nodes: expected 'auto', 'non_train' or 'train', got {cfg.fair_nodes!r}")
     if teacher_logits.shape != (data.num_nodes, 2):
         raise ValueError(f"teacher_logits: expected ({data.num_nodes}, 2), got {tuple(teacher_logits.shape)}")
     seed_everything(cfg.seed)
@@ -329,7 +356,7 @@ def distill(
     teacher_prob = teacher_logits.softmax(-1)
     kd_mask = ~data.train_mask if cfg.kd_nodes == "non_train" else torch.ones_like(data.train_mask)
     labelled_train = data.train_mask & (data.y >= 0)
-    fair_mask = labelled_train & (data.sens >= 0)
+    fair_mask = surrogate_nodes(data, cfg.fair, cfg.fair_nodes)
 
     def kd_loss(logits: torch.Tensor) -> torch.Tensor:
         if cfg.kd == "euclidean":
