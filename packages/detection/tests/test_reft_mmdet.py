@@ -84,7 +84,7 @@ def test_tiny_config_loss_and_predict_step(env):
 
 
 def test_support_bank_identity_start_and_distillation(env):
-    from polyzoo.detection.reft.mmdet_plugin import compute_support_bank
+    from polyzoo.detection.reft.mmdet_plugin import SupportRefs, compute_support_bank
 
     cfg = env
     model = _build(cfg.model)
@@ -120,12 +120,36 @@ def test_support_bank_identity_start_and_distillation(env):
     student = _build(s_cfg)
     student.attach_teacher(teacher)
     assert not any(k.startswith("_teacher") for k in student.state_dict())
+    # the base bank lives in the teacher's 6-class label space; the 8-class student sees it padded (novel absent)
+    base_bank = SupportRefs(
+        [c[:6] for c in bank.centres], torch.tensor([True] * 6), bank.queries[:0], bank.query_labels[:0]
+    )
+    student.set_base_bank(base_bank)
     student.train()
     data = student.data_preprocessor(batch, True)
     losses = student.loss(data["inputs"], data["data_samples"])
     assert "loss_kd_cls" in losses and "loss_kd_feat" in losses
     sum(v for k, v in losses.items() if "loss" in k).backward()
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_support_refs_grow_to_a_larger_label_space():
+    from polyzoo.detection.reft.mmdet_plugin import SupportRefs
+
+    refs = SupportRefs([torch.randn(3, 4), torch.randn(3, 4)], torch.tensor([True, False, True]),
+                       torch.randn(2, 4), torch.tensor([0, 2]))  # fmt: skip
+    grown = refs.with_num_classes(5)
+    assert grown.present.tolist() == [True, False, True, False, False]
+    for c, g in zip(refs.centres, grown.centres, strict=True):
+        assert g.shape == (5, 4) and torch.equal(g[:3], c) and not g[3:].any()
+    assert torch.equal(grown.queries, refs.queries) and torch.equal(grown.query_labels, refs.query_labels)
+    novel = SupportRefs([torch.ones(5, 4)] * 2, torch.tensor([False] * 3 + [True] * 2), torch.ones(1, 4),
+                        torch.tensor([4]))  # fmt: skip
+    merged = grown.merge(novel)
+    assert merged.present.tolist() == [True, False, True, True, True]
+    assert torch.equal(merged.centres[0][0], refs.centres[0][0]) and torch.equal(merged.centres[0][4], torch.ones(4))
+    with pytest.raises(ValueError, match="shrink"):
+        refs.with_num_classes(2)
 
 
 def test_r50_coco_configs_parse():

@@ -98,6 +98,20 @@ class SupportRefs:
             torch.cat([self.query_labels[keep], other.query_labels]),
         )
 
+    def with_num_classes(self, num_classes: int) -> SupportRefs:
+        """The same references in a label space of ``num_classes`` ≥ ours: the added classes are absent (iFSIS: a
+        base model's bank used by the grown base + novel model; class ids of the base classes are unchanged)."""
+        have = int(self.present.numel())
+        if num_classes < have:
+            raise ValueError(f"cannot shrink references from {have} to {num_classes} classes")
+        extra = num_classes - have
+        return SupportRefs(
+            [torch.cat([c, c.new_zeros(extra, c.shape[1])]) for c in self.centres],
+            torch.cat([self.present, self.present.new_zeros(extra)]),
+            self.queries,
+            self.query_labels,
+        )
+
     def state_dict(self) -> dict[str, Tensor]:
         out = {f"centres.{i}": c for i, c in enumerate(self.centres)}
         out.update(present=self.present, queries=self.queries, query_labels=self.query_labels)
@@ -292,7 +306,8 @@ class RefT(Mask2Former):
         if not isinstance(self.panoptic_head, RefTHead):
             raise TypeError(f"RefT needs panoptic_head of type RefTHead, got {type(self.panoptic_head).__name__}")
         self._bank: SupportRefs | None = None
-        self._base_bank: SupportRefs | None = None
+        self._base_bank: SupportRefs | None = None  # in the teacher's (base) label space
+        self._base_bank_student: SupportRefs | None = None  # the same, padded to our label space
         self._teacher: list[nn.Module] = []  # a list hides the teacher from state_dict / parameters()
         self.kd_loss = ClassEnhancedKDLoss(**distill) if distill else None
 
@@ -302,8 +317,12 @@ class RefT(Mask2Former):
         self._bank = None if refs is None else refs.detach()
 
     def set_base_bank(self, refs: SupportRefs | None) -> None:
-        """Base-class references kept from base training (iFSIS); merged under every support set."""
+        """Base-class references kept from base training (iFSIS), in the base model's label space: the teacher sees
+        them as they are, and they are merged under every support set of this (grown) model."""
         self._base_bank = None if refs is None else refs.detach()
+        self._base_bank_student = None
+        if self._base_bank is not None:
+            self._base_bank_student = self._base_bank.with_num_classes(self.panoptic_head.num_classes)
 
     def attach_teacher(self, teacher: nn.Module) -> None:
         """Frozen base model for the class-enhanced KD (iFSIS)."""
@@ -327,10 +346,11 @@ class RefT(Mask2Former):
     def compute_refs(self, support_inputs: Tensor, support_samples: SampleList) -> SupportRefs:
         return self.panoptic_head.forward_support(self.extract_feat(support_inputs), support_samples)
 
-    def _refs(self, s_in: Tensor | None, s_samples: SampleList) -> SupportRefs | None:
+    def references(self, s_in: Tensor | None, s_samples: SampleList) -> SupportRefs | None:
+        """References of a batch: its support images' (else the stored bank), over the base bank when one is set."""
         refs = self.compute_refs(s_in, s_samples) if s_in is not None else self._bank
-        if self._base_bank is not None:
-            refs = self._base_bank if refs is None else self._base_bank.merge(refs)
+        if self._base_bank_student is not None:
+            refs = self._base_bank_student if refs is None else self._base_bank_student.merge(refs)
         return refs
 
     # ------------------------------------------------------------------ mmdet API
@@ -338,7 +358,11 @@ class RefT(Mask2Former):
         q_in, q_samples, s_in, s_samples = self.split_roles(batch_inputs, batch_data_samples)
         if not q_samples:
             raise ValueError("RefT.loss: the batch has no query image (every data sample is marked as support)")
-        refs = self._refs(s_in, s_samples)
+        return self.loss_with_refs(q_in, q_samples, self.references(s_in, s_samples))
+
+    def loss_with_refs(self, q_in: Tensor, q_samples: SampleList, refs: SupportRefs | None) -> dict[str, Tensor]:
+        """Losses of the query images given their references (computed by the caller, e.g. without gradient); the
+        iFSIS distillation term is added when a teacher is attached."""
         x = self.extract_feat(q_in)
         if self.kd_loss is None or not self._teacher:
             return self.panoptic_head.loss(x, q_samples, refs)
@@ -356,7 +380,7 @@ class RefT(Mask2Former):
 
     def predict(self, batch_inputs: Tensor, batch_data_samples: SampleList, rescale: bool = True) -> SampleList:
         q_in, q_samples, s_in, s_samples = self.split_roles(batch_inputs, batch_data_samples)
-        refs = self._refs(s_in, s_samples)
+        refs = self.references(s_in, s_samples)
         feats = self.extract_feat(q_in)
         cls, masks = self.panoptic_head.predict(feats, q_samples, refs)
         results = self.panoptic_fusion_head.predict(cls, masks, q_samples, rescale=rescale)
@@ -364,7 +388,7 @@ class RefT(Mask2Former):
 
     def _forward(self, batch_inputs: Tensor, batch_data_samples: SampleList):
         q_in, q_samples, s_in, s_samples = self.split_roles(batch_inputs, batch_data_samples)
-        return self.panoptic_head(self.extract_feat(q_in), q_samples, self._refs(s_in, s_samples))
+        return self.panoptic_head(self.extract_feat(q_in), q_samples, self.references(s_in, s_samples))
 
 
 @torch.no_grad()

@@ -193,9 +193,9 @@ class ClassEnhancedKDLoss(nn.Module):
     """Class-enhanced base knowledge distillation (iFSIS).
 
     Args:
-        base_class_ids: indices (in the student's label space) of the base classes.
-        num_teacher_classes: number of classes of the teacher (the base model); teacher column j is base class
-            ``base_class_ids[j]``; teacher's last column is no-object.
+        base_class_ids: indices (in the student's label space) of the base classes; the teacher (the base model)
+            has ``len(base_class_ids)`` classes, its column j is base class ``base_class_ids[j]`` and its last
+            column is no-object.
         cls_weight, feat_weight, temperature: see the module docstring.
     """
 
