@@ -185,8 +185,42 @@ def test_paper_configs_build(mm):
     with torch.no_grad():
         feats = model.img_backbone(torch.zeros(1, 3, 64, 64))
     assert [f.shape[-1] for f in feats] == [4, 2]  # strides 16 and 32
+    # the paper's training pipeline: GT-paste on the raw views first, then image and 3-D augmentations, then masking
+    from mmdet3d.registry import TRANSFORMS
+
+    steps = [t["type"] for t in vov.train_dataloader.dataset.dataset.pipeline]
+    order = ["LoadAnnotations3D", "CmtUnifiedObjectSample", "CmtResizeCropFlipImage", "CmtGlobalRotScaleTrans",
+             "CmtRandomFlip3D", "ModalMask3D", "Pack3DDetInputs"]  # fmt: skip
+    assert [s for s in steps if s in order] == order
+    for t in vov.train_dataloader.dataset.dataset.pipeline:
+        if not t["type"].startswith("Load"):
+            TRANSFORMS.build(t)  # the GT database is read lazily, on the first sample
+    assert vov.custom_hooks[0].type == "DisableObjectSampleHook" and vov.custom_hooks[0].disable_after_epoch == 15
+    assert vov.optim_wrapper.type == "AmpOptimWrapper" and vov.model.img_backbone.norm_eval is True
     r50 = _cfg("cmt_voxel0100_r50_800x320_cbgs.py")
+    r50_steps = [t["type"] for t in r50.train_dataloader.dataset.dataset.pipeline]
+    assert [s for s in r50_steps if s in order] == order
     assert r50.model.img_backbone.depth == 50 and r50.model.pts_middle_encoder.sparse_shape == [41, 1080, 1080]
     assert math.isclose(r50.optim_wrapper.optimizer.lr, 1.4e-4)
     model = MODELS.build(r50.model)
     assert model.img_neck.body.lateral[1].in_channels == 2048
+
+
+def test_vovnet_frozen_stages_and_norm_eval(mm):
+    from mmdet3d.registry import MODELS
+
+    net = MODELS.build(dict(type="VoVNet", spec="V-19-slim-eSE", out_features=("stage3",), frozen_stages=1))
+    body = net.body
+    assert not any(p.requires_grad for p in body.stem.parameters())
+    assert not any(p.requires_grad for p in body.stage2.parameters())
+    assert all(p.requires_grad for p in body.stage3.parameters())
+    net.train()
+    assert not body.stage2.training and body.stage3.training  # frozen stages keep BN statistics
+    (out,) = net(torch.randn(1, 3, 64, 64))
+    out.sum().backward()
+    assert all(p.grad is None for p in body.stem.parameters()) and body.stage3[1].concat[0].weight.grad is not None
+    normed = MODELS.build(dict(type="VoVNet", spec="V-19-slim-eSE", norm_eval=True)).train()
+    bns = [m for m in normed.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
+    with pytest.raises(ValueError, match="frozen_stages"):
+        MODELS.build(dict(type="VoVNet", spec="V-19-slim-eSE", frozen_stages=7))

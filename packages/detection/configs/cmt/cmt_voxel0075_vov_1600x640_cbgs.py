@@ -4,8 +4,10 @@
 # 6-layer PETR decoder, DN (10 groups), focal+L1 Hungarian matching, NMS-free top-300, masked-modality training.
 # Paper: nuScenes val 70.3 mAP / 72.9 NDS.
 #
-# Not translated (see packages/detection/README.md): UnifiedObjectSample (GT-paste with image patches), the
-# 3D rot/scale/flip augmentations that also update lidar2img, image resize/crop/flip augmentation, fp16.
+# Augmentations as the paper's: multi-modal GT-paste (CmtUnifiedObjectSample, mixup 0.5; build its database first:
+#   uv run python tools/data/cmt_gt_database.py THIS_CONFIG --out data/nuscenes/cmt_gt_database
+# ), switched off for the last 5 of 20 epochs ("15e+5e", the official README), image resize 0.94-1.25 with flip,
+# global rotation/scale/translation and BEV flips, each keeping lidar2img consistent; fp16 (AmpOptimWrapper).
 # Weights: img_backbone starts from FCOS3D VoVNet weights in the paper; point init_cfg at a local file, e.g.
 #   --cfg-options model.img_backbone.init_cfg.checkpoint=/path/fcos3d_vovnet_imgbackbone-remapped.pth
 custom_imports = dict(imports=["polyzoo.detection.cmt.mmdet3d_plugin"], allow_failed_imports=False)
@@ -47,7 +49,14 @@ model = dict(
         bgr_to_rgb=False,
         pad_size_divisor=32,
     ),
-    img_backbone=dict(type="VoVNet", spec="V-99-eSE", out_features=("stage4", "stage5"), init_cfg=None),
+    img_backbone=dict(
+        type="VoVNet",
+        spec="V-99-eSE",
+        out_features=("stage4", "stage5"),
+        frozen_stages=-1,
+        norm_eval=True,
+        init_cfg=None,
+    ),
     img_neck=dict(type="CPFPN", in_channels=[768, 1024], out_channels=256, num_outs=2),
     pts_voxel_encoder=dict(type="HardSimpleVFE", num_features=5),
     pts_middle_encoder=dict(
@@ -117,11 +126,32 @@ _points = [
         remove_close=True,
     ),
 ]
+# multi-modal GT-paste (official UnifiedObjectSample: sample_groups, min 5 points per object, mixup 0.5)
+gt_paste = dict(
+    type="CmtUnifiedObjectSample",
+    db_info=data_root + "cmt_gt_database/dbinfos.json",
+    classes=class_names,
+    sample_groups=dict(
+        car=2, truck=3, construction_vehicle=7, bus=4, trailer=6, barrier=2, motorcycle=6, bicycle=6, pedestrian=2,
+        traffic_cone=2,
+    ),
+    min_points=5,
+    mixup_rate=0.5,
+)  # fmt: skip
 train_pipeline = [
     *_points,
     dict(type="LoadMultiViewImageFromFiles", to_float32=True, num_views=6),
     dict(type="LoadAnnotations3D", with_bbox_3d=True, with_label_3d=True, with_attr_label=False),
-    dict(type="CmtMultiViewResize", size=image_size, mode="crop_top"),
+    gt_paste,
+    # the paper's augmentations; each keeps lidar2img consistent with the moved pixels / points / boxes
+    dict(type="CmtResizeCropFlipImage", final_size=image_size, resize_lim=(0.94, 1.25), bot_pct_lim=(0.0, 0.0)),
+    dict(
+        type="CmtGlobalRotScaleTrans",
+        rot_range=[-0.78539816, 0.78539816],
+        scale_ratio_range=[0.9, 1.1],
+        translation_std=[0.5, 0.5, 0.5],
+    ),
+    dict(type="CmtRandomFlip3D", flip_ratio_bev_horizontal=0.5, flip_ratio_bev_vertical=0.5),
     dict(type="PointsRangeFilter", point_cloud_range=point_cloud_range),
     dict(type="ObjectRangeFilter", point_cloud_range=point_cloud_range),
     dict(type="ObjectNameFilter", classes=class_names),
@@ -184,8 +214,11 @@ test_evaluator = val_evaluator
 
 # AdamW 1e-4, wd 0.01; image backbone lr x0.01, image neck x0.1; grad clip 35; 20 epochs of cyclic lr
 # (peak x8 over 40 %, then down to 1e-4 x) with inverse cyclic momentum (0.85/0.95 betas).
+# fp16 with a dynamic loss scale (the official CustomFp16OptimizerHook): mmengine's AmpOptimWrapper needs a GPU;
+# on a CPU pass --cfg-options optim_wrapper.type=OptimWrapper.
 optim_wrapper = dict(
-    type="OptimWrapper",
+    type="AmpOptimWrapper",
+    loss_scale="dynamic",
     optimizer=dict(type="AdamW", lr=1e-4, weight_decay=0.01),
     paramwise_cfg=dict(custom_keys={"img_backbone": dict(lr_mult=0.01, decay_mult=5), "img_neck": dict(lr_mult=0.1)}),
     clip_grad=dict(max_norm=35, norm_type=2),
@@ -222,6 +255,8 @@ val_cfg = dict()
 test_cfg = dict()
 auto_scale_lr = dict(enable=False, base_batch_size=16)
 
+# "15e+5e" (official README): GT-paste off for the last 5 epochs (mmdet3d's hook finds CmtUnifiedObjectSample)
+custom_hooks = [dict(type="DisableObjectSampleHook", disable_after_epoch=15)]
 default_hooks = dict(
     timer=dict(type="IterTimerHook"),
     logger=dict(type="LoggerHook", interval=50),

@@ -11,6 +11,7 @@ class_names = [
 point_cloud_range = [-54.0, -54.0, -5.0, 54.0, 54.0, 3.0]
 voxel_size = [0.1, 0.1, 0.2]
 image_size = (800, 320)
+data_root = "data/nuscenes/"
 
 model = dict(
     data_preprocessor=dict(voxel_layer=dict(voxel_size=voxel_size)),
@@ -40,11 +41,32 @@ _points = [
         remove_close=True,
     ),
 ]
+# multi-modal GT-paste (official UnifiedObjectSample: sample_groups, min 5 points per object, mixup 0.5)
+gt_paste = dict(
+    type="CmtUnifiedObjectSample",
+    db_info=data_root + "cmt_gt_database/dbinfos.json",
+    classes=class_names,
+    sample_groups=dict(
+        car=2, truck=3, construction_vehicle=7, bus=4, trailer=6, barrier=2, motorcycle=6, bicycle=6, pedestrian=2,
+        traffic_cone=2,
+    ),
+    min_points=5,
+    mixup_rate=0.5,
+)  # fmt: skip
 train_pipeline = [
     *_points,
     dict(type="LoadMultiViewImageFromFiles", to_float32=True, num_views=6),
     dict(type="LoadAnnotations3D", with_bbox_3d=True, with_label_3d=True, with_attr_label=False),
-    dict(type="CmtMultiViewResize", size=image_size, mode="crop_top"),
+    gt_paste,
+    # the paper's augmentations; each keeps lidar2img consistent with the moved pixels / points / boxes
+    dict(type="CmtResizeCropFlipImage", final_size=image_size, resize_lim=(0.94, 1.25), bot_pct_lim=(0.0, 0.0)),
+    dict(
+        type="CmtGlobalRotScaleTrans",
+        rot_range=[-0.78539816, 0.78539816],
+        scale_ratio_range=[0.9, 1.1],
+        translation_std=[0.5, 0.5, 0.5],
+    ),
+    dict(type="CmtRandomFlip3D", flip_ratio_bev_horizontal=0.5, flip_ratio_bev_vertical=0.5),
     dict(type="PointsRangeFilter", point_cloud_range=point_cloud_range),
     dict(type="ObjectRangeFilter", point_cloud_range=point_cloud_range),
     dict(type="ObjectNameFilter", classes=class_names),

@@ -12,7 +12,9 @@ Registered here (thin adapters over the plain-PyTorch modules of :mod:`polyzoo.d
 * ``MODELS``: ``CmtDetector`` (an ``MVXTwoStageDetector``), ``CmtHead``, ``VoVNet``, ``CPFPN``;
 * ``METRICS``: ``CenterDistanceAP``;
 * ``TRANSFORMS``: ``CmtMultiViewResize`` (resize all views, update ``cam2img`` and ``lidar2img``),
-  ``ModalMask3D`` (masked-modality training and missing-sensor tests).
+  ``ModalMask3D`` (masked-modality training and missing-sensor tests), and the paper's training augmentations
+  from :mod:`polyzoo.detection.cmt.augment` (``CmtResizeCropFlipImage``, ``CmtGlobalRotScaleTrans``,
+  ``CmtRandomFlip3D``), which keep ``lidar2img`` consistent with the moved points, boxes and pixels.
 
 Importing this module also applies :func:`polyzoo.detection.spconv_cpu.patch_spconv_cpu` so mmdet3d's
 ``SparseEncoder`` trains on CPU with the PyPI spconv build.
@@ -33,6 +35,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 
+from polyzoo.detection.cmt import augment  # noqa: F401  (registers the training augmentations)
 from polyzoo.detection.cmt.evaluation import center_distance_ap
 from polyzoo.detection.cmt.head import CmtHeadConfig, CmtHeadCore
 from polyzoo.detection.cmt.masking import choose_masked_modality, grid_mask
@@ -44,17 +47,45 @@ patch_spconv_cpu()
 
 @MODELS.register_module()
 class VoVNet(BaseModule):
-    """mmdet3d wrapper of :class:`~polyzoo.detection.cmt.vovnet.VoVNetCore` (``spec='V-99-eSE'``)."""
+    """mmdet3d wrapper of :class:`~polyzoo.detection.cmt.vovnet.VoVNetCore` (``spec='V-99-eSE'``).
+
+    ``frozen_stages`` (official VoVNet): ``-1`` trains everything, ``0`` freezes the stem, ``k ≥ 1`` the stem and
+    stage2 … stage{k+1} (weights without gradient, their BatchNorms in eval mode). ``norm_eval``: every BatchNorm of
+    the backbone stays in eval mode (running statistics frozen) while the model trains, as mmdet's ResNet.
+    """
 
     def __init__(
         self,
         spec: str = "V-99-eSE",
         in_channels: int = 3,
         out_features: Sequence[str] = ("stage4", "stage5"),
+        frozen_stages: int = -1,
+        norm_eval: bool = False,
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
         self.body = VoVNetCore(spec, in_channels, out_features)
+        if not -1 <= frozen_stages <= len(self.body.stage_names):
+            raise ValueError(f"VoVNet.frozen_stages: expected -1..{len(self.body.stage_names)}, got {frozen_stages}")
+        self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
+        for module in self._frozen_modules():
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+    def _frozen_modules(self) -> list[torch.nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        return [self.body.stem, *(getattr(self.body, n) for n in self.body.stage_names[: self.frozen_stages])]
+
+    def train(self, mode: bool = True) -> VoVNet:
+        super().train(mode)
+        for module in self._frozen_modules():
+            module.eval()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.body(x)

@@ -9,8 +9,8 @@ block input with every layer output, fuses them with a 1×1 conv-BN-ReLU, applie
 hard sigmoid gate) and, for all but a stage's first block, adds the block input. Stages 3–5 start with a 3×3/2 max
 pool (ceil mode). Strides: stage2 4, stage3 8, stage4 16, stage5 32.
 
-Deviation: ``frozen_stages`` and ``norm_eval`` of the official backbone are not implemented (train with a small
-backbone lr multiplier instead, as the CMT config does).
+``frozen_stages`` and ``norm_eval`` of the official backbone live in the mmdet3d wrapper
+(:class:`polyzoo.detection.cmt.mmdet3d_plugin.VoVNet`).
 """
 
 from __future__ import annotations
