@@ -32,7 +32,13 @@ from mmcv.transforms import BaseTransform
 from mmdet3d.datasets.transforms import GlobalRotScaleTrans
 from mmdet3d.registry import TRANSFORMS
 
-__all__ = ["CmtGlobalRotScaleTrans", "CmtRandomFlip3D", "CmtResizeCropFlipImage", "image_aug_matrix"]
+__all__ = [
+    "CmtGlobalRotScaleTrans",
+    "CmtRandomFlip3D",
+    "CmtResizeCropFlipImage",
+    "image_aug_matrix",
+    "lidar2img_matrices",
+]
 
 _CAMERA_KEYS = ("lidar2img", "lidar2cam")
 
@@ -42,6 +48,15 @@ def _to4(m) -> np.ndarray:
     out = np.eye(4)
     out[: m.shape[0], : m.shape[1]] = m
     return out
+
+
+def lidar2img_matrices(results: dict) -> np.ndarray:
+    """(V, 4, 4) LiDAR → image projections of a sample (``lidar2img``, else ``cam2img @ lidar2cam``)."""
+    if "lidar2img" in results and np.asarray(results["lidar2img"]).ndim == 3:
+        return np.asarray(results["lidar2img"], dtype=np.float64)
+    if "cam2img" in results and "lidar2cam" in results:
+        return np.stack([_to4(k) @ _to4(l2c) for k, l2c in zip(results["cam2img"], results["lidar2cam"], strict=True)])
+    raise KeyError("a CMT sample needs 'lidar2img' (V, 4, 4) or 'cam2img' and 'lidar2cam'")
 
 
 def _move_lidar_frame(results: dict, lidar_map: np.ndarray) -> None:
@@ -127,13 +142,9 @@ class CmtResizeCropFlipImage(BaseTransform):
             for im in imgs
         ]
         results["img"] = [o if o.ndim == im.ndim else o[..., None] for o, im in zip(out, imgs, strict=True)]
+        lidar2img = lidar2img_matrices(results)
         results["cam2img"] = [m4 @ _to4(k) for k in results["cam2img"]]
-        if "lidar2img" in results:
-            results["lidar2img"] = np.stack([m4 @ _to4(p) for p in results["lidar2img"]])
-        else:
-            results["lidar2img"] = np.stack(
-                [k @ _to4(l2c) for k, l2c in zip(results["cam2img"], results["lidar2cam"], strict=True)]
-            )
+        results["lidar2img"] = np.stack([m4 @ p for p in lidar2img])
         results["img_shape"] = results["pad_shape"] = (fh, fw)
         results["img_aug_matrix"] = m
         return results

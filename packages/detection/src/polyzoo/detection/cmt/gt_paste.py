@@ -40,24 +40,12 @@ from mmdet3d.registry import TRANSFORMS
 from mmdet3d.structures.ops import box_np_ops
 from tqdm.auto import tqdm
 
+from polyzoo.detection.cmt.augment import lidar2img_matrices as _lidar2img
 from polyzoo.shared.io import atomic_dir, write_json_atomic
 
 __all__ = ["CmtUnifiedObjectSample", "build_gt_database", "load_db_infos", "load_sample", "loading_dataset"]
 
 DB_INFO_FIELDS = ("name", "path", "box3d_lidar", "num_points_in_gt")
-
-
-def _lidar2img(results: dict) -> np.ndarray:
-    """(V, 4, 4) LiDAR → pixel projections of the raw cameras."""
-    if "lidar2img" in results:
-        return np.asarray(results["lidar2img"], dtype=np.float64)
-    mats = []
-    for k, l2c in zip(results["cam2img"], results["lidar2cam"], strict=True):
-        k4 = np.eye(4)
-        k = np.asarray(k, dtype=np.float64)
-        k4[: k.shape[0], : k.shape[1]] = k
-        mats.append(k4 @ np.asarray(l2c, dtype=np.float64))
-    return np.stack(mats)
 
 
 def _project_boxes(corners: np.ndarray, lidar2img: np.ndarray, hw: tuple[int, int]):

@@ -35,7 +35,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 
-from polyzoo.detection.cmt import augment  # noqa: F401  (registers the training augmentations)
+from polyzoo.detection.cmt import augment  # also registers the training augmentations
 from polyzoo.detection.cmt.evaluation import center_distance_ap
 from polyzoo.detection.cmt.head import CmtHeadConfig, CmtHeadCore
 from polyzoo.detection.cmt.masking import choose_masked_modality, grid_mask
@@ -135,19 +135,7 @@ class CmtHead(BaseModule):
 
 def _lidar2img(meta: dict, device: torch.device) -> torch.Tensor:
     """(V, 4, 4) LiDAR → image projection from a sample's metainfo (``lidar2img`` or ``cam2img @ lidar2cam``)."""
-    if "lidar2img" in meta and np.asarray(meta["lidar2img"]).ndim == 3:
-        mats = np.asarray(meta["lidar2img"], dtype=np.float64)
-    elif "cam2img" in meta and "lidar2cam" in meta:
-        mats = []
-        for k, l2c in zip(meta["cam2img"], meta["lidar2cam"], strict=True):
-            k4 = np.eye(4)
-            k = np.asarray(k)
-            k4[: k.shape[0], : k.shape[1]] = k
-            mats.append(k4 @ np.asarray(l2c))
-        mats = np.stack(mats)
-    else:
-        raise KeyError("CmtDetector: data sample metainfo needs 'lidar2img' (V, 4, 4) or 'cam2img' and 'lidar2cam'")
-    return torch.as_tensor(mats, dtype=torch.float32, device=device)
+    return torch.as_tensor(augment.lidar2img_matrices(meta), dtype=torch.float32, device=device)
 
 
 @MODELS.register_module()
