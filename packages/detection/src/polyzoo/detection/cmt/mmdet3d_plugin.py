@@ -35,7 +35,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 
-from polyzoo.detection.cmt import augment  # also registers the training augmentations
+from polyzoo.detection.cmt import augment, gt_paste  # noqa: F401  (register the training augmentations)
 from polyzoo.detection.cmt.evaluation import center_distance_ap
 from polyzoo.detection.cmt.head import CmtHeadConfig, CmtHeadCore
 from polyzoo.detection.cmt.masking import choose_masked_modality, grid_mask
