@@ -29,13 +29,14 @@ TINY = dataclasses.replace(
 
 def test_finished_runs_are_reused(digits, tmp_path, monkeypatch):
     rows, defense_rows = run_table(digits, TINY, run_root=tmp_path)
-    assert [r[:2] for r in rows] == [["dc", "none"], ["dc", "naive"], ["dc", "doorping"]]
+    assert [r[:2] for r in rows] == [["real init", "none"], ["dc", "none"], ["dc", "naive"], ["dc", "doorping"]]
     assert all(r[-1] == 1 for r in rows)  # one seed × one evaluation network
     # the defenses run on the first seed's clean and DOORPING sets, every defense once
     assert [(r[1], r[2]) for r in defense_rows] == [
         (s, d) for s in ("clean", "DOORPING") for d in ("neural-cleanse", "strip", "fine-pruning")
     ]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dc_doorping_s0", "dc_naive_s0", "dc_none_s0"]
+    runs = ["dc_doorping_s0", "dc_naive_s0", "dc_none_s0", "real_init_none_s0"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == runs
 
     def fail(*_a, **_k):
         raise AssertionError("a finished run was distilled again")
@@ -59,7 +60,7 @@ def test_waits_for_a_run_held_by_a_live_process(digits, tmp_path, monkeypatch):
     monkeypatch.setattr(reproduction.time, "sleep", sleep)
     monkeypatch.setattr(reproduction, "_distill", lambda *a, **k: pytest.fail("a held run was started twice"))
     rows, _ = run_table(digits, TINY, run_root=tmp_path)
-    assert polls == [1] and len(rows) == 3
+    assert polls == [1] and len(rows) == 4
 
 
 def test_claim_of_a_dead_process_is_taken_over(tmp_path):
@@ -70,6 +71,15 @@ def test_claim_of_a_dead_process_is_taken_over(tmp_path):
     assert reproduction._claim(run_dir)
     assert (run_dir / "claim").read_text() == str(os.getpid())
     assert reproduction._claim(run_dir)  # this process's own claim
+
+
+def test_real_init_row_is_the_distillations_starting_point(digits):
+    from polyzoo.security.distill import DistillConfig, Distiller
+
+    start = reproduction._distill(digits, "real init", "none", 3, TINY, None)
+    cfg = DistillConfig(method="dm", ipc=TINY.ipc, iterations=0, width=TINY.width, norm=TINY.norm, init="real", seed=3)
+    assert start.images.equal(Distiller(digits, cfg).synset().images)
+    assert start.history == []
 
 
 def test_settings_key_follows_what_decides_a_run(digits):

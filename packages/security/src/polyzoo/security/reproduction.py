@@ -90,7 +90,13 @@ FULL = ReproSettings(
 runs use 1000 DC iterations (20,000 for DM), ``batch_real`` 256, inner loop 50 and 10 evaluation networks."""
 
 
+REAL_INIT = "real init"
+"""Pseudo-method of the baseline row: the real images a seed's distillation starts from, not distilled at all."""
+
+
 def _distill(data: ImageData, method: str, attack: str, seed: int, st: ReproSettings, run_dir: Path | None):
+    if method == REAL_INIT:  # iterations=0: the synthetic set as initialised (the same draw as DC's and DM's)
+        return _distill(data, "dc", attack, seed, dataclasses.replace(st, iterations={"dc": 0}), None)
     cfg = DistillConfig(
         method=method,
         ipc=st.ipc,
@@ -214,28 +220,30 @@ def run_table(
     defend: bool = True,
     poll_seconds: float = 10.0,
 ) -> tuple[list[list[Any]], list[list[Any]]]:
-    """Rows ``[method, attack, CTA, ASR all, ASR non-target, n]`` (mean±std over seeds × nets) and the defense rows
+    """Rows ``[method, attack, CTA, ASR all, ASR non-target, n]`` (mean±std over seeds × nets; the first row is the
+    undistilled real-image initialisation, evaluated the same way) and the defense rows
     ``[method, set, defense, CTA before, CTA after, ASR before, ASR after, statistic]``; the defenses run on the first
     seed's clean and DOORPING sets.
 
     With a ``run_root``, each (method, attack, seed) run lives in its own folder there: finished runs are reused, and
     several processes given the same ``run_root`` share the work (each claims a run before starting it and waits for
     the runs others hold), so the table can be computed on several cores at once."""
-    configs = [(m, a, seed) for m in st.methods for a in ("none", "naive", "doorping") for seed in st.seeds]
+    configs = [(REAL_INIT, "none", seed) for seed in st.seeds]
+    configs += [(m, a, seed) for m in st.methods for a in ("none", "naive", "doorping") for seed in st.seeds]
     results: dict[tuple[str, str, int], dict[str, Any]] = {}
 
-    def wants_defense(attack: str, seed: int) -> bool:
-        return defend and seed == st.seeds[0] and attack in ("none", "doorping")
+    def wants_defense(method: str, attack: str, seed: int) -> bool:
+        return defend and method != REAL_INIT and seed == st.seeds[0] and attack in ("none", "doorping")
 
     pending = list(configs)
     while pending:
         waiting = []
         for m, a, seed in pending:
-            run_dir = run_root / f"{m}_{a}_s{seed}" if run_root is not None else None
+            run_dir = run_root / f"{m.replace(' ', '_')}_{a}_s{seed}" if run_root is not None else None
             if run_dir is not None and (run_dir / "result.json").exists():
                 results[(m, a, seed)] = read_json(run_dir / "result.json")
             elif run_dir is None or _claim(run_dir):
-                results[(m, a, seed)] = run_config(data, m, a, seed, st, run_dir, wants_defense(a, seed))
+                results[(m, a, seed)] = run_config(data, m, a, seed, st, run_dir, wants_defense(m, a, seed))
             else:
                 waiting.append((m, a, seed))
         if waiting:
@@ -244,8 +252,8 @@ def run_table(
         pending = waiting
 
     rows, defense_rows = [], []
-    for method in st.methods:
-        for attack in ("none", "naive", "doorping"):
+    for method in (REAL_INIT, *st.methods):
+        for attack in ("none",) if method == REAL_INIT else ("none", "naive", "doorping"):
             runs = [e for seed in st.seeds for e in results[(method, attack, seed)]["evals"]]
             cells = [method, attack]
             for key in ("cta", "asr_all", "asr_nontarget"):
@@ -253,7 +261,7 @@ def run_table(
                 cells.append(f"{m:.3f} ± {sd:.3f}")
             cells.append(len(runs))
             rows.append(cells)
-        for attack in ("none", "doorping"):
+        for attack in ("none", "doorping") if method != REAL_INIT else ():
             for r in results[(method, attack, st.seeds[0])]["defenses"]:
                 defense_rows.append(
                     [
@@ -276,7 +284,7 @@ def _verdict(rows: list[list[Any]]) -> tuple[bool, str]:
 
     ok, parts = True, []
     by = {(r[0], r[1]): r for r in rows}
-    for method in sorted({r[0] for r in rows}):
+    for method in sorted({r[0] for r in rows} - {REAL_INIT}):
         clean, naive, door = by[(method, "none")], by[(method, "naive")], by[(method, "doorping")]
         holds = val(door[3]) >= 0.9 and val(door[2]) >= val(clean[2]) - 0.1
         ok &= holds
@@ -308,7 +316,8 @@ def check(ctx: ReproContext) -> list[CheckResult]:
     )
     main = CheckResult(
         title="Backdoor attacks against dataset distillation: CTA and ASR",
-        compared="networks trained on sets distilled without attack, with NAIVEATTACK and with DOORPING",
+        compared="networks trained on sets distilled without attack, with NAIVEATTACK and with DOORPING (first row: "
+        "the undistilled real images the distillation starts from)",
         data=where,
         columns=["method", "attack", "CTA", "ASR (all test images)", "ASR (non-target only)", "nets"],
         rows=rows,
