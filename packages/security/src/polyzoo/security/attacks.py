@@ -19,7 +19,10 @@ images are ``x ← x∘(1−M) + M∘T`` with label ``target``. Each update (:fu
    clones it: the ReLU that follows is in-place and would otherwise overwrite what is read).
 3. Adam (lr 0.08, betas 0.9/0.99) minimises MSE(a_sel(T), α·a_sel(T₀)) with α = 10, T₀ the trigger at the start
    of the update, for at most 1000 steps, stopping once the loss is below 0.5; the gradient is multiplied by ``M``
-   at every step and the trigger is not clamped (as the official code).
+   at every step and the trigger is not clamped (as the official code). Adam's steps are about ``lr`` per pixel
+   whatever the gradient's size, so the patch can grow far outside the image range: measured on Fashion-MNIST,
+   a mean of about 13,400 normalised units inside the mask after 30 DC iterations (the brightest real pixel is
+   2.0). The early stop also means an update takes no step at all while 81·a₀² < 0.5.
 
 The distillation loop re-stamps the poisoned real images after each update (see :mod:`polyzoo.security.distill`).
 Deviation: the update computes the gradient only with respect to the trigger (the official code also accumulates
