@@ -5,7 +5,8 @@ far fewer than the official 1000. This script copies a finished run folder (``<m
 ``--out``, resumes its distillation (each iteration reseeds from (seed, iteration), so the continued run equals a
 longer run from scratch) and, at every iteration count in ``--stops``, trains one evaluation network exactly as the
 table does and prints one JSON line: CTA, both ASR conventions, the trigger's mean value inside the mask and the
-synthetic images' mean value there, per class.
+synthetic images' mean value there, per class. With ``--defend`` the last stop's network also goes through every
+defense, as the table's defense rows do.
 
     uv run python tools/repro/security_doorping_longer.py \\
         --runs reports/security/security_runs/<hash> --seed 1 --stops 15 30 --out runs/doorping_longer
@@ -33,6 +34,9 @@ def main() -> None:
     parser.add_argument("--stops", type=int, nargs="+", required=True, help="iteration counts to measure at")
     parser.add_argument("--out", type=Path, required=True, help="folder for the continued run")
     parser.add_argument("--data-root", type=Path, default=None, help="Fashion-MNIST folder (default: Debian's)")
+    parser.add_argument(
+        "--defend", action="store_true", help="at the last stop, also run every defense as the table does (seed's net)"
+    )
     args = parser.parse_args()
 
     src = args.runs / f"{args.method}_doorping_s{args.seed}"
@@ -61,6 +65,9 @@ def main() -> None:
             "seconds": round(time.perf_counter() - t0),
         }
         print(json.dumps(line), flush=True)
+        if args.defend and stop == max(args.stops):
+            for r in R.run_defenses(data, net, s, args.seed, st):
+                print(json.dumps({"defense": r.pop("defense"), **r}), flush=True)
 
 
 if __name__ == "__main__":

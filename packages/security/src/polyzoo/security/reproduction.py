@@ -31,7 +31,7 @@ from polyzoo.security.evaluate import EvalConfig, attack_metrics, mean_std, trai
 from polyzoo.shared.io import read_json, write_json_atomic
 from polyzoo.shared.report import CheckResult, ReproContext
 
-__all__ = ["FULL", "QUICK", "ReproSettings", "check", "run_config", "run_table", "settings_key"]
+__all__ = ["FULL", "QUICK", "ReproSettings", "check", "run_config", "run_defenses", "run_table", "settings_key"]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,33 @@ def settings_key(data: ImageData, st: ReproSettings) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def run_defenses(data: ImageData, net: torch.nn.Module, s, seed: int, st: ReproSettings) -> list[dict[str, Any]]:
+    """Every defense on ``net`` (trained on the distilled set ``s``): the defender holds ``st.defense_clean`` clean
+    training images (drawn with ``seed``); measured on a fixed random ``st.defense_test`` test images (0: all)."""
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(data.train_y), generator=g)[: st.defense_clean]
+    test = torch.arange(len(data.test_y))
+    if 0 < st.defense_test < len(test):
+        test = torch.randperm(len(test), generator=torch.Generator().manual_seed(12345))[: st.defense_test]
+    d = DefenseData(
+        data.train_x[pick],
+        data.train_y[pick],
+        data.test_x[test],
+        data.test_y[test],
+        s.trigger,
+        s.mask,
+        0,
+        data.num_classes,
+        data.mean,
+        data.std,
+    )
+    rows = []
+    for name in DEFENSES:
+        r = run_defense(name, net, d, st.defense)
+        rows.append({"defense": name, **{k: r[k] for k in ("before", "after", "statistic_name", "statistic")}})
+    return rows
+
+
 def run_config(
     data: ImageData, method: str, attack: str, seed: int, st: ReproSettings, run_dir: Path | None, defend: bool
 ) -> dict[str, Any]:
@@ -144,28 +171,7 @@ def run_config(
         net = train_network(s.images, s.labels, data.num_classes, ecfg, seed=1000 * seed + k)
         evals.append(attack_metrics(net, data.test_x, data.test_y, s.trigger, s.mask, 0))
         nets.append(net)
-    defenses = []
-    if defend:
-        g = torch.Generator().manual_seed(seed)
-        pick = torch.randperm(len(data.train_y), generator=g)[: st.defense_clean]
-        test = torch.arange(len(data.test_y))
-        if 0 < st.defense_test < len(test):
-            test = torch.randperm(len(test), generator=torch.Generator().manual_seed(12345))[: st.defense_test]
-        d = DefenseData(
-            data.train_x[pick],
-            data.train_y[pick],
-            data.test_x[test],
-            data.test_y[test],
-            s.trigger,
-            s.mask,
-            0,
-            data.num_classes,
-            data.mean,
-            data.std,
-        )
-        for name in DEFENSES:
-            r = run_defense(name, nets[0], d, st.defense)
-            defenses.append({"defense": name, **{k: r[k] for k in ("before", "after", "statistic_name", "statistic")}})
+    defenses = run_defenses(data, nets[0], s, seed, st) if defend else []
     result = {
         "method": method,
         "attack": attack,
