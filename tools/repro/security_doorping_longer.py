@@ -23,7 +23,6 @@ from pathlib import Path
 
 from polyzoo.security import reproduction as R
 from polyzoo.security.data import load_fashion_mnist
-from polyzoo.security.evaluate import EvalConfig, attack_metrics, train_network
 
 
 def main() -> None:
@@ -50,9 +49,7 @@ def main() -> None:
         st = dataclasses.replace(R.FULL, iterations={**R.FULL.iterations, args.method: stop})
         t0 = time.perf_counter()
         s = R._distill(data, args.method, "doorping", args.seed, st, dst)
-        ecfg = EvalConfig(width=st.width, norm=st.norm, epochs=st.eval_epochs)
-        net = train_network(s.images, s.labels, data.num_classes, ecfg, seed=1000 * args.seed)  # the table's net
-        m = attack_metrics(net, data.test_x, data.test_y, s.trigger, s.mask, 0)
+        net, m = R.evaluate_net(data, s, st, args.seed)  # the table's first network for this seed
         inside = s.mask.bool()
         patch = {c: round(float(s.images[s.labels == c][:, inside].mean()), 3) for c in range(data.num_classes)}
         line = {

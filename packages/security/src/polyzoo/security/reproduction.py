@@ -31,7 +31,17 @@ from polyzoo.security.evaluate import EvalConfig, attack_metrics, mean_std, trai
 from polyzoo.shared.io import read_json, write_json_atomic
 from polyzoo.shared.report import CheckResult, ReproContext
 
-__all__ = ["FULL", "QUICK", "ReproSettings", "check", "run_config", "run_defenses", "run_table", "settings_key"]
+__all__ = [
+    "FULL",
+    "QUICK",
+    "ReproSettings",
+    "check",
+    "evaluate_net",
+    "run_config",
+    "run_defenses",
+    "run_table",
+    "settings_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +135,14 @@ def settings_key(data: ImageData, st: ReproSettings) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def evaluate_net(data: ImageData, s, st: ReproSettings, seed: int, k: int = 0):
+    """The table's ``k``-th evaluation network for ``seed``: trained on the set ``s`` and measured on the real test
+    set; returns ``(net, {cta, asr_all, asr_nontarget})``."""
+    ecfg = EvalConfig(width=st.width, norm=st.norm, epochs=st.eval_epochs)
+    net = train_network(s.images, s.labels, data.num_classes, ecfg, seed=1000 * seed + k)
+    return net, attack_metrics(net, data.test_x, data.test_y, s.trigger, s.mask, 0)
+
+
 def run_defenses(data: ImageData, net: torch.nn.Module, s, seed: int, st: ReproSettings) -> list[dict[str, Any]]:
     """Every defense on ``net`` (trained on the distilled set ``s``): the defender holds ``st.defense_clean`` clean
     training images (drawn with ``seed``); measured on a fixed random ``st.defense_test`` test images (0: all)."""
@@ -165,11 +183,10 @@ def run_config(
     s = _distill(data, method, attack, seed, st, run_dir)
     distill_s = time.perf_counter() - t0
     log.info("distilled %s/%s seed %d in %.0f s", method, attack, seed, distill_s)
-    ecfg = EvalConfig(width=st.width, norm=st.norm, epochs=st.eval_epochs)
     evals, nets = [], []
     for k in range(st.num_eval):
-        net = train_network(s.images, s.labels, data.num_classes, ecfg, seed=1000 * seed + k)
-        evals.append(attack_metrics(net, data.test_x, data.test_y, s.trigger, s.mask, 0))
+        net, metrics = evaluate_net(data, s, st, seed, k)
+        evals.append(metrics)
         nets.append(net)
     defenses = run_defenses(data, nets[0], s, seed, st) if defend else []
     result = {
