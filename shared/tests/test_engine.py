@@ -85,7 +85,8 @@ def test_run_folder_contents(tmp_path):
     metrics = trainer.fit()
     run = tmp_path / "files"
     config = json.loads((run / "config.json").read_text())
-    assert config["train"]["batch_size"] == 8 and config["model"] == "mlp"
+    assert config["config"]["train"]["batch_size"] == 8 and config["config"]["model"] == "mlp"
+    assert config["run"]["train"]["checkpoint_every"] == 5  # recorded, but not part of the compared settings
     assert 0.0 <= metrics["eval_accuracy"] <= 1.0 and metrics["eval_loss"] > 0
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert ckpts == ["step_00000010", "step_00000015"]  # keep_checkpoints=2, no partial folders left

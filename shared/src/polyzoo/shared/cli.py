@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import os
 import shlex
 import sys
 from importlib import metadata
@@ -15,6 +17,45 @@ import click
 from polyzoo.shared.perf import GLIBC_MALLOC_TUNABLES, reexec_with_tuned_malloc
 
 COMMANDS_GROUP = "polyzoo.commands"
+DEBUG_ENV = "POLYZOO_DEBUG"
+
+# Exceptions that mean "the input or the environment is not what was expected": one line, no traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # includes UnicodeDecodeError, json.JSONDecodeError, polyzoo's RunError/UnsafeCheckpointError
+    OSError,  # FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, disk full
+    EOFError,  # a truncated or empty file read by pickle/torch (click would print a bare "Aborted!")
+    LookupError,  # an unknown name in a registry
+    FloatingPointError,  # a loss that became NaN or inf
+)
+
+
+def debug_enabled(ctx: click.Context | None = None) -> bool:
+    """``--debug`` on the ``polyzoo`` command, or ``POLYZOO_DEBUG=1``: errors keep their traceback."""
+    if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0", "false", "no"):
+        return True
+    root = ctx.find_root() if ctx is not None else click.get_current_context(silent=True)
+    root = root.find_root() if root is not None else None
+    return bool(root is not None and root.params.get("debug"))
+
+
+def error_line(e: BaseException) -> str:
+    """The one line a user sees for an exception (without the ``Error:`` that click adds)."""
+    if isinstance(e, UnicodeDecodeError):
+        return f"not UTF-8 text: byte 0x{e.object[e.start]:02x} at offset {e.start} ({e.reason})"
+    if isinstance(e, json.JSONDecodeError):
+        return f"not valid JSON: line {e.lineno}, column {e.colno}: {e.msg}"
+    if isinstance(e, OSError) and e.filename is not None:
+        reason = e.strerror or type(e).__name__
+        target = f" -> {e.filename2}" if e.filename2 else ""
+        return f"{e.filename}{target}: {reason}"
+    if isinstance(e, EOFError):
+        return f"unexpected end of file (the file is empty or truncated){': ' + str(e) if str(e) else ''}"
+    if isinstance(e, KeyError) and len(e.args) == 1:
+        return f"unknown name {e.args[0]!r}"
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, USER_ERRORS):
+        return text
+    return f"internal error ({type(e).__name__}: {text}); rerun with --debug for the traceback and please report it"
 
 
 def _installed_packages() -> list[tuple[str, str]]:
@@ -53,6 +94,20 @@ class _DomainGroup(click.Group):
             raise click.ClickException(f"entry point {name} = {ep.value} is not a click command")
         return loaded
 
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the subcommand; an exception becomes one ``Error: ...`` line and exit status 1, unless
+        :func:`debug_enabled` (then it propagates with its traceback)."""
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise
+        except KeyboardInterrupt:
+            raise click.exceptions.Abort() from None
+        except Exception as e:
+            if debug_enabled(ctx):
+                raise
+            raise click.ClickException(error_line(e)) from None
+
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Installed packages"):
             formatter.write_dl(_installed_packages() or [("(none)", "")])
@@ -64,11 +119,18 @@ class _DomainGroup(click.Group):
     metadata.version("polyzoo-shared"), "-V", "--version", package_name="polyzoo-shared", message="polyzoo %(version)s"
 )
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.option(
+    "--debug", is_flag=True, help=f"Show the full traceback of an error (or set {DEBUG_ENV}=1)."
+)
+def main(verbose: int, debug: bool) -> None:
     """polyzoo: faithful, tested PyTorch implementations of ten research methods.
 
     Each domain package (vision, video, detection, graph, recsys, music, security) adds its own subcommand
     when installed. `polyzoo reproduce --quick` checks every installed method's claim on small data.
+
+    Every training verb takes the same run options (--run-dir, --resume/--no-resume, --overwrite, --seed,
+    --device, --precision, --log-with); evaluation verbs are called `eval` and take --format table|json.
+    Errors print one line; --debug shows the traceback.
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -5,26 +5,24 @@ launch`` or ``torchrun``; gloo on CPU), and mixed precision, while leaving the l
 that domains can pass any model, loss and data. Checkpointing is our own (safetensors + JSON, atomic), not
 ``Accelerator.save_state`` (which pickles optimizer and RNG state).
 
-A run lives in ``<runs_dir>/<name>/``:
+A run follows the run contract of :mod:`polyzoo.shared.run`: ``config.json`` (the result-determining training
+settings plus whatever the caller adds under ``extra_config``), ``metrics.jsonl`` and complete checkpoints
+``checkpoints/step_XXXXXXXX/`` (``model.safetensors``, ``optimizer.safetensors`` + ``trainer_state.json`` with the
+optimizer/scheduler structure, step, epoch and position in the epoch, and ``rng_rank<r>.*`` per process). Rerunning
+with the same config resumes; another config is refused before anything is written, unless ``overwrite``.
 
-- ``config.json``: the training configuration plus whatever the caller adds (model hyperparameters, data);
-- ``metrics.jsonl``: one JSON object per logged step or evaluation (appended; trimmed back on resume);
-- ``checkpoints/step_XXXXXXXX/``: ``model.safetensors``, ``optimizer.safetensors`` + ``trainer_state.json``
-  (optimizer/scheduler structure, step, epoch, position in the epoch) and ``rng_rank<r>.*`` per process.
-  Each checkpoint folder is written under a temporary name and renamed when complete.
-
-Exact resume: data order comes from a sampler seeded by (seed, epoch), the position inside the epoch is
-stored, and every process's random state is restored, so an interrupted and resumed run ends with the same
-weights as an uninterrupted one (on CPU; on GPU up to non-deterministic kernels).
+Exact resume: data order comes from a sampler seeded by (seed, epoch), each sample's randomness (augmentation)
+from its own seed (:class:`polyzoo.shared.seed.SeededSamples`), the position inside the epoch is stored, and every
+process's random state is restored, so a run killed at any step and resumed ends with the same weights as an
+uninterrupted one, with any number of loader workers (on CPU; on GPU up to non-deterministic kernels).
+Trackers (TensorBoard, W&B, MLflow) go through Accelerate (``log_with``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -38,21 +36,31 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from polyzoo.shared.io import (
-    atomic_path,
-    pack_tensors,
-    publish_dir,
-    read_json,
-    unpack_tensors,
-    write_json_atomic,
-)
-from polyzoo.shared.seed import get_rng_state, seed_everything, set_rng_state
+from polyzoo.shared.io import pack_tensors, read_json, unpack_tensors, write_json_atomic
+from polyzoo.shared.run import RunDir, find_last_checkpoint
+from polyzoo.shared.seed import SeededSamples, get_rng_state, seed_everything, set_rng_state
 
 __all__ = ["EpochSampler", "TrainConfig", "Trainer", "find_last_checkpoint"]
 
 log = logging.getLogger(__name__)
 
-_CKPT_RE = re.compile(r"^step_(\d{8})$")
+# TrainConfig fields that do not change the trained weights: recorded in config.json under "run", not compared
+RUN_ONLY_FIELDS = (
+    "name",
+    "runs_dir",
+    "run_dir",
+    "eval_batch_size",
+    "num_workers",
+    "cpu",
+    "device",
+    "log_with",
+    "log_every",
+    "eval_every_epochs",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "progress",
+)
+PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16", "no": "no"}
 
 
 @dataclasses.dataclass
@@ -65,6 +73,7 @@ class TrainConfig:
 
     name: str = "run"
     runs_dir: str = "runs"
+    run_dir: str | None = None  # the run folder; default runs_dir/name
     epochs: int = 1
     max_steps: int | None = None
     batch_size: int = 32
@@ -76,8 +85,10 @@ class TrainConfig:
     deterministic: bool = False
     gradient_accumulation_steps: int = 1
     grad_clip_norm: float | None = None
-    mixed_precision: str = "no"  # "no", "bf16", "fp16"
-    cpu: bool = False
+    mixed_precision: str = "no"  # "no" (fp32), "bf16", "fp16"
+    cpu: bool = False  # force the CPU (same as device="cpu")
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda" or "cuda:N"
+    log_with: str = "none"  # an Accelerate tracker: "tensorboard", "wandb", "mlflow" or "none"
     log_every: int = 10
     eval_every_epochs: int = 1
     checkpoint_every: int = 0
@@ -92,14 +103,22 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{field} must be >= 1, got {getattr(self, field)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"TrainConfig.max_steps must be >= 1 or None, got {self.max_steps}")
+        self.mixed_precision = PRECISIONS.get(self.mixed_precision, self.mixed_precision)
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(
-                f"TrainConfig.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}"
+                f"TrainConfig.mixed_precision must be 'fp32', 'bf16' or 'fp16', got {self.mixed_precision!r}"
             )
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"TrainConfig.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.run_dir is None:
+            self.run_dir = str(Path(self.runs_dir) / self.name)
 
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.runs_dir) / self.name
+    def result_config(self) -> dict[str, Any]:
+        """The fields that determine the trained weights (compared on resume)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUN_ONLY_FIELDS}
+
+    def run_config(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in RUN_ONLY_FIELDS}
 
 
 class EpochSampler(Sampler[int]):
@@ -120,15 +139,6 @@ class EpochSampler(Sampler[int]):
             return iter(range(self.n))
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return iter(torch.randperm(self.n, generator=g).tolist())
-
-
-def find_last_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint folder of a run, or None."""
-    ckpt_root = Path(run_dir) / "checkpoints"
-    if not ckpt_root.is_dir():
-        return None
-    found = sorted((int(m.group(1)), p) for p in ckpt_root.iterdir() if (m := _CKPT_RE.match(p.name)))
-    return found[-1][1] if found else None
 
 
 def _allow_new_precision(mixed_precision: str) -> None:
@@ -195,19 +205,30 @@ class Trainer:
         self.metrics_fn = metrics_fn or self._default_metrics
         seed_everything(config.seed, config.deterministic)
         _allow_new_precision(config.mixed_precision)
+        cpu = config.cpu or config.device == "cpu"
+        if config.device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise ValueError(f"--device {config.device}: CUDA is not available on this machine")
+            if ":" in config.device:
+                torch.cuda.set_device(int(config.device.split(":")[1]))
         self.accelerator = Accelerator(
-            cpu=config.cpu,
+            cpu=cpu,
             mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=config.gradient_accumulation_steps,
+            log_with=None if config.log_with == "none" else config.log_with,
+            project_dir=str(self.config.run_dir),
         )
         self.sampler = EpochSampler(len(train_data), config.shuffle, config.seed)
+        self.train_samples = SeededSamples(train_data, config.seed)
+        pin = self.accelerator.device.type == "cuda"
         train_loader = DataLoader(
-            train_data,
+            self.train_samples,
             batch_size=config.batch_size,
             sampler=self.sampler,
             drop_last=config.drop_last,
             num_workers=config.num_workers,
             collate_fn=collate_fn,
+            pin_memory=pin,
             # own generator: creating an iterator must not draw from the global RNG (exact resume)
             generator=torch.Generator().manual_seed(config.seed),
         )
@@ -219,6 +240,7 @@ class Trainer:
                 shuffle=False,
                 num_workers=config.num_workers,
                 collate_fn=collate_fn,
+                pin_memory=pin,
                 generator=torch.Generator().manual_seed(config.seed),
             )
         self.model, self.optimizer, self.train_loader = self.accelerator.prepare(model, optimizer, train_loader)
@@ -228,11 +250,17 @@ class Trainer:
         self.epoch = 0
         self.batches_in_epoch = 0  # batches this process has consumed in the current epoch
         self.callbacks: list[Callable[[Trainer, dict[str, float]], None]] = []
+        self.run = RunDir(
+            self.config.run_dir,
+            {"train": self.config.result_config(), **self.extra_config},
+            run_info={"train": self.config.run_config(), "num_processes": self.accelerator.num_processes},
+            is_main=self.is_main,
+        )
 
     # ----------------------------------------------------------------------------------------- properties
     @property
     def run_dir(self) -> Path:
-        return self.config.run_dir
+        return Path(self.config.run_dir)
 
     @property
     def is_main(self) -> bool:
@@ -251,65 +279,51 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- logging
     def _log(self, record: dict[str, Any]) -> None:
-        if not self.is_main:
-            return
-        path = self.run_dir / "metrics.jsonl"
-        with path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def _trim_metrics(self, step: int) -> None:
-        """Drop records logged after ``step`` (they belong to the interrupted part of the run)."""
-        path = self.run_dir / "metrics.jsonl"
-        if not self.is_main or not path.exists():
-            return
-        kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        with atomic_path(path) as tmp:
-            tmp.write_text("".join(ln + "\n" for ln in kept))
+        self.run.log_metrics(record)
+        if self.config.log_with != "none":
+            values = {f"{record.get('split', 'train')}/{k}": v for k, v in record.items() if isinstance(v, int | float)}
+            self.accelerator.log(values, step=record.get("step"))
 
     # --------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step_XXXXXXXX`` atomically and prune old ones; returns its path."""
+        """Write ``checkpoints/step_XXXXXXXX`` atomically (every process its random state, the main process the
+        rest) and prune old ones; returns its path."""
         acc = self.accelerator
-        final = self.run_dir / "checkpoints" / f"step_{self.global_step:08d}"
-        tmp = final.with_name(f".{final.name}.partial")
+        final = self.run.checkpoint_path(self.global_step)
+        tmp = self.run.partial_checkpoint_path(self.global_step)
         acc.wait_for_everyone()
         if self.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
+            self.run.clean_partial()
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
         rng_json, rng_tensors = pack_tensors(get_rng_state(), "rng")
         save_file(rng_tensors, tmp / f"rng_rank{acc.process_index}.safetensors")
         write_json_atomic(tmp / f"rng_rank{acc.process_index}.json", rng_json)
-        if self.is_main:
-            save_model(self.unwrapped_model, str(tmp / "model.safetensors"))
-            state = {
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            }
-            state_json, state_tensors = pack_tensors(state, "state")
-            save_file(state_tensors, tmp / "optimizer.safetensors")
-            write_json_atomic(
-                tmp / "trainer_state.json",
-                {
-                    "global_step": self.global_step,
-                    "epoch": self.epoch,
-                    "batches_in_epoch": self.batches_in_epoch,
-                    "num_processes": acc.num_processes,
-                    "state": state_json,
-                },
-            )
         acc.wait_for_everyone()
         if self.is_main:
-            publish_dir(tmp, final)
-            self._prune_checkpoints()
+
+            def write(folder: Path) -> None:  # the processes' random states are already in it
+                save_model(self.unwrapped_model, str(folder / "model.safetensors"))
+                state = {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                }
+                state_json, state_tensors = pack_tensors(state, "state")
+                save_file(state_tensors, folder / "optimizer.safetensors")
+                write_json_atomic(
+                    folder / "trainer_state.json",
+                    {
+                        "global_step": self.global_step,
+                        "epoch": self.epoch,
+                        "batches_in_epoch": self.batches_in_epoch,
+                        "num_processes": acc.num_processes,
+                        "state": state_json,
+                    },
+                )
+
+            self.run.save_checkpoint(self.global_step, write, keep=self.config.keep_checkpoints, start_clean=False)
         acc.wait_for_everyone()
         return final
-
-    def _prune_checkpoints(self) -> None:
-        root = self.run_dir / "checkpoints"
-        found = sorted(p for p in root.iterdir() if _CKPT_RE.match(p.name))
-        for old in found[: max(0, len(found) - self.config.keep_checkpoints)]:
-            shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore model, optimizer, scheduler, position and random state from a checkpoint folder."""
@@ -340,39 +354,33 @@ class Trainer:
         self.batches_in_epoch = meta["batches_in_epoch"]
 
     # ---------------------------------------------------------------------------------------------- fit
-    def _write_config(self, resumed_from: Path | None) -> None:
-        if not self.is_main:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
-            self.run_dir / "config.json",
-            {
-                "train": dataclasses.asdict(self.config),
-                "num_processes": self.accelerator.num_processes,
-                "resumed_from": str(resumed_from) if resumed_from else None,
-                **self.extra_config,
-            },
-        )
+    def check_run(self, resume: bool = True, overwrite: bool = False) -> str:
+        """What :meth:`fit` will do with the run folder (``"new"``, ``"resume"``, ``"restart"``), writing
+        nothing; raises :class:`polyzoo.shared.run.RunError` when the folder holds another run."""
+        self.run.resume, self.run.overwrite = bool(resume), overwrite
+        return self.run.check()
 
-    def fit(self, resume: bool | str | Path = False) -> dict[str, float]:
+    def fit(self, resume: bool | str | Path = True, overwrite: bool = False) -> dict[str, float]:
         """Train until ``max_steps`` or ``epochs``; returns the last evaluation metrics (or the last train
         metrics when there is no evaluation set).
 
         Args:
-            resume: True resumes from the run's newest checkpoint (starting fresh when there is none); a path
-                resumes from that checkpoint folder.
+            resume: True resumes from the run's newest complete checkpoint when the run folder holds the same
+                config (starting fresh when there is none); False starts a new run (refused on a folder with
+                checkpoints unless ``overwrite``); a path resumes from that checkpoint folder.
+            overwrite: start again in a folder that holds another run (or checkpoints, with ``resume=False``).
         """
         cfg, acc = self.config, self.accelerator
-        ckpt = None
-        if resume:
-            ckpt = find_last_checkpoint(self.run_dir) if resume is True else Path(resume)
-            if ckpt is not None:
-                self.load_checkpoint(ckpt)
-                self._trim_metrics(self.global_step)
-                log.info("resumed %s from %s (step %d)", cfg.name, ckpt, self.global_step)
-        elif self.is_main and (self.run_dir / "metrics.jsonl").exists():
-            (self.run_dir / "metrics.jsonl").unlink()
-        self._write_config(ckpt)
+        self.run.resume, self.run.overwrite = bool(resume), overwrite
+        self.run.open()
+        acc.wait_for_everyone()
+        ckpt = Path(resume) if isinstance(resume, str | Path) else self.run.checkpoint
+        if ckpt is not None:
+            self.load_checkpoint(ckpt)
+            self.run.trim_metrics(self.global_step)
+            log.info("resumed %s from %s (step %d)", cfg.name, ckpt, self.global_step)
+        if cfg.log_with != "none":
+            self.accelerator.init_trackers(cfg.name, config=self.config.result_config())
         total = self.total_steps()
         last: dict[str, float] = {}
         bar = tqdm(
@@ -387,6 +395,7 @@ class Trainer:
         window_loss, window_n = 0.0, 0
         while self.global_step < total and self.epoch < cfg.epochs:
             self.train_loader.set_epoch(self.epoch)
+            self.train_samples.set_epoch(self.epoch)
             loader = self.train_loader
             if self.batches_in_epoch:
                 loader = acc.skip_first_batches(self.train_loader, self.batches_in_epoch)
@@ -445,8 +454,10 @@ class Trainer:
         bar.close()
         if self.eval_loader is not None and last_eval_step != self.global_step:
             last = self.evaluate()
-        if find_last_checkpoint(self.run_dir) != self.run_dir / "checkpoints" / f"step_{self.global_step:08d}":
+        if find_last_checkpoint(self.run_dir) != self.run.checkpoint_path(self.global_step):
             self.save_checkpoint()
+        if cfg.log_with != "none":
+            self.accelerator.end_training()
         return last
 
     # ------------------------------------------------------------------------------------------ evaluate

@@ -36,6 +36,18 @@ class UnsafeCheckpointError(ValueError):
     """A file asked to unpickle objects other than tensors and plain containers."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _user_mode(path: Path, base: int) -> None:
+    """Give a file made by mkstemp (0600) or a folder made by mkdtemp (0700) the mode an ordinary ``open`` or
+    ``mkdir`` would have given it under the user's umask (outputs are shared like any other file)."""
+    os.chmod(path, base & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path`` (atomic on POSIX), on
@@ -45,6 +57,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    _user_mode(tmp_path, 0o666)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -59,6 +72,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _user_mode(tmp, 0o777)
     try:
         yield tmp
         publish_dir(tmp, path)

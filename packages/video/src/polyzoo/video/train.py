@@ -21,6 +21,7 @@ from torch import nn
 
 from polyzoo.shared.engine import TrainConfig, Trainer, find_last_checkpoint
 from polyzoo.shared.io import read_json
+from polyzoo.shared.seed import seed_everything
 from polyzoo.video.data import ClipConfig, VideoDataset, normalize
 from polyzoo.video.models import ModelConfig, VideoClassifier, build_model
 
@@ -122,6 +123,7 @@ def build_trainer(
     """A :class:`Trainer` for a freshly built model; ``config.json`` records model, clip and optimizer settings
     so that :func:`load_run` rebuilds the model for testing and prediction."""
     optim_cfg = dataclasses.replace(optim_cfg or OptimConfig())
+    seed_everything(train_cfg.seed, train_cfg.deterministic)  # the initial weights follow --seed
     model = build_model(model_cfg)
     optimizer = _optimizer(model, optim_cfg)
     scheduler = None
@@ -158,7 +160,7 @@ def load_run(run: str | Path, checkpoint: str | Path | None = None) -> tuple[Vid
     cfg_path = run / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{run}: not a polyzoo video run (missing config.json)")
-    meta = read_json(cfg_path)
+    meta = read_json(cfg_path).get("config") or {}
     for key in ("model", "clip"):
         if key not in meta:
             raise ValueError(f"{cfg_path}: missing the {key!r} section written by `polyzoo video train`")

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from polyzoo.shared.options import echo_result, format_option, run_options
+
 DATA_HELP = (
     "'digits' (scikit-learn's bundled set), 'fashion-mnist' (from /usr/share/datasets/fashion-mnist) or "
     "'fashion-mnist:FOLDER' with the *-ubyte.gz files, or an image folder (<class>/<image>, or train/ and val/)."
@@ -59,8 +61,7 @@ def list_models() -> None:
 @vision.command()
 @click.option("--model", "model_name", required=True, help="timm model name, e.g. emo_1m, eca_resnet18, sot_tiny.")
 @click.option("--data", required=True, help=DATA_HELP)
-@click.option("--name", default=None, help="Run name (folder under --runs-dir); default MODEL-DATA.")
-@click.option("--runs-dir", default="runs", show_default=True)
+@run_options()
 @click.option("--epochs", default=10, show_default=True)
 @click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps.")
 @click.option("--batch-size", default=64, show_default=True)
@@ -70,15 +71,20 @@ def list_models() -> None:
 @click.option("--warmup-steps", default=0, show_default=True)
 @click.option("--img-size", type=int, default=None, help="Resize inputs to this side (default: the data's size).")
 @click.option("--limit", type=int, default=None, help="Use only the first N training and evaluation samples.")
-@click.option("--seed", default=0, show_default=True)
 @click.option("--checkpoint-every", default=0, show_default=True, help="Steps between checkpoints (0: at the end).")
+@click.option("--workers", default=0, show_default=True, help="Data loader worker processes.")
 @click.option("--model-arg", "model_args", multiple=True, help="Extra model argument key=value (repeatable).")
-@click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from the run's last checkpoint.")
+@format_option
 def train(
     model_name: str,
     data: str,
-    name: str | None,
-    runs_dir: str,
+    run_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    seed: int,
+    device: str,
+    precision: str,
+    log_with: str,
     epochs: int,
     max_steps: int | None,
     batch_size: int,
@@ -88,20 +94,22 @@ def train(
     warmup_steps: int,
     img_size: int | None,
     limit: int | None,
-    seed: int,
     checkpoint_every: int,
+    workers: int,
     model_args: tuple[str, ...],
-    resume: bool,
+    fmt: str,
 ) -> None:
-    """Train MODEL on DATA with the shared Trainer; checkpoints and metrics go to RUNS_DIR/NAME and an
-    interrupted run continues where it stopped."""
+    """Train MODEL on DATA with the shared Trainer into RUN_DIR (config.json, metrics.jsonl, checkpoints).
+    Rerunning with the same settings continues where the run stopped; other settings are refused unless
+    --overwrite."""
+    from polyzoo.shared.run import check_output_dir
     from polyzoo.vision.training import TrainSettings
     from polyzoo.vision.training import train as run_train
 
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{model_name}-{Path(data).name or data}")
+    check_output_dir(run_dir, "run folder")
     settings = TrainSettings(
-        name=name or safe,
-        runs_dir=runs_dir,
+        name=run_dir.name or "vision",
+        run_dir=str(run_dir),
         epochs=epochs,
         max_steps=max_steps,
         batch_size=batch_size,
@@ -113,12 +121,15 @@ def train(
         limit=limit,
         seed=seed,
         checkpoint_every=checkpoint_every,
+        device=device,
+        precision=precision,
+        log_with=log_with,
+        num_workers=workers,
     )
-    try:
-        metrics = run_train(model_name, data, settings, resume=resume, model_kwargs=_parse_model_args(model_args))
-    except (FileNotFoundError, ValueError) as e:
-        raise click.ClickException(str(e)) from e
-    click.echo(json.dumps({"run": str(Path(runs_dir) / settings.name), **metrics}))
+    metrics = run_train(
+        model_name, data, settings, resume=resume, model_kwargs=_parse_model_args(model_args), overwrite=overwrite
+    )
+    echo_result({"run": str(run_dir), **metrics}, fmt)
 
 
 @vision.command(name="eval")

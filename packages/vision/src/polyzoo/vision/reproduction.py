@@ -93,7 +93,7 @@ def _train(model: nn.Module, data, ctx: ReproContext, name: str, epochs: int, lr
         seed=seed,
         progress=False,
     )
-    return fit_model(model, data, s, resume=False)
+    return fit_model(model, data, s, resume=False, overwrite=True)
 
 
 # checkpoints of the reproduction trainings are scratch: they live in a temporary folder (removed at exit),

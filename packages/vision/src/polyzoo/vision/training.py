@@ -47,6 +47,7 @@ class TrainSettings:
 
     name: str = "vision"
     runs_dir: str = "runs"
+    run_dir: str | None = None  # the run folder; default runs_dir/name
     epochs: int = 10
     max_steps: int | None = None
     batch_size: int = 64
@@ -61,6 +62,19 @@ class TrainSettings:
     checkpoint_every: int = 0
     label_smoothing: float = 0.0
     progress: bool = True
+    device: str = "auto"
+    precision: str = "fp32"
+    log_with: str = "none"
+    num_workers: int = 0
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that determine the trained weights (``config.json``'s compared part)."""
+        run_only = {"name", "runs_dir", "run_dir", "checkpoint_every", "progress", "device", "log_with", "num_workers"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in run_only}
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path(self.runs_dir) / self.name
 
 
 def build_model(name: str, num_classes: int, in_chans: int, img_size: int, **kwargs: Any) -> nn.Module:
@@ -97,10 +111,12 @@ def train(
     settings: TrainSettings | None = None,
     resume: bool = True,
     model_kwargs: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, float]:
     """Train ``model_name`` on ``data`` (a spec for :func:`~polyzoo.vision.data.load_data` or loaded data) into
-    ``runs_dir/name``; resumes from the newest checkpoint there when ``resume``. Returns the evaluation metrics
-    (``eval_top1``, ``eval_top5``, ``eval_loss``)."""
+    the run folder (``settings.run_dir``, default ``runs_dir/name``) under the run contract
+    (:mod:`polyzoo.shared.run`): the same settings resume, others are refused unless ``overwrite``. Returns the
+    evaluation metrics (``eval_top1``, ``eval_top5``, ``eval_loss``)."""
     s = dataclasses.replace(settings or TrainSettings())
     data_spec = data if isinstance(data, str) else data.name
     ds = load_data(data, img_size=s.img_size, seed=s.seed, limit=s.limit) if isinstance(data, str) else data
@@ -117,10 +133,10 @@ def train(
             "in_chans": ds.in_chans,
             "img_size": ds.img_size,
             "model_kwargs": mkw,
-            "settings": dataclasses.asdict(s),
+            "settings": s.result_settings(),
         }
     }
-    return fit_model(model, ds, s, resume=resume, extra_config=extra)
+    return fit_model(model, ds, s, resume=resume, extra_config=extra, overwrite=overwrite)
 
 
 def fit_model(
@@ -129,6 +145,7 @@ def fit_model(
     settings: TrainSettings,
     resume: bool = True,
     extra_config: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, float]:
     """Train any classifier ``model`` on ``ds`` with ``settings`` (timm optimizer, per-step cosine schedule,
     the shared Trainer) and return its evaluation metrics (``eval_top1``, ``eval_top5``, ``eval_loss``)."""
@@ -136,14 +153,17 @@ def fit_model(
     optimizer = create_optimizer_v2(model, opt=s.opt, lr=s.lr, weight_decay=s.weight_decay)
     cfg = TrainConfig(
         name=s.name,
-        runs_dir=s.runs_dir,
+        run_dir=str(s.folder),
         epochs=s.epochs,
         max_steps=s.max_steps,
         batch_size=s.batch_size,
         seed=s.seed,
         checkpoint_every=s.checkpoint_every,
         progress=s.progress,
-        cpu=not torch.cuda.is_available(),
+        device=s.device,
+        mixed_precision=s.precision,
+        log_with=s.log_with,
+        num_workers=s.num_workers,
         log_every=max(1, min(10, s.max_steps or 10)),
     )
     steps_per_epoch = math.ceil(len(ds.train) / s.batch_size)
@@ -160,7 +180,8 @@ def fit_model(
         scheduler=scheduler,
         extra_config=extra_config,
     )
-    return trainer.fit(resume=resume)
+    trainer.check_run(resume, overwrite)
+    return trainer.fit(resume=resume, overwrite=overwrite)
 
 
 def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -169,7 +190,7 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} not found: RUN must be a folder written by `polyzoo vision train`")
-    facts = read_json(cfg_path).get("vision")
+    facts = (read_json(cfg_path).get("config") or {}).get("vision")
     if facts is None:
         raise ValueError(f"{cfg_path}: no 'vision' section (not a `polyzoo vision train` run)")
     ckpt = find_last_checkpoint(run_dir)
