@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -39,24 +40,24 @@ def test_train_resume_test_predict(synthetic_lists, tmp_path):
     root = synthetic_lists["train"].parent
     common = [
         "--train-list", str(synthetic_lists["train"]), "--val-list", str(synthetic_lists["val"]),
-        "--name", "tiny", "--runs-dir", str(tmp_path), "--backbone", "tiny", "--frames", "4",
+        "--run-dir", str(tmp_path / "tiny"), "--backbone", "tiny", "--frames", "4",
         "--tcp-dim", "8", "--batch-size", "4", "--input-size", "32", "--scale-size", "32", "--scales", "1",
-        "--no-flip", "--workers", "0", "--lr", "0.01", "--epochs", "3",
+        "--no-flip", "--workers", "0", "--lr", "0.01", "--epochs", "3", "--max-steps", "3", "--checkpoint-every", "2",
+        "--device", "cpu",
     ]  # fmt: skip
-    first = runner.invoke(video, ["train", *common, "--max-steps", "2"])
+    first = runner.invoke(video, ["train", *common, "--format", "json"])
     assert first.exit_code == 0, first.output
-    assert "eval_top1" in first.output
-    second = runner.invoke(video, ["train", *common, "--max-steps", "3"])  # resumes at step 2
+    assert "eval_top1" in json.loads(first.stdout)
+    weights = (tmp_path / "tiny/checkpoints/step_00000003/model.safetensors").read_bytes()
+    shutil.rmtree(tmp_path / "tiny/checkpoints/step_00000003")  # as if killed after the step-2 checkpoint
+    second = runner.invoke(video, ["train", *common])  # same settings: resumes at step 2
     assert second.exit_code == 0, second.output
-    config = json.loads((tmp_path / "tiny" / "config.json").read_text())
-    assert config["resumed_from"].endswith("step_00000002")
+    assert (tmp_path / "tiny/checkpoints/step_00000003/model.safetensors").read_bytes() == weights
+    config = json.loads((tmp_path / "tiny" / "config.json").read_text())["config"]
     assert config["model"]["head"] == "tcp" and config["clip"]["num_segments"] == 4
-    train_steps = [
-        r["step"]
-        for r in map(json.loads, (tmp_path / "tiny/metrics.jsonl").read_text().splitlines())
-        if r["split"] == "train"
-    ]
-    assert train_steps == [2, 3]  # logged at the end of each run (log_every=10); the resumed run adds step 3
+    changed = runner.invoke(video, ["train", *common[:-2], "--lr", "0.02"])  # other settings: refused, one line
+    assert changed.exit_code == 1 and "optim.lr (0.01 → 0.02)" in changed.output
+    assert "Traceback" not in changed.output
 
     tested = runner.invoke(
         video, ["test", str(tmp_path / "tiny"), "--list", str(synthetic_lists["val"]), "--clips", "2", "--workers", "0"]
@@ -80,11 +81,12 @@ def test_train_reports_a_missing_video(tmp_path):
     ann.write_text("nothere.mp4 0\n")
     result = CliRunner().invoke(
         video,
-        ["train", "--train-list", str(ann), "--name", "x", "--runs-dir", str(tmp_path), "--backbone", "tiny",
+        ["train", "--train-list", str(ann), "--run-dir", str(tmp_path / "x"), "--backbone", "tiny",
          "--batch-size", "1", "--workers", "0", "--max-steps", "1"],
     )  # fmt: skip
     assert result.exit_code != 0
-    assert "nothere.mp4: video file not found (annotation line 1)" in str(result.exception)
+    assert "Error: " in result.output and "Traceback" not in result.output and "internal error" not in result.output
+    assert "nothere.mp4: video file not found (annotation line 1)" in result.output
 
 
 def test_reproduction_check_runs_end_to_end(tmp_path):

@@ -1,7 +1,9 @@
 """Training with resume on digits, evaluation, the CLI, data readers and ONNX export checked by onnxruntime."""
 
+import dataclasses
 import gzip
 import json
+import shutil
 import struct
 
 import numpy as np
@@ -9,8 +11,10 @@ import pytest
 import timm
 import torch
 from click.testing import CliRunner
+from safetensors.torch import load_file
 
 from polyzoo.shared.engine import find_last_checkpoint
+from polyzoo.shared.run import ConfigMismatchError
 from polyzoo.vision.cli import vision
 from polyzoo.vision.data import load_data, read_idx
 from polyzoo.vision.training import TrainSettings, export_onnx, load_run_model, topk_metrics, train
@@ -49,16 +53,27 @@ def test_topk_metrics():
 
 def test_train_resumes_and_eval_cli(tmp_path):
     s = TrainSettings(
-        name="emo", runs_dir=str(tmp_path), max_steps=2, epochs=5, batch_size=16, img_size=16, limit=48, progress=False
+        name="emo",
+        runs_dir=str(tmp_path),
+        max_steps=3,
+        epochs=5,
+        batch_size=16,
+        img_size=16,
+        limit=48,
+        progress=False,
+        checkpoint_every=2,
     )
-    train("emo_1m", "digits", s, resume=True)
-    assert find_last_checkpoint(tmp_path / "emo").name == "step_00000002"
-    s.max_steps = 3
-    metrics = train("emo_1m", "digits", s, resume=True)
+    train("emo_1m", "digits", s)
+    full = load_file(str(find_last_checkpoint(tmp_path / "emo") / "model.safetensors"))
+    # as if killed after the checkpoint at step 2: the last checkpoint and the later metrics are gone
+    shutil.rmtree(tmp_path / "emo" / "checkpoints" / "step_00000003")
+    metrics = train("emo_1m", "digits", s)  # same settings: resumes at step 2
     assert find_last_checkpoint(tmp_path / "emo").name == "step_00000003"
+    resumed = load_file(str(find_last_checkpoint(tmp_path / "emo") / "model.safetensors"))
+    assert all(torch.equal(resumed[k], full[k]) for k in full)
     assert set(metrics) == {"eval_loss", "eval_top1", "eval_top5"}
-    steps = [json.loads(line)["step"] for line in (tmp_path / "emo" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == sorted(steps) and steps[-1] == 3
+    with pytest.raises(ConfigMismatchError, match=r"vision\.settings\.lr"):  # other settings: refused
+        train("emo_1m", "digits", dataclasses.replace(s, lr=0.5))
     model, facts = load_run_model(tmp_path / "emo")
     assert not model.training
     assert facts["model"] == "emo_1m" and facts["in_chans"] == 1
@@ -75,7 +90,7 @@ def test_cli_help_and_errors(tmp_path):
     for cmd in ([], ["train"], ["eval"], ["export"]):
         assert runner.invoke(vision, [*cmd, "--help"]).exit_code == 0
     out = runner.invoke(
-        vision, ["train", "--model", "emo_1m", "--data", str(tmp_path / "nope"), "--runs-dir", str(tmp_path)]
+        vision, ["train", "--model", "emo_1m", "--data", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "r")]
     )
     assert out.exit_code != 0 and "neither" in out.output
 

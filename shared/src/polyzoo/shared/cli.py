@@ -64,7 +64,28 @@ def _installed_packages() -> list[tuple[str, str]]:
     )
 
 
-class _DomainGroup(click.Group):
+class CommandGroup(click.Group):
+    """The group class of the ``polyzoo`` command and of every domain's command group: an exception raised by a
+    subcommand becomes one ``Error: ...`` line and exit status 1 (no traceback unless ``--debug`` or
+    ``POLYZOO_DEBUG=1``), whether the domain runs under ``polyzoo`` or on its own."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the subcommand; an exception becomes one ``Error: ...`` line and exit status 1, unless
+        :func:`debug_enabled` (then it propagates with its traceback)."""
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise
+        except KeyboardInterrupt:
+            raise click.exceptions.Abort() from None
+        except Exception as e:
+            if debug_enabled(ctx):
+                raise
+            raise click.ClickException(error_line(e)) from None
+
+
+
+class _DomainGroup(CommandGroup):
     """A group whose extra subcommands come from installed packages' entry points, loaded on demand."""
 
     def _entry_points(self) -> dict[str, metadata.EntryPoint]:
@@ -93,20 +114,6 @@ class _DomainGroup(click.Group):
         if not isinstance(loaded, click.Command):
             raise click.ClickException(f"entry point {name} = {ep.value} is not a click command")
         return loaded
-
-    def invoke(self, ctx: click.Context) -> object:
-        """Run the subcommand; an exception becomes one ``Error: ...`` line and exit status 1, unless
-        :func:`debug_enabled` (then it propagates with its traceback)."""
-        try:
-            return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
-            raise
-        except KeyboardInterrupt:
-            raise click.exceptions.Abort() from None
-        except Exception as e:
-            if debug_enabled(ctx):
-                raise
-            raise click.ClickException(error_line(e)) from None
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Installed packages"):

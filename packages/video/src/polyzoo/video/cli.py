@@ -9,6 +9,9 @@ from pathlib import Path
 
 import click
 
+from polyzoo.shared.cli import CommandGroup
+from polyzoo.shared.options import echo_result, format_option, run_options
+
 __all__ = ["video"]
 
 log = logging.getLogger(__name__)
@@ -22,7 +25,7 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v.strip())
 
 
-@click.group(name="video")
+@click.group(name="video", cls=CommandGroup)
 def video() -> None:
     """TCP (temporal-attentive covariance pooling) video recognition with a decord clip pipeline.
 
@@ -35,8 +38,7 @@ def video() -> None:
 @click.option("--train-list", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Training list.")
 @click.option("--val-list", type=click.Path(dir_okay=False, path_type=Path), help="Validation list (evaluated).")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="Folder the lists' paths are under.")
-@click.option("--name", required=True, help="Run name: the run lives in RUNS_DIR/NAME and resumes from there.")
-@click.option("--runs-dir", default="runs", show_default=True, help="Folder of runs.")
+@run_options()
 @click.option(
     "--backbone",
     default="tsn_r50",
@@ -66,16 +68,17 @@ def video() -> None:
 @click.option("--workers", default=2, show_default=True, help="Data loader worker processes.")
 @click.option("--skip-bad", is_flag=True, help="Log and skip missing/corrupt videos instead of failing.")
 @click.option("--checkpoint-every", default=500, show_default=True, help="Optimizer steps between checkpoints.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--resume/--no-resume", default=True, show_default=True, help="Resume RUNS_DIR/NAME if it exists.")
+@format_option
 def train(**kw) -> None:
-    """Train a video classifier; the run resumes exactly from its newest checkpoint."""
+    """Train a video classifier into RUN_DIR; rerunning with the same settings resumes exactly from the last
+    complete checkpoint, other settings are refused unless --overwrite."""
     from polyzoo.shared.engine import TrainConfig
+    from polyzoo.shared.run import check_output_dir
     from polyzoo.video.data import ClipConfig, VideoDataset, read_annotations
     from polyzoo.video.models import ModelConfig
     from polyzoo.video.train import OptimConfig, build_trainer
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    check_output_dir(kw["run_dir"], "run folder")
     train_samples = read_annotations(kw["train_list"], kw["root"])
     num_classes = kw["num_classes"] or max(s.label for s in train_samples) + 1
     clip_cfg = ClipConfig(
@@ -100,8 +103,11 @@ def train(**kw) -> None:
     if kw["val_list"]:
         val_data = VideoDataset(kw["val_list"], kw["root"], clip_cfg, mode="test", skip_bad=kw["skip_bad"])
     train_cfg = TrainConfig(
-        name=kw["name"],
-        runs_dir=kw["runs_dir"],
+        name=kw["run_dir"].name or "video",
+        run_dir=str(kw["run_dir"]),
+        device=kw["device"],
+        mixed_precision=kw["precision"],
+        log_with=kw["log_with"],
         epochs=kw["epochs"],
         max_steps=kw["max_steps"],
         batch_size=kw["batch_size"],
@@ -129,15 +135,14 @@ def train(**kw) -> None:
         train_cfg,
         optim_cfg,
         eval_data=val_data,
-        extra={"train_list": str(kw["train_list"])},
+        extra={"data": {"train_list": str(kw["train_list"]), "val_list": str(kw["val_list"] or "")}},
     )
-    metrics = trainer.fit(resume=kw["resume"])
+    trainer.check_run(kw["resume"], kw["overwrite"])
+    metrics = trainer.fit(resume=kw["resume"], overwrite=kw["overwrite"])
     skipped = len(train_data.skipped) + (len(val_data.skipped) if val_data is not None else 0)
     if kw["skip_bad"]:
-        click.echo(f"skipped {skipped} unreadable videos (in the main process; workers log their own)")
-    click.echo(f"run: {trainer.run_dir}")
-    for k, v in metrics.items():
-        click.echo(f"{k}: {v:.4f}")
+        log.warning("skipped %d unreadable videos (in the main process; workers log their own)", skipped)
+    echo_result({"run": str(trainer.run_dir), **metrics}, kw["fmt"])
 
 
 @video.command()

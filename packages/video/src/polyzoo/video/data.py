@@ -57,7 +57,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class VideoReadError(RuntimeError):
+class VideoReadError(ValueError):
     """A video file is missing or cannot be decoded (the message names the file)."""
 
 

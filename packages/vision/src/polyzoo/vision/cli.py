@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from polyzoo.shared.cli import CommandGroup
 from polyzoo.shared.options import echo_result, format_option, run_options
 
 DATA_HELP = (
@@ -30,7 +31,7 @@ def _parse_model_args(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-@click.group(name="vision")
+@click.group(name="vision", cls=CommandGroup)
 def vision() -> None:
     """ECA-Net, EMO and SoT as timm models: list, train, evaluate, export.
 
