@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from polyzoo.graph.cli import graph
 from polyzoo.graph.training import DistillConfig, TeacherConfig, distill, train_teacher
+from polyzoo.shared.run import ConfigMismatchError
 
 
 def test_teacher_early_stopping(tiny_graph):
@@ -27,8 +28,10 @@ def test_teacher_resume_is_exact(tiny_graph, tmp_path):
     resumed = train_teacher(tiny_graph, cfg, tmp_path / "b")
     assert part.epochs_run == 5 and resumed.epochs_run == 12
     torch.testing.assert_close(resumed.logits, full.logits, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(ConfigMismatchError, match=r"teacher\.epochs \(12 → 13\)"):
         train_teacher(tiny_graph, TeacherConfig(hidden=8, epochs=13, seed=3), tmp_path / "b")
+    with pytest.raises(ConfigMismatchError, match=r"data\.graph_seed"):  # another graph: refused, not reused
+        train_teacher(tiny_graph, cfg, tmp_path / "b", data_spec={"graph_seed": 1})
 
 
 @pytest.mark.parametrize("fair", ["none", "sp", "eo"])
@@ -64,13 +67,22 @@ def test_cli_teacher_distill_eval(tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert "| metric | teacher | student |" in r.output
-    r = runner.invoke(graph, ["eval", str(t), str(s), "--json"])
+    r = runner.invoke(graph, ["eval", str(t), str(s), "--format", "json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     saved = json.loads((s / "result.json").read_text())["metrics"]
     assert out[str(s)]["acc"] == pytest.approx(saved["acc"])
     r = runner.invoke(graph, ["teacher", "--dataset", "german", "--run-dir", str(tmp_path / "x")])
     assert r.exit_code != 0 and "--data-root is required" in r.output
+    # the same folder with another synthetic graph: refused in one line, the stored config untouched
+    before = (t / "config.json").read_bytes()
+    r = runner.invoke(graph, ["teacher", "--nodes", "100", "--graph-seed", "1", "--run-dir", str(t), *common])
+    assert r.exit_code == 1 and "data.graph_seed (0 → 1)" in r.output and "Traceback" not in r.output
+    assert (t / "config.json").read_bytes() == before
+    r = runner.invoke(
+        graph, ["teacher", "--nodes", "100", "--graph-seed", "1", "--run-dir", str(t), "--overwrite", *common]
+    )
+    assert r.exit_code == 0, r.output
 
 
 def test_reproduction_claim_rejects_degenerate_students():

@@ -89,8 +89,9 @@ def device_options(f: F) -> F:
     )(f)
 
 
-def run_options(run_dir_default: str | None = None) -> Callable[[F], F]:
-    """The training verbs' run options (see :mod:`polyzoo.shared.run` for what they mean)."""
+def run_options(run_dir_default: str | None = None, seed_default: int = 0) -> Callable[[F], F]:
+    """The training verbs' run options (see :mod:`polyzoo.shared.run` for what they mean); ``seed_default`` is the
+    library's default seed of that verb (an official config's seed where the paper's code fixes one)."""
     return _compose(
         click.option(
             "--run-dir",
@@ -111,7 +112,9 @@ def run_options(run_dir_default: str | None = None) -> Callable[[F], F]:
             is_flag=True,
             help="Start again in a run folder that holds a run with other settings (its run files are removed).",
         ),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, data order, sampling."),
+        click.option(
+            "--seed", type=int, default=seed_default, show_default=True, help="Seed for weights, data order, sampling."
+        ),
         device_options,
         click.option(
             "--log-with",

@@ -1,7 +1,8 @@
 """``polyzoo graph``: train a teacher, distil it (vanilla KD or RELIANT), evaluate runs; each prints a metric table.
 
-Runs live in folders (``--run-dir``); re-running the same command in the same folder resumes where it stopped
-(a different configuration in an existing folder is refused).
+Runs live in folders (``--run-dir``) under the shared run contract: re-running the same command in the same folder
+resumes where it stopped; a different configuration (the data spec included) is refused before anything is
+written, unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from polyzoo.graph.metrics import fairness_report
 from polyzoo.graph.models import STUDENTS, TEACHERS, build_model
 from polyzoo.graph.reliant import BiasProxy
 from polyzoo.graph.synthetic import BiasedSBMConfig, biased_sbm
-from polyzoo.graph.training import DistillConfig, TeacherConfig, distill, train_teacher
-from polyzoo.shared.io import load_torch_file, read_json, write_json_atomic
+from polyzoo.graph.training import DistillConfig, TeacherConfig, distill, load_logits, train_teacher
+from polyzoo.shared.cli import CommandGroup
+from polyzoo.shared.io import read_json
+from polyzoo.shared.options import device_options, format_option, run_options
 
 ROWS = ("acc", "auc", "f1", "sp", "eo", "acc_s0", "acc_s1", "auc_s0", "auc_s1", "f1_s0", "f1_s1")
 
@@ -29,6 +32,8 @@ def _load_graph(spec: dict[str, Any]):
         return biased_sbm(BiasedSBMConfig(num_nodes=spec["nodes"], seed=spec["graph_seed"]))
     if spec.get("data_root") is None:
         raise click.UsageError(f"--data-root is required for dataset {spec['dataset']!r}")
+    if not Path(spec["data_root"]).is_dir():
+        raise FileNotFoundError(f"{spec['data_root']}: the data folder does not exist")
     kwargs: dict[str, Any] = {"split_seed": spec["split_seed"]}
     if spec["dataset"] in ("nba", "pokec_z", "pokec_n"):
         kwargs["split"] = spec["split"]
@@ -44,14 +49,16 @@ def format_table(columns: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-@click.group("graph")
+@click.group("graph", cls=CommandGroup)
 def graph() -> None:
     """RELIANT fair knowledge distillation for GNNs (PyTorch Geometric): teacher, distill, eval."""
 
 
 @graph.command()
 @click.option("--dataset", type=click.Choice(sorted({*DATASETS, "synthetic"})), default="synthetic", show_default=True)
-@click.option("--data-root", type=click.Path(path_type=Path), help="folder holding the dataset's raw files")
+@click.option(
+    "--data-root", type=click.Path(path_type=Path, file_okay=False), help="folder holding the dataset's raw files"
+)
 @click.option("--split-seed", default=20, show_default=True, help="seed of the official split rule")
 @click.option("--split", type=click.Choice(["official", "disjoint"]), default="official", help="NBA/Pokec split")
 @click.option("--nodes", default=1000, show_default=True, help="synthetic graph: number of nodes")
@@ -64,8 +71,8 @@ def graph() -> None:
 @click.option("--weight-decay", default=1e-3, show_default=True)
 @click.option("--epochs", default=1000, show_default=True)
 @click.option("--patience", default=100, show_default=True)
-@click.option("--seed", default=42, show_default=True)
-@click.option("--run-dir", type=click.Path(path_type=Path), required=True, help="run folder (resumed if present)")
+@run_options(seed_default=TeacherConfig.seed)
+@format_option
 def teacher(run_dir: Path, **opts: Any) -> None:
     """Train a GCN/GraphSAGE/GIN teacher with early stopping on validation accuracy; print its test metrics."""
     spec = {k: opts[k] for k in ("dataset", "split_seed", "split", "nodes", "graph_seed")}
@@ -82,11 +89,18 @@ def teacher(run_dir: Path, **opts: Any) -> None:
         patience=opts["patience"],
         seed=opts["seed"],
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "data.json", spec)
-    res = train_teacher(data, cfg, run_dir, progress=True)
-    click.echo(f"teacher {cfg.model} on {spec['dataset']}: best epoch {res.best_epoch}, ran {res.epochs_run}")
-    click.echo(format_table({"teacher": res.metrics}))
+    res = train_teacher(
+        data,
+        cfg,
+        run_dir,
+        progress=True,
+        data_spec=spec,
+        resume=opts["resume"],
+        overwrite=opts["overwrite"],
+        device=opts["device"],
+    )
+    _echo({"teacher": res.metrics}, opts["fmt"], f"teacher {cfg.model} on {spec['dataset']}: best epoch "
+          f"{res.best_epoch}, ran {res.epochs_run}")
 
 
 @graph.command("distill")
@@ -113,15 +127,13 @@ def teacher(run_dir: Path, **opts: Any) -> None:
 @click.option("--weight-decay", default=5e-4, show_default=True)
 @click.option("--epochs", default=500, show_default=True)
 @click.option("--patience", default=100, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--run-dir", type=click.Path(path_type=Path), required=True, help="run folder (resumed if present)")
+@run_options(seed_default=DistillConfig.seed)
+@format_option
 def distill_cmd(teacher_dir: Path, run_dir: Path, **opts: Any) -> None:
     """Distil a teacher run into a student: vanilla KD (--fair none) or RELIANT (--fair sp|eo)."""
-    if not (teacher_dir / "logits.pt").is_file():
-        raise click.UsageError(f"{teacher_dir}: no logits.pt; train it with `polyzoo graph teacher` first")
-    spec = read_json(teacher_dir / "data.json")
+    spec = _run_config(teacher_dir)["data"]
+    teacher_logits = load_logits(teacher_dir)
     data = _load_graph(spec)
-    teacher_logits = load_torch_file(teacher_dir / "logits.pt")
     cfg = DistillConfig(
         student=opts["student"],
         hidden=opts["hidden"],
@@ -140,30 +152,60 @@ def distill_cmd(teacher_dir: Path, run_dir: Path, **opts: Any) -> None:
         proxy_view=opts["proxy_view"],
         fair_nodes=opts["fair_nodes"],
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "data.json", {**spec, "teacher_run": str(teacher_dir.resolve())})
-    res = distill(data, teacher_logits, cfg, run_dir, progress=True)
+    res = distill(
+        data,
+        teacher_logits,
+        cfg,
+        run_dir,
+        progress=True,
+        data_spec={**spec, "teacher_run": str(teacher_dir.resolve())},
+        resume=opts["resume"],
+        overwrite=opts["overwrite"],
+        device=opts["device"],
+    )
     teacher_metrics = fairness_report(teacher_logits, data.y, data.sens, data.test_mask)
-    click.echo(f"student {cfg.student} ({'vanilla KD' if cfg.fair == 'none' else 'RELIANT ' + cfg.fair})")
-    click.echo(format_table({"teacher": teacher_metrics, "student": res.metrics}))
+    title = f"student {cfg.student} ({'vanilla KD' if cfg.fair == 'none' else 'RELIANT ' + cfg.fair})"
+    _echo({"teacher": teacher_metrics, "student": res.metrics}, opts["fmt"], title)
 
 
-def _evaluate_run(run_dir: Path) -> dict[str, float]:
-    for name in ("config.json", "data.json", "model.pt"):
-        if not (run_dir / name).is_file():
-            raise click.UsageError(f"{run_dir}: missing {name}; is it a finished `polyzoo graph` run?")
-    cfg = read_json(run_dir / "config.json")
-    data = _load_graph(read_json(run_dir / "data.json"))
-    state = load_torch_file(run_dir / "model.pt")
+def _echo(columns: dict[str, dict[str, float]], fmt: str, title: str | None = None) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(columns, indent=2))
+        return
+    if title:
+        click.echo(title)
+    click.echo(format_table(columns))
+
+
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    """The compared part of a graph run's config.json (``teacher`` or ``student`` settings and ``data``)."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; is {run_dir} a `polyzoo graph` run folder?")
+    cfg = read_json(path).get("config")
+    if not isinstance(cfg, dict) or "data" not in cfg or not ({"teacher", "student"} & set(cfg)):
+        raise ValueError(f"{path}: not a `polyzoo graph teacher` or `distill` run config")
+    return cfg
+
+
+def _evaluate_run(run_dir: Path, device: str = "cpu") -> dict[str, float]:
+    from safetensors.torch import load_file
+
+    cfg = _run_config(run_dir)
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: not found; the run in {run_dir} has not finished")
+    state = load_file(weights)
+    data = _load_graph(cfg["data"])
     if "student" in cfg:
-        c = DistillConfig(**cfg)
+        c = DistillConfig(**cfg["student"])
         proxy = BiasProxy(data.num_nodes, c.proxy if c.fair != "none" else "none", sens=data.sens)
-        proxy.load_state_dict(state["proxy"])
+        proxy.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("proxy.")})
         model = build_model(c.student, data.num_features + proxy.width, c.hidden, 2, c.num_layers, c.dropout)
-        model.load_state_dict(state["student"])
+        model.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("student.")})
         x = proxy.augment(data.x, c.proxy_view)
     else:
-        c = TeacherConfig(**cfg)
+        c = TeacherConfig(**cfg["teacher"])
         model = build_model(c.model, data.num_features, c.hidden, 2, c.num_layers, c.dropout)
         model.load_state_dict(state)
         x = data.x
@@ -174,12 +216,13 @@ def _evaluate_run(run_dir: Path) -> dict[str, float]:
 
 
 @graph.command("eval")
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
-@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
-def eval_cmd(run_dirs: tuple[Path, ...], as_json: bool) -> None:
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@device_options
+@format_option
+def eval_cmd(run_dirs: tuple[Path, ...], device: str, precision: str, fmt: str) -> None:
     """Re-evaluate finished runs (teacher or student) on their test split and print the metric table."""
-    columns = {str(d): _evaluate_run(d) for d in run_dirs}
-    click.echo(json.dumps(columns, indent=2) if as_json else format_table(columns))
+    columns = {str(d): _evaluate_run(d, device) for d in run_dirs}
+    _echo(columns, fmt)
 
 
 __all__ = ["format_table", "graph"]

@@ -5,9 +5,11 @@ Paper: RELIANT (Dong et al., SDM 2023, arXiv 2301.01150); official code https://
 Why not ``polyzoo.shared.engine.Trainer``: transductive node classification trains on one whole graph per step,
 selects the model by validation accuracy with patience (CPF: best validation accuracy, ``>=``), and RELIANT alternates
 two optimisers (student, proxy) each epoch; the engine's map-style batches and single optimiser do not fit that.
-The loops here keep the engine's conventions instead: a run folder, ``config.json``, ``metrics.jsonl``, atomic
-checkpoints loaded with ``weights_only=True``, and exact resume (model, optimisers, proxy, early-stopping state
-and the torch RNG).
+The loops here follow the same run contract (:mod:`polyzoo.shared.run`) instead: a run folder whose ``config.json``
+holds the training config and the data spec (a changed one is refused before anything is written, unless
+``overwrite``), ``metrics.jsonl``, complete checkpoints ``checkpoints/step_XXXXXXXX/`` (safetensors + JSON: modules,
+optimisers, proxy, early-stopping state and the torch RNG) and exact resume. The finished run adds
+``model.safetensors``, ``logits.safetensors`` and ``result.json``. Tensors live on ``device`` (CPU or CUDA).
 
 Defaults follow the official configs where they exist (``train.conf.yaml``: GCN teacher hidden 64, dropout 0.8,
 lr 0.01, weight decay 1e-3, seed 42; SAGE hidden 16, dropout 0.5, wd 5e-4; patience 500 of 1000 epochs, shortened
@@ -28,6 +30,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
@@ -36,7 +39,9 @@ from polyzoo.graph.kd import euclidean_kd_loss, kl_kd_loss
 from polyzoo.graph.metrics import fairness_report
 from polyzoo.graph.models import STUDENTS, TEACHERS, build_model
 from polyzoo.graph.reliant import BiasProxy, Reliant
-from polyzoo.shared.io import atomic_path, load_torch_file, write_json_atomic
+from polyzoo.shared.io import pack_tensors, read_json, unpack_tensors, write_json_atomic
+from polyzoo.shared.options import resolve_device
+from polyzoo.shared.run import RunDir, write_lines
 from polyzoo.shared.seed import seed_everything
 
 __all__ = [
@@ -80,7 +85,7 @@ class DistillConfig:
     temperature: float = 1.0
     kd_nodes: str = "non_train"  # non_train (CPF) | all
     ce_weight: float = 0.0
-    fair: str = "none"  # none (vanilla KD) | sp | eo
+    fair: str = "sp"  # sp | eo (RELIANT) | none (vanilla KD); the same default as `polyzoo graph distill`
     alpha: float = 1000.0
     proxy: str = "random"  # random | oracle | none
     proxy_view: str = "node"  # node (paper's equations) | mean (official code)
@@ -119,56 +124,48 @@ def _check_data(data: Data) -> None:
 
 
 class _Loop:
-    """Epoch loop with early stopping on validation accuracy and atomic, exactly resumable checkpoints."""
+    """Epoch loop with early stopping on validation accuracy and exactly resumable checkpoints in a run folder."""
 
     def __init__(
         self,
         modules: dict[str, nn.Module],
         optimizers: dict[str, torch.optim.Optimizer],
-        config: dict[str, Any],
-        run_dir: str | os.PathLike | None,
+        run: RunDir | None,
         checkpoint_every: int,
         progress: bool,
         desc: str,
     ):
-        self.modules, self.optimizers, self.config = modules, optimizers, config
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.modules, self.optimizers, self.run = modules, optimizers, run
         self.checkpoint_every, self.progress, self.desc = max(1, checkpoint_every), progress, desc
         self.epoch, self.best_val, self.best_epoch, self.bad = 0, -1.0, 0, 0
         self.best_states = {k: _clone_state(m) for k, m in modules.items()}
         self.history: list[dict[str, float]] = []
         self.done = False
 
-    @property
-    def ckpt(self) -> Path | None:
-        return None if self.run_dir is None else self.run_dir / "checkpoint.pt"
-
     def resume(self) -> bool:
-        if self.ckpt is None or not self.ckpt.is_file():
+        ckpt = self.run.checkpoint if self.run is not None else None
+        if ckpt is None:
             return False
-        state = load_torch_file(self.ckpt)
-        if state["config"] != self.config:
-            raise ValueError(
-                f"{self.ckpt}: the run was started with another configuration; use a new run folder. "
-                f"saved {state['config']}, now {self.config}"
-            )
+        meta = read_json(ckpt / "state.json")
+        state = unpack_tensors(meta, load_file(ckpt / "state.safetensors"))
+        device = next(p.device for m in self.modules.values() for p in m.parameters())
         for k, m in self.modules.items():
             m.load_state_dict(state["modules"][k])
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
-        self.best_states = state["best_states"]
+        self.best_states = {k: {n: t.to(device) for n, t in v.items()} for k, v in state["best_states"].items()}
         self.epoch, self.best_val, self.best_epoch = state["epoch"], state["best_val"], state["best_epoch"]
         self.bad, self.history, self.done = state["bad"], state["history"], state["done"]
         torch.set_rng_state(state["rng"])
-        log.info("%s: resumed from %s at epoch %d", self.desc, self.ckpt, self.epoch)
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        log.info("%s: resumed from %s at epoch %d", self.desc, ckpt, self.epoch)
         return True
 
     def save(self) -> None:
-        if self.ckpt is None:
+        if self.run is None:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         state = {
-            "config": self.config,
             "modules": {k: m.state_dict() for k, m in self.modules.items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "best_states": self.best_states,
@@ -179,11 +176,18 @@ class _Loop:
             "history": self.history,
             "done": self.done,
             "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
-        with atomic_path(self.ckpt) as tmp:
-            torch.save(state, tmp)
+        meta, tensors = pack_tensors(state, "s")
 
-    def run(
+        def write(folder: Path) -> None:
+            save_file(tensors, folder / "state.safetensors")
+            write_json_atomic(folder / "state.json", meta)
+
+        if self.run.last_checkpoint() != self.run.checkpoint_path(self.epoch):
+            self.run.save_checkpoint(self.epoch, write, keep=1)
+
+    def run_epochs(
         self,
         epochs: int,
         patience: int,
@@ -191,9 +195,8 @@ class _Loop:
         val: Callable[[], float],
         stop_after: int | None = None,
     ) -> None:
-        if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.run_dir / "config.json", self.config)
+        if self.run is not None:
+            self.run.open()
             self.resume()
         bar = tqdm(total=epochs, initial=self.epoch, desc=self.desc, disable=not self.progress, leave=False)
         ran = 0
@@ -229,14 +232,15 @@ def _clone_state(m: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
-def _write_result(run_dir: str | os.PathLike | None, result: TrainResult, extra: dict[str, Any]) -> None:
-    if run_dir is None:
+def _write_result(
+    run: RunDir | None, result: TrainResult, model_state: dict[str, torch.Tensor], extra: dict[str, Any]
+) -> None:
+    if run is None:
         return
-    run_dir = Path(run_dir)
-    with atomic_path(run_dir / "logits.pt") as tmp:
-        torch.save(result.logits, tmp)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, run.path / "model.safetensors")
+    save_file({"logits": result.logits.detach().cpu().contiguous()}, run.path / "logits.safetensors")
     write_json_atomic(
-        run_dir / "result.json",
+        run.path / "result.json",
         {
             "metrics": result.metrics,
             "best_epoch": result.best_epoch,
@@ -245,9 +249,15 @@ def _write_result(run_dir: str | os.PathLike | None, result: TrainResult, extra:
             **extra,
         },
     )
-    with open(run_dir / "metrics.jsonl", "w") as f:
-        for rec in result.history:
-            f.write(json.dumps(rec) + "\n")
+    write_lines(run.metrics_path, (json.dumps(rec) for rec in result.history))
+
+
+def load_logits(run_dir: str | os.PathLike) -> torch.Tensor:
+    """The (N, 2) logits a finished teacher or student run saved (``logits.safetensors``)."""
+    path = Path(run_dir) / "logits.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; is {run_dir} a finished `polyzoo graph` run?")
+    return load_file(path)["logits"]
 
 
 def train_teacher(
@@ -257,16 +267,31 @@ def train_teacher(
     checkpoint_every: int = 50,
     progress: bool = False,
     stop_after: int | None = None,
+    *,
+    data_spec: dict[str, Any] | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
+    device: str = "auto",
 ) -> TrainResult:
     """Train a GCN/SAGE/GIN teacher with cross-entropy on the labelled training nodes, early stopping on
-    validation accuracy; returns the best model with its test metrics. Resumes from ``run_dir`` when present;
-    ``stop_after`` ends this call after that many epochs (checkpointed, ``finished: false`` in result.json)."""
+    validation accuracy; returns the best model with its test metrics.
+
+    With ``run_dir`` the run follows the run contract: ``config.json`` holds ``config`` and ``data_spec`` (what the
+    graph was loaded from), the same ones resume from the last checkpoint, others are refused unless
+    ``overwrite``. ``stop_after`` ends this call after that many epochs (checkpointed, ``finished: false`` in
+    result.json). ``device``: ``auto`` (CUDA when present), ``cpu``, ``cuda[:N]``."""
     cfg = dataclasses.replace(config or TeacherConfig())
     _check_data(data)
     if cfg.model not in TEACHERS:
         raise ValueError(f"teacher model: expected one of {sorted(TEACHERS)}, got {cfg.model!r}")
+    loop_config = {"teacher": dataclasses.asdict(cfg), "data": data_spec or {}}
+    run = RunDir(run_dir, loop_config, resume=resume, overwrite=overwrite) if run_dir is not None else None
+    if run is not None:
+        run.check()  # refuse a changed config before any work
+    dev = torch.device(resolve_device(device))
+    data = data.to(dev)
     seed_everything(cfg.seed)
-    model = build_model(cfg.model, data.num_features, cfg.hidden, 2, cfg.num_layers, cfg.dropout)
+    model = build_model(cfg.model, data.num_features, cfg.hidden, 2, cfg.num_layers, cfg.dropout).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     train = data.train_mask & (data.y >= 0)
 
@@ -283,19 +308,14 @@ def train_teacher(
         with torch.no_grad():
             return validation_accuracy(model(data.x, data.edge_index), data.y, data.val_mask)
 
-    loop = _Loop(
-        {"model": model}, {"model": opt}, dataclasses.asdict(cfg), run_dir, checkpoint_every, progress, "teacher"
-    )
-    loop.run(cfg.epochs, cfg.patience, step, val, stop_after)
+    loop = _Loop({"model": model}, {"model": opt}, run, checkpoint_every, progress, "teacher")
+    loop.run_epochs(cfg.epochs, cfg.patience, step, val, stop_after)
     model.eval()
     with torch.no_grad():
-        logits = model(data.x, data.edge_index)
-    metrics = fairness_report(logits, data.y, data.sens, data.test_mask)
+        logits = model(data.x, data.edge_index).cpu()
+    metrics = fairness_report(logits, data.y.cpu(), data.sens.cpu(), data.test_mask.cpu())
     result = TrainResult(model, logits, metrics, loop.best_epoch, loop.epoch, loop.best_val, None, loop.history)
-    _write_result(run_dir, result, {"kind": "teacher", "finished": loop.done})
-    if run_dir is not None:
-        with atomic_path(Path(run_dir) / "model.pt") as tmp:
-            torch.save(model.state_dict(), tmp)
+    _write_result(loop.run, result, model.state_dict(), {"kind": "teacher", "finished": loop.done})
     return result
 
 
@@ -322,10 +342,15 @@ def distill(
     checkpoint_every: int = 50,
     progress: bool = False,
     stop_after: int | None = None,
+    *,
+    data_spec: dict[str, Any] | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
+    device: str = "auto",
 ) -> TrainResult:
     """Distil ``teacher_logits`` (N, 2) into a student; ``config.fair`` = ``sp``/``eo`` runs RELIANT, ``none``
-    vanilla KD. Model selection: best validation accuracy with patience. Resumes from ``run_dir`` when present;
-    ``stop_after`` as in :func:`train_teacher`."""
+    vanilla KD. Model selection: best validation accuracy with patience. ``run_dir``, ``data_spec``, ``resume``,
+    ``overwrite``, ``stop_after`` and ``device`` as in :func:`train_teacher`."""
     cfg = dataclasses.replace(config or DistillConfig())
     _check_data(data)
     if cfg.student not in STUDENTS:
@@ -338,11 +363,19 @@ def distill(
         raise ValueError(f"fair_nodes: expected 'auto', 'non_train' or 'train', got {cfg.fair_nodes!r}")
     if teacher_logits.shape != (data.num_nodes, 2):
         raise ValueError(f"teacher_logits: expected ({data.num_nodes}, 2), got {tuple(teacher_logits.shape)}")
+    loop_config = {"student": dataclasses.asdict(cfg), "data": data_spec or {}}
+    run = RunDir(run_dir, loop_config, resume=resume, overwrite=overwrite) if run_dir is not None else None
+    if run is not None:
+        run.check()  # refuse a changed config before any work
+    dev = torch.device(resolve_device(device))
+    data, teacher_logits = data.to(dev), teacher_logits.to(dev)
     seed_everything(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     proxy_mode = cfg.proxy if cfg.fair != "none" else "none"
     proxy = BiasProxy(data.num_nodes, proxy_mode, sens=data.sens, generator=gen)
+    proxy = proxy.to(dev)
     student = build_model(cfg.student, data.num_features + proxy.width, cfg.hidden, 2, cfg.num_layers, cfg.dropout)
+    student = student.to(dev)
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     optimizers: dict[str, torch.optim.Optimizer] = {"student": opt}
     proxy_opt = None
@@ -384,13 +417,12 @@ def distill(
         return validation_accuracy(predict(), data.y, data.val_mask)
 
     modules = {"student": student, "proxy": proxy}
-    loop = _Loop(modules, optimizers, dataclasses.asdict(cfg), run_dir, checkpoint_every, progress, "distill")
-    loop.run(cfg.epochs, cfg.patience, step, val, stop_after)
-    logits = predict()
-    metrics = fairness_report(logits, data.y, data.sens, data.test_mask)
+    loop = _Loop(modules, optimizers, run, checkpoint_every, progress, "distill")
+    loop.run_epochs(cfg.epochs, cfg.patience, step, val, stop_after)
+    logits = predict().cpu()
+    metrics = fairness_report(logits, data.y.cpu(), data.sens.cpu(), data.test_mask.cpu())
     result = TrainResult(student, logits, metrics, loop.best_epoch, loop.epoch, loop.best_val, proxy, loop.history)
-    _write_result(run_dir, result, {"kind": "student", "finished": loop.done})
-    if run_dir is not None:
-        with atomic_path(Path(run_dir) / "model.pt") as tmp:
-            torch.save({"student": student.state_dict(), "proxy": proxy.state_dict()}, tmp)
+    state = {**{f"student.{k}": v for k, v in student.state_dict().items()}}
+    state.update({f"proxy.{k}": v for k, v in proxy.state_dict().items()})
+    _write_result(loop.run, result, state, {"kind": "student", "finished": loop.done})
     return result
