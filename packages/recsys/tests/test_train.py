@@ -10,7 +10,16 @@ from click.testing import CliRunner
 from polyzoo.recsys.cli import recsys
 from polyzoo.recsys.data import CTRStream, build_feature_map
 from polyzoo.recsys.synthetic import SyntheticConfig, generate_synthetic, synthetic_format, true_logits
-from polyzoo.recsys.train import MODELS, TrainSpec, build_model, build_optimizers, evaluate, fit, metrics
+from polyzoo.recsys.train import (
+    MODELS,
+    TrainSpec,
+    build_model,
+    build_optimizers,
+    evaluate,
+    fit,
+    load_checkpoint_weights,
+    metrics,
+)
 
 
 def _last_json(output: str) -> dict:
@@ -100,13 +109,13 @@ def test_commands_end_to_end(synth, tmp_path):
     path, _, _ = synth
     runner = CliRunner()
     fm = tmp_path / "fm.json"
-    res = runner.invoke(recsys, ["prepare", str(path), "--format", "synthetic", "--threshold", "0", "--out", str(fm)])
+    res = runner.invoke(recsys, ["prepare", str(path), "--data-format", "synthetic", "--threshold", "0", "--out", str(fm)])
     assert res.exit_code == 0, res.output
     run = tmp_path / "run"
     args = [
         "train",
         str(path),
-        "--format",
+        "--data-format",
         "synthetic",
         "--feature-map",
         str(fm),
@@ -127,19 +136,23 @@ def test_commands_end_to_end(synth, tmp_path):
         "1",
         "0.5",
         "0.1",
+        "--format",
+        "json",
     ]
     res = runner.invoke(recsys, args)
     assert res.exit_code == 0, res.output
-    assert _last_json(res.output)["step"] == 2
+    assert json.loads(res.stdout)["step"] == 2
     res = runner.invoke(recsys, args)  # resumes: the finished run does nothing more
-    assert _last_json(res.output)["step"] == 2
+    assert json.loads(res.stdout)["step"] == 2
+    other = runner.invoke(recsys, [*args, "--batch-size", "256"])  # other settings: refused in one line
+    assert other.exit_code == 1 and "train.batch_size (512 → 256)" in other.output
     res = runner.invoke(recsys, ["eval", str(run)])
     assert res.exit_code == 0, res.output
     assert json.loads((run / "eval.json").read_text())["rows"] == 199
     res = runner.invoke(recsys, ["select", str(run)])
     assert res.exit_code == 0, res.output
     sel = json.loads((run / "selection.json").read_text())
-    zero = (torch.load(run / "checkpoint.pt", weights_only=True)["model"]["embedding.weight"][1:] == 0).all(1)
+    zero = (load_checkpoint_weights(run)["embedding.weight"][1:] == 0).all(1)
     assert sel["embedding_zero_row_ratio"] == pytest.approx(float(zero.float().mean()))
     assert set(sel["fields"]) == {f"f{i}" for i in range(8)} and len(sel["pin_layers"]) == 2
 

@@ -11,6 +11,9 @@ from typing import Any
 
 import click
 
+from polyzoo.shared.cli import CommandGroup
+from polyzoo.shared.options import device_options, echo_result, format_option, run_options
+
 log = logging.getLogger(__name__)
 
 FORMATS = ("criteo", "avazu", "movielens", "synthetic")
@@ -45,14 +48,13 @@ def _split(value: str) -> str | None:
     return None if value == "all" else value
 
 
-@click.group(name="recsys")
+@click.group(name="recsys", cls=CommandGroup)
 def recsys() -> None:
     """xDeepInt with group-lasso FTRL on streaming CTR data (Criteo, Avazu, MovieLens, synthetic)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
 _format_opt = click.option(
-    "--format",
+    "--data-format",
     "fmt_name",
     type=click.Choice(FORMATS),
     default="criteo",
@@ -89,7 +91,9 @@ def prepare(
 ) -> None:
     """Build the vocabularies of INPUT_PATH once (one streaming pass) and save the feature map."""
     from polyzoo.recsys.data import build_feature_map, build_movielens_feature_map
+    from polyzoo.shared.run import check_output_file
 
+    check_output_file(out, "feature map")  # before the pass over the data
     if fmt_name == "movielens":
         fmap = build_movielens_feature_map(input_path, threshold, _split(split))
         stats = {}
@@ -103,7 +107,7 @@ def prepare(
 @recsys.command()
 @click.argument("input_path", type=click.Path(exists=True, path_type=Path))
 @click.option("--feature-map", type=click.Path(exists=True, path_type=Path), required=True)
-@click.option("--run-dir", type=click.Path(path_type=Path), required=True, help="run folder (checkpoint, metrics)")
+@run_options()
 @_format_opt
 @click.option(
     "--model",
@@ -144,12 +148,18 @@ def prepare(
 )
 @click.option("--checkpoint-every", default=200, show_default=True)
 @click.option("--split", type=click.Choice(["train", "all"]), default="train", show_default=True)
-@click.option("--no-resume", is_flag=True, help="start from scratch even if the run folder has a checkpoint")
 @_skip_opt
+@format_option
 def train(
     input_path: Path,
     feature_map: Path,
     run_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    seed: int,
+    device: str,
+    precision: str,
+    log_with: str,
     fmt_name: str,
     model: str,
     optimizer: str,
@@ -163,15 +173,21 @@ def train(
     ftrl: tuple[float, ...],
     checkpoint_every: int,
     split: str,
-    no_resume: bool,
     skip_bad: bool,
+    fmt: str,
 ) -> None:
-    """Train on INPUT_PATH (streamed); resumes from RUN_DIR/checkpoint.pt unless --no-resume."""
+    """Train on INPUT_PATH (streamed) into RUN_DIR; rerunning with the same settings resumes from the last complete
+    checkpoint, other settings (a changed feature map included) are refused unless --overwrite."""
+    import hashlib
+
     from polyzoo.recsys.features import FeatureMap
     from polyzoo.recsys.train import TrainSpec, build_model, build_optimizers, fit
-    from polyzoo.shared.io import write_json_atomic
+    from polyzoo.shared.options import resolve_device
+    from polyzoo.shared.run import RunDir
     from polyzoo.shared.seed import seed_everything
 
+    if precision != "fp32":
+        raise click.BadParameter("the recsys loop trains in fp32 only (FTRL accumulators)", param_hint="--precision")
     fmap = FeatureMap.load(feature_map)
     kwargs = {"num_layers": layers, "num_subspaces": subspaces} if model == "xdeepint" else {}
     spec = TrainSpec(
@@ -190,14 +206,19 @@ def train(
         epochs=epochs,
         batch_size=batch_size,
         checkpoint_every=checkpoint_every,
+        seed=seed,
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fmap.save(run_dir / "feature_map.json")
-    write_json_atomic(
-        run_dir / "run.json", {"format": fmt_name, "input": str(input_path), "spec": dataclasses.asdict(spec)}
-    )
+    data_spec = {
+        "format": fmt_name,
+        "input": str(input_path.resolve()),
+        "split": split,
+        "skip_bad": skip_bad,
+        "feature_map_sha256": hashlib.sha256(feature_map.read_bytes()).hexdigest(),
+    }
+    RunDir(run_dir, {"train": dataclasses.asdict(spec), "data": data_spec}, resume=resume, overwrite=overwrite).check()
+    dev = resolve_device(device)
     seed_everything(spec.seed)
-    net = build_model(spec, fmap.num_rows, fmap.num_fields)
+    net = build_model(spec, fmap.num_rows, fmap.num_fields).to(dev)
     opts = build_optimizers(net, spec)
     result = fit(
         net,
@@ -205,26 +226,32 @@ def train(
         lambda line: _stream(fmt_name, input_path, fmap, batch_size, _split(split), skip_bad, line),
         spec,
         run_dir,
-        resume=not no_resume,
+        resume=resume,
         progress=True,
+        data_spec=data_spec,
+        overwrite=overwrite,
     )
-    click.echo(json.dumps(result))
+    fmap.save(run_dir / "feature_map.json")
+    echo_result({"run": str(run_dir), **result}, fmt)
 
 
 def _load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
+    """The model of a run's last checkpoint, its feature map and its data spec."""
     from polyzoo.recsys.features import FeatureMap
-    from polyzoo.recsys.train import TrainSpec, build_model
-    from polyzoo.shared.io import load_torch_file, read_json
+    from polyzoo.recsys.train import TrainSpec, build_model, load_checkpoint_weights
+    from polyzoo.shared.io import read_json
 
-    info = read_json(run_dir / "run.json")
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; is {run_dir} a `polyzoo recsys train` run folder?")
+    cfg = read_json(path).get("config") or {}
+    if "train" not in cfg or "data" not in cfg:
+        raise ValueError(f"{path}: not a `polyzoo recsys train` run config")
     fmap = FeatureMap.load(run_dir / "feature_map.json")
-    spec = TrainSpec(**info["spec"])
+    spec = TrainSpec(**cfg["train"])
     net = build_model(spec, fmap.num_rows, fmap.num_fields)
-    ckpt = run_dir / "checkpoint.pt"
-    if not ckpt.is_file():
-        raise click.ClickException(f"no checkpoint at {ckpt}; run `polyzoo recsys train` first")
-    net.load_state_dict(load_torch_file(ckpt)["model"])
-    return net, fmap, info
+    net.load_state_dict(load_checkpoint_weights(run_dir))
+    return net, fmap, cfg["data"]
 
 
 @recsys.command(name="eval")
@@ -239,16 +266,29 @@ def _load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
 @click.option("--split", type=click.Choice(["test", "train", "all"]), default="test", show_default=True)
 @click.option("--batch-size", default=8192, show_default=True)
 @_skip_opt
-def eval_cmd(run_dir: Path, input_path: Path | None, split: str, batch_size: int, skip_bad: bool) -> None:
+@device_options
+@format_option
+def eval_cmd(
+    run_dir: Path,
+    input_path: Path | None,
+    split: str,
+    batch_size: int,
+    skip_bad: bool,
+    device: str,
+    precision: str,
+    fmt: str,
+) -> None:
     """AUC and log loss (scikit-learn) of the run's last checkpoint; also written to RUN_DIR/eval.json."""
     from polyzoo.recsys.train import evaluate
     from polyzoo.shared.io import write_json_atomic
+    from polyzoo.shared.options import resolve_device
 
     net, fmap, info = _load_run(run_dir)
+    net = net.to(resolve_device(device))
     path = input_path or Path(info["input"])
     result = evaluate(net, _stream(info["format"], path, fmap, batch_size, _split(split), skip_bad))
     write_json_atomic(run_dir / "eval.json", {"input": str(path), "split": split, **result})
-    click.echo(json.dumps(result))
+    echo_result(result, fmt)
 
 
 def selection_report(net: Any, fmap: Any) -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """Model/optimiser factories, metrics and a small resumable training loop for streaming data.
 
 **Why not the shared ``Trainer``**: it needs a map-style dataset (random access, epoch length), while the CTR
-streams are ``IterableDataset``s over files larger than memory. This loop is small and resumable: every
-``checkpoint_every`` steps it writes ``<run>/checkpoint.pt`` atomically (model, every optimiser's state, epoch,
-step and the resume **line** of the stream) and ``metrics.jsonl``; ``resume=True`` reloads it
-(``weights_only=True``) and restarts the stream just after the last consumed line, so a resumed run sees exactly
-the batches a straight run would (single loader process; the streams do not shuffle).
+streams are ``IterableDataset``s over files larger than memory. This loop is small and follows the same run
+contract (:mod:`polyzoo.shared.run`): ``config.json`` holds the training spec and the data spec (another one is
+refused before anything is written, unless ``overwrite``); every ``checkpoint_every`` steps a complete checkpoint
+``checkpoints/step_XXXXXXXX/`` is written (``model.safetensors``, ``optimizers.safetensors`` + ``state.json``
+with epoch, step and the resume **line** of the stream) and a ``metrics.jsonl`` record; resuming restarts the
+stream just after the last consumed line, so a resumed run sees exactly the batches a straight run would (single
+loader process; the streams do not shuffle). Batches are moved to the model's device (CPU or CUDA).
 
 Loss: sigmoid cross-entropy, summed over the batch as in the official code (``reduction="sum"``) for the FTRL
 optimisers, averaged (``"mean"``) for Adam.
@@ -21,7 +23,6 @@ embeddings); ``"adagrad"`` (sparse-friendly).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -34,9 +35,19 @@ from torch import nn
 
 from polyzoo.recsys.models import DCN, FM, BaselineConfig, DeepFM, LogisticRegression, XDeepFM, XDeepInt, XDeepIntConfig
 from polyzoo.recsys.optim import FTRL, GroupFTRL, tf_ftrl_kwargs
-from polyzoo.shared.io import atomic_path, load_torch_file, write_json_atomic
+from polyzoo.shared.io import pack_tensors, read_json, unpack_tensors, write_json_atomic
+from polyzoo.shared.run import RunDir, find_last_checkpoint
 
-__all__ = ["MODELS", "TrainSpec", "build_model", "build_optimizers", "evaluate", "fit", "metrics"]
+__all__ = [
+    "MODELS",
+    "TrainSpec",
+    "build_model",
+    "build_optimizers",
+    "evaluate",
+    "fit",
+    "load_checkpoint_weights",
+    "metrics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -121,18 +132,47 @@ def metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     return {"auc": auc, "logloss": float(log_loss(labels, probs, labels=[0, 1])), "rows": len(labels)}
 
 
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[dict[str, Any]]) -> dict[str, float]:
     """AUC / log loss of ``model`` over a stream of batches."""
     model.eval()
+    dev = _device(model)
     labels, probs = [], []
     for batch in batches:
-        probs.append(torch.sigmoid(model(batch["ids"])).numpy())
+        probs.append(torch.sigmoid(model(batch["ids"].to(dev))).cpu().numpy())
         labels.append(batch["label"].numpy())
     model.train()
     if not labels:
         raise ValueError("evaluation stream is empty")
     return metrics(np.concatenate(labels), np.concatenate(probs))
+
+
+def _save_checkpoint(run: RunDir, model: nn.Module, optimizers: list[torch.optim.Optimizer], pos: dict) -> None:
+    from safetensors.torch import save_file, save_model
+
+    meta, tensors = pack_tensors([o.state_dict() for o in optimizers], "opt")
+
+    def write(folder: Path) -> None:
+        save_model(model, str(folder / "model.safetensors"))
+        save_file(tensors, folder / "optimizers.safetensors")
+        write_json_atomic(folder / "state.json", {**pos, "optimizers": meta})
+
+    if run.last_checkpoint() != run.checkpoint_path(pos["step"]):
+        run.save_checkpoint(pos["step"], write, keep=2)
+
+
+def load_checkpoint_weights(run_dir: str | Path) -> dict[str, torch.Tensor]:
+    """The model weights of a run's last complete checkpoint."""
+    from safetensors.torch import load_file
+
+    ckpt = find_last_checkpoint(run_dir)
+    if ckpt is None:
+        raise FileNotFoundError(f"{Path(run_dir) / 'checkpoints'}: no checkpoint; run `polyzoo recsys train` first")
+    return load_file(ckpt / "model.safetensors")
 
 
 def fit(
@@ -144,41 +184,43 @@ def fit(
     resume: bool = True,
     progress: bool = False,
     stop_after_steps: int | None = None,
+    *,
+    data_spec: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Train for ``spec.epochs`` passes over ``make_stream(start_line)``; checkpoint and resume in ``run_dir``.
+    """Train for ``spec.epochs`` passes over ``make_stream(start_line)``; checkpoint and resume in ``run_dir``
+    under the run contract (``config.json`` = ``spec`` + ``data_spec``).
 
     ``make_stream(start_line)`` must return the training batches starting after 1-based line ``start_line``.
     ``stop_after_steps`` stops early (after a checkpoint), e.g. to test resuming. Returns
     ``{"step", "epoch", "loss"}`` of the last step.
+
+    Raises:
+        ValueError: the stream yields no batch (an empty or fully filtered input), instead of a NaN loss.
     """
+    from safetensors.torch import load_file, load_model
+
     reduction = "sum" if spec.optimizer == "gftrl" else "mean"
-    run = Path(run_dir) if run_dir is not None else None
-    ckpt = run / "checkpoint.pt" if run is not None else None
+    run = None
     step, epoch, line, last_loss = 0, 0, 0, math.nan
-    if run is not None:
-        run.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run / "config.json", dataclasses.asdict(spec))
-        if resume and ckpt.is_file():
-            state = load_torch_file(ckpt)
-            model.load_state_dict(state["model"])
-            for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
+    if run_dir is not None:
+        config = {"train": dataclasses.asdict(spec), "data": data_spec or {}}
+        run = RunDir(run_dir, config, resume=resume, overwrite=overwrite).open()
+        if run.checkpoint is not None:
+            ckpt = run.checkpoint
+            load_model(model, str(ckpt / "model.safetensors"))
+            state = read_json(ckpt / "state.json")
+            opt_states = unpack_tensors(state["optimizers"], load_file(ckpt / "optimizers.safetensors"))
+            for opt, opt_state in zip(optimizers, opt_states, strict=True):
                 opt.load_state_dict(opt_state)
             step, epoch, line = int(state["step"]), int(state["epoch"]), int(state["line"])
             log.info("resumed %s at epoch %d step %d line %d", ckpt, epoch, step, line)
 
     def save() -> None:
-        if ckpt is None:
-            return
-        state = {
-            "model": model.state_dict(),
-            "optimizers": [o.state_dict() for o in optimizers],
-            "step": step,
-            "epoch": epoch,
-            "line": line,
-        }
-        with atomic_path(ckpt) as tmp:
-            torch.save(state, tmp)
+        if run is not None:
+            _save_checkpoint(run, model, optimizers, {"step": step, "epoch": epoch, "line": line})
 
+    dev = _device(model)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -186,9 +228,11 @@ def fit(
         bar = tqdm(desc="train", unit="batch", initial=step)
     model.train()
     while epoch < spec.epochs:
+        steps_before = step
         for batch in make_stream(line):
-            logits = model(batch["ids"])
-            loss = nn.functional.binary_cross_entropy_with_logits(logits, batch["label"], reduction=reduction)
+            logits = model(batch["ids"].to(dev, non_blocking=True))
+            label = batch["label"].to(dev, non_blocking=True)
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, label, reduction=reduction)
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -196,18 +240,23 @@ def fit(
                 opt.step()
             step += 1
             line = int(batch["line"])
-            last_loss = float(loss.detach()) / (len(batch["label"]) if reduction == "sum" else 1)
+            logged = spec.checkpoint_every and step % spec.checkpoint_every == 0
+            if bar is not None or logged or stop_after_steps is not None:  # one host sync, only when it is used
+                last_loss = float(loss.detach()) / (len(batch["label"]) if reduction == "sum" else 1)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch)
-            if spec.checkpoint_every and step % spec.checkpoint_every == 0:
+            if logged:
                 save()
                 if run is not None:
-                    with open(run / "metrics.jsonl", "a", encoding="utf-8") as fh:
-                        fh.write(json.dumps({"step": step, "epoch": epoch, "loss": last_loss}) + "\n")
+                    run.log_metrics({"step": step, "epoch": epoch, "loss": last_loss})
             if stop_after_steps is not None and step >= stop_after_steps:
                 save()
                 return {"step": step, "epoch": epoch, "loss": last_loss}
+        if step == steps_before and line == 0:
+            raise ValueError("the training data yielded no batch (empty input, or every row filtered out)")
+        if step > steps_before:  # the epoch's last loss
+            last_loss = float(loss.detach()) / (len(batch["label"]) if reduction == "sum" else 1)
         epoch, line = epoch + 1, 0
         save()
     if bar is not None:
