@@ -6,32 +6,72 @@ from pathlib import Path
 
 import click
 
+from polyzoo.shared.cli import CommandGroup
+from polyzoo.shared.options import device_options, echo_result, format_option, run_options
 
-@click.group(name="detection")
+
+@click.group(name="detection", cls=CommandGroup)
 def detection() -> None:
     """3D detection (CMT, an mmdet3d 1.x plugin) and few-shot instance segmentation (RefT)."""
 
 
-@detection.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+_PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
+
+
+@detection.command(context_settings=_PASS_THROUGH)
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@run_options()
+@click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling while resuming (your own run only).")
 @click.pass_context
-def train(ctx: click.Context, config: str) -> None:
-    """Train from an mmengine CONFIG (same options as tools/train.py: --work-dir, --resume [PATH],
-    --trust-checkpoint, --amp, --cfg-options, --launcher)."""
-    from polyzoo.detection.runner import train_main
+def train(
+    ctx: click.Context,
+    config: str,
+    run_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    seed: int,
+    device: str,
+    precision: str,
+    log_with: str,
+    trust_checkpoint: bool,
+) -> None:
+    """Train from an mmengine CONFIG into RUN_DIR (mmengine's work dir). Rerunning with the same config resumes from
+    the last checkpoint; another config is refused unless --overwrite. Other options (--cfg-options KEY=VALUE ...,
+    --launcher pytorch) pass through to tools/train.py."""
+    from polyzoo.detection.runner import apply_run_options, train_main
 
-    train_main([config, *ctx.args])
+    def contract(cfg: object) -> None:
+        apply_run_options(
+            cfg,
+            resume=resume,
+            overwrite=overwrite,
+            seed=seed,
+            device=device,
+            precision=precision,
+            log_with=log_with,
+        )
+
+    extra = ["--trust-checkpoint"] if trust_checkpoint else []
+    train_main([config, "--work-dir", str(run_dir), *extra, *ctx.args], prepare=contract)
 
 
-@detection.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@detection.command(name="eval", context_settings=_PASS_THROUGH)
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@device_options
+@format_option
 @click.pass_context
-def test(ctx: click.Context, config: str, checkpoint: str) -> None:
-    """Evaluate CHECKPOINT with CONFIG (same options as tools/test.py: --work-dir, --out, --cfg-options)."""
+def evaluate(ctx: click.Context, config: str, checkpoint: str, device: str, precision: str, fmt: str) -> None:
+    """Evaluate CHECKPOINT with CONFIG (other options as tools/test.py: --work-dir, --out, --cfg-options)."""
+    import os
+
     from polyzoo.detection.runner import test_main
 
-    click.echo(test_main([config, checkpoint, *ctx.args]))
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif device.startswith("cuda:"):
+        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+    echo_result(test_main([config, checkpoint, *ctx.args]), fmt)
 
 
 @detection.command(name="toy-data")

@@ -71,8 +71,91 @@ def _guard_loading(runner: Any, trust: bool, path: str | None) -> None:
     runner.load_or_resume = load_or_resume
 
 
-def train_main(argv: Sequence[str] | None = None) -> Any:
-    """Train a model from an mmengine config. Returns the trained model."""
+# config entries that do not change what is trained (not compared by the run contract)
+RUN_ONLY_KEYS = (
+    "work_dir",
+    "launcher",
+    "resume",
+    "visualizer",
+    "vis_backends",
+    "log_level",
+    "log_processor",
+    "default_hooks",
+    "env_cfg",
+)
+_VIS_BACKENDS = {"tensorboard": "TensorboardVisBackend", "wandb": "WandbVisBackend", "mlflow": "MLflowVisBackend"}
+
+
+def apply_run_options(
+    cfg: Any,
+    *,
+    resume: bool = True,
+    overwrite: bool = False,
+    seed: int | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+    log_with: str = "none",
+) -> str:
+    """Give an mmengine config the polyzoo run contract (:mod:`polyzoo.shared.run`) with ``cfg.work_dir`` as the
+    run folder: its ``config.json`` holds the resolved config (less :data:`RUN_ONLY_KEYS`); the same config resumes
+    from mmengine's last checkpoint, another one is refused before anything is written unless ``overwrite`` (then
+    the work dir's checkpoints are removed). Returns ``"new"``, ``"resume"`` or ``"restart"``.
+
+    ``device`` ``cpu`` hides the GPUs (before CUDA starts), ``cuda:N`` selects one; ``precision`` bf16/fp16 selects
+    ``AmpOptimWrapper`` with that dtype, fp32 ``OptimWrapper`` (also for a config that asks AMP on a CPU machine);
+    ``log_with`` adds the matching mmengine visualisation backend.
+    """
+    import glob
+
+    import torch
+
+    from polyzoo.shared.run import RunDir, RunError
+
+    if seed is not None:
+        cfg.randomness = dict(seed=seed, deterministic=False)
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif device.startswith("cuda:"):
+        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available on this machine (use --device cpu)")
+    on_cpu = device == "cpu" or not torch.cuda.is_available()
+    wrapper = cfg.get("optim_wrapper")
+    if wrapper is not None:
+        if precision in ("bf16", "fp16"):
+            wrapper.type = "AmpOptimWrapper"
+            wrapper.dtype = "bfloat16" if precision == "bf16" else "float16"
+            if precision == "fp16":
+                wrapper.loss_scale = "dynamic"
+        elif wrapper.get("type") == "AmpOptimWrapper" and on_cpu:
+            wrapper.type = "OptimWrapper"
+            for key in ("dtype", "loss_scale"):
+                wrapper.pop(key, None)
+    if log_with != "none":
+        vis = cfg.get("visualizer") or dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend")])
+        vis.setdefault("vis_backends", [dict(type="LocalVisBackend")])
+        vis["vis_backends"] = [*vis["vis_backends"], dict(type=_VIS_BACKENDS[log_with])]
+        cfg.visualizer = vis
+    compared = {k: v for k, v in cfg.to_dict().items() if k not in RUN_ONLY_KEYS}
+    config = {"mmengine_config": compared, "precision": precision}
+    run = RunDir(cfg.work_dir, config, resume=resume, overwrite=overwrite)
+    action = run.check()
+    if action != "restart" and not resume and osp.exists(osp.join(cfg.work_dir, "last_checkpoint")):
+        raise RunError(
+            f"{cfg.work_dir}: the run has checkpoints and --no-resume was given; pass --overwrite to start it again"
+        )
+    if action == "restart":
+        for f in [*glob.glob(osp.join(cfg.work_dir, "*.pth")), osp.join(cfg.work_dir, "last_checkpoint")]:
+            if osp.exists(f):
+                os.remove(f)
+    run.open()
+    cfg.resume = action == "resume" and osp.exists(osp.join(cfg.work_dir, "last_checkpoint"))
+    return action
+
+
+def train_main(argv: Sequence[str] | None = None, prepare: Any = None) -> Any:
+    """Train a model from an mmengine config. Returns the trained model. ``prepare(cfg)`` runs on the resolved
+    config before the runner is built (``polyzoo detection train`` applies the run contract there)."""
     parser = argparse.ArgumentParser(description="Train a detector from an mmengine config (mmdet3d/mmdet plugins).")
     parser.add_argument("config", help="config file, e.g. packages/detection/configs/cmt/cmt_tiny_cpu.py")
     parser.add_argument("--amp", action="store_true", help="automatic mixed precision (AmpOptimWrapper)")
@@ -103,6 +186,8 @@ def train_main(argv: Sequence[str] | None = None) -> Any:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
+    if prepare is not None:
+        prepare(cfg)
     runner = _build_runner(cfg)
     _guard_loading(runner, args.trust_checkpoint, args.resume)
     return runner.train()
