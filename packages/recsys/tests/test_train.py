@@ -109,7 +109,9 @@ def test_commands_end_to_end(synth, tmp_path):
     path, _, _ = synth
     runner = CliRunner()
     fm = tmp_path / "fm.json"
-    res = runner.invoke(recsys, ["prepare", str(path), "--data-format", "synthetic", "--threshold", "0", "--out", str(fm)])
+    res = runner.invoke(
+        recsys, ["prepare", str(path), "--data-format", "synthetic", "--threshold", "0", "--out", str(fm)]
+    )
     assert res.exit_code == 0, res.output
     run = tmp_path / "run"
     args = [

@@ -31,12 +31,12 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from polyzoo.shared.io import pack_tensors, read_json, unpack_tensors, write_json_atomic
+from polyzoo.shared.io import load_safetensors, pack_tensors, read_json, unpack_tensors, write_json_atomic
 from polyzoo.shared.run import RunDir, find_last_checkpoint
 from polyzoo.shared.seed import SeededSamples, get_rng_state, seed_everything, set_rng_state
 
@@ -342,12 +342,13 @@ class Trainer:
             raise ValueError(
                 f"{path / 'model.safetensors'}: keys do not match the model: missing {missing}, unexpected {unexpected}"
             )
-        state = unpack_tensors(meta["state"], load_file(path / "optimizer.safetensors"))
+        state = unpack_tensors(meta["state"], load_safetensors(path / "optimizer.safetensors"))
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         rank = self.accelerator.process_index
-        rng = unpack_tensors(read_json(path / f"rng_rank{rank}.json"), load_file(path / f"rng_rank{rank}.safetensors"))
+        rng_tensors = load_safetensors(path / f"rng_rank{rank}.safetensors")
+        rng = unpack_tensors(read_json(path / f"rng_rank{rank}.json"), rng_tensors)
         set_rng_state(rng)
         self.global_step = meta["global_step"]
         self.epoch = meta["epoch"]

@@ -23,10 +23,12 @@ __all__ = [
     "UnsafeCheckpointError",
     "atomic_dir",
     "atomic_path",
+    "load_safetensors",
     "load_torch_file",
     "pack_tensors",
     "publish_dir",
     "read_json",
+    "read_text",
     "unpack_tensors",
     "write_json_atomic",
 ]
@@ -101,35 +103,90 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file's content; binary data or other encodings raise one ``ValueError`` naming the file and
+    the offset (``open().read()`` would raise a ``UnicodeDecodeError`` that names no file)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a folder; expected a text file", str(path))
+    data = path.read_bytes()
+    nul = data.find(b"\x00", 0, 1 << 16)
+    if nul >= 0:
+        raise ValueError(f"{path}: binary data (a NUL byte at offset {nul}); expected UTF-8 text")
     try:
-        return json.loads(path.read_text())
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})"
+        ) from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file; malformed content raises one ``ValueError`` naming the file, line and column."""
+    path = Path(path)
+    text = read_text(path)
+    if not text.strip():
+        raise ValueError(f"{path}: empty file; expected JSON")
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: line {e.lineno}, column {e.colno}: not valid JSON ({e.msg})") from e
 
 
 def load_torch_file(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Any:
-    """Load a ``.pt``/``.pth`` file without unpickling arbitrary objects (``weights_only=True``).
+    """Load a ``.pt``/``.pth`` file without unpickling arbitrary objects (``weights_only=True``, no retry).
 
     Raises:
         FileNotFoundError: the file does not exist.
         UnsafeCheckpointError: the file contains objects other than tensors and plain containers (for
             example a class whose unpickling would run code). Convert such a file to a state dict (or
             safetensors) with code you trust.
+        ValueError: the file is empty, truncated or not a PyTorch file (the message names it).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file; expected a PyTorch checkpoint")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        first_line = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+    except (pickle.UnpicklingError, RuntimeError) as e:
+        text = str(e).strip()
+        if isinstance(e, RuntimeError) and "weights_only" not in text:
+            raise ValueError(f"{path}: not a readable PyTorch checkpoint ({_first_line(text)})") from e
         raise UnsafeCheckpointError(
             f"{path}: refused to unpickle: the file holds objects other than tensors and plain containers "
-            f"({first_line}). polyzoo loads .pt/.pth files with weights_only=True only; re-save the weights "
+            f"({_last_line(text)}). polyzoo loads .pt/.pth files with weights_only=True only; re-save the weights "
             f"as a state dict or safetensors with code you trust."
         ) from e
+    except (EOFError, OSError, ValueError, TypeError) as e:  # truncated archives, garbage bytes
+        detail = f"{type(e).__name__}: {_first_line(str(e))}"
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({detail})") from e
+
+
+def _first_line(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[0].strip() if lines else "no detail"
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else "no detail"
+
+
+def load_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a missing, empty or malformed file raises one error naming it (never
+    unpickles: safetensors holds raw tensors and a JSON header only)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such safetensors file")
+    try:
+        return load_file(path, device=device)
+    except Exception as e:  # safetensors_rust.SafetensorError is not a ValueError
+        raise ValueError(f"{path}: not a readable safetensors file ({_first_line(str(e))})") from e
 
 
 # --- JSON + tensors: a lossless split of nested state (optimizer, scheduler, RNG) into JSON and tensors ---

@@ -36,7 +36,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _load_cfg(args: argparse.Namespace) -> Any:
     from mmengine.config import Config, DictAction
 
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = Config.fromfile(args.config)
+    except SyntaxError as e:
+        raise ValueError(f"{args.config}: line {e.lineno}: not a valid Python config ({e.msg})") from None
     cfg.launcher = args.launcher
     if args.cfg_options:
         action = DictAction(option_strings=[], dest="cfg_options")
@@ -201,6 +204,10 @@ def test_main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--out", help="dump raw predictions to this .pkl file")
     _add_common(parser)
     args = parser.parse_args(argv)
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f"{args.checkpoint}: no such checkpoint file")
+    if osp.getsize(args.checkpoint) == 0:
+        raise ValueError(f"{args.checkpoint}: empty file; expected a checkpoint")
     cfg = _load_cfg(args)
     cfg.load_from = args.checkpoint
     runner = _build_runner(cfg)

@@ -21,7 +21,7 @@ from polyzoo.graph.reliant import BiasProxy
 from polyzoo.graph.synthetic import BiasedSBMConfig, biased_sbm
 from polyzoo.graph.training import DistillConfig, TeacherConfig, distill, load_logits, train_teacher
 from polyzoo.shared.cli import CommandGroup
-from polyzoo.shared.io import read_json
+from polyzoo.shared.io import load_safetensors, read_json
 from polyzoo.shared.options import device_options, format_option, run_options
 
 ROWS = ("acc", "auc", "f1", "sp", "eo", "acc_s0", "acc_s1", "auc_s0", "auc_s1", "f1_s0", "f1_s1")
@@ -189,13 +189,12 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def _evaluate_run(run_dir: Path, device: str = "cpu") -> dict[str, float]:
-    from safetensors.torch import load_file
 
     cfg = _run_config(run_dir)
     weights = run_dir / "model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: not found; the run in {run_dir} has not finished")
-    state = load_file(weights)
+    state = load_safetensors(weights)
     data = _load_graph(cfg["data"])
     if "student" in cfg:
         c = DistillConfig(**cfg["student"])

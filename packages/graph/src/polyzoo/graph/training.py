@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
@@ -39,7 +39,7 @@ from polyzoo.graph.kd import euclidean_kd_loss, kl_kd_loss
 from polyzoo.graph.metrics import fairness_report
 from polyzoo.graph.models import STUDENTS, TEACHERS, build_model
 from polyzoo.graph.reliant import BiasProxy, Reliant
-from polyzoo.shared.io import pack_tensors, read_json, unpack_tensors, write_json_atomic
+from polyzoo.shared.io import load_safetensors, pack_tensors, read_json, unpack_tensors, write_json_atomic
 from polyzoo.shared.options import resolve_device
 from polyzoo.shared.run import RunDir, write_lines
 from polyzoo.shared.seed import seed_everything
@@ -147,7 +147,7 @@ class _Loop:
         if ckpt is None:
             return False
         meta = read_json(ckpt / "state.json")
-        state = unpack_tensors(meta, load_file(ckpt / "state.safetensors"))
+        state = unpack_tensors(meta, load_safetensors(ckpt / "state.safetensors"))
         device = next(p.device for m in self.modules.values() for p in m.parameters())
         for k, m in self.modules.items():
             m.load_state_dict(state["modules"][k])
@@ -257,7 +257,7 @@ def load_logits(run_dir: str | os.PathLike) -> torch.Tensor:
     path = Path(run_dir) / "logits.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; is {run_dir} a finished `polyzoo graph` run?")
-    return load_file(path)["logits"]
+    return load_safetensors(path)["logits"]
 
 
 def train_teacher(

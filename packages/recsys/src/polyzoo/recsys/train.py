@@ -35,7 +35,7 @@ from torch import nn
 
 from polyzoo.recsys.models import DCN, FM, BaselineConfig, DeepFM, LogisticRegression, XDeepFM, XDeepInt, XDeepIntConfig
 from polyzoo.recsys.optim import FTRL, GroupFTRL, tf_ftrl_kwargs
-from polyzoo.shared.io import pack_tensors, read_json, unpack_tensors, write_json_atomic
+from polyzoo.shared.io import load_safetensors, pack_tensors, read_json, unpack_tensors, write_json_atomic
 from polyzoo.shared.run import RunDir, find_last_checkpoint
 
 __all__ = [
@@ -167,12 +167,11 @@ def _save_checkpoint(run: RunDir, model: nn.Module, optimizers: list[torch.optim
 
 def load_checkpoint_weights(run_dir: str | Path) -> dict[str, torch.Tensor]:
     """The model weights of a run's last complete checkpoint."""
-    from safetensors.torch import load_file
 
     ckpt = find_last_checkpoint(run_dir)
     if ckpt is None:
         raise FileNotFoundError(f"{Path(run_dir) / 'checkpoints'}: no checkpoint; run `polyzoo recsys train` first")
-    return load_file(ckpt / "model.safetensors")
+    return load_safetensors(ckpt / "model.safetensors")
 
 
 def fit(
@@ -198,7 +197,7 @@ def fit(
     Raises:
         ValueError: the stream yields no batch (an empty or fully filtered input), instead of a NaN loss.
     """
-    from safetensors.torch import load_file, load_model
+    from safetensors.torch import load_model
 
     reduction = "sum" if spec.optimizer == "gftrl" else "mean"
     run = None
@@ -210,7 +209,7 @@ def fit(
             ckpt = run.checkpoint
             load_model(model, str(ckpt / "model.safetensors"))
             state = read_json(ckpt / "state.json")
-            opt_states = unpack_tensors(state["optimizers"], load_file(ckpt / "optimizers.safetensors"))
+            opt_states = unpack_tensors(state["optimizers"], load_safetensors(ckpt / "optimizers.safetensors"))
             for opt, opt_state in zip(optimizers, opt_states, strict=True):
                 opt.load_state_dict(opt_state)
             step, epoch, line = int(state["step"]), int(state["epoch"]), int(state["line"])

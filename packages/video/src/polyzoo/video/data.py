@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from polyzoo.shared.io import read_text
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -83,7 +85,7 @@ def read_annotations(ann_file: str | Path, root: str | Path | None = None) -> li
         raise FileNotFoundError(f"annotation list not found: {ann_file}")
     root = Path(root) if root is not None else ann_file.parent
     samples = []
-    for i, raw in enumerate(ann_file.read_text().splitlines(), start=1):
+    for i, raw in enumerate(read_text(ann_file).splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -104,7 +106,7 @@ def read_label_map(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"label map not found: {path}")
-    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    names = [ln.strip() for ln in read_text(path).splitlines() if ln.strip()]
     if not names:
         raise ValueError(f"{path}: empty label map (expected one class name per line)")
     return names

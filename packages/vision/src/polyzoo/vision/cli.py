@@ -177,12 +177,18 @@ def export(
 
     if (model_name is None) == (run_dir is None):
         raise click.UsageError("give exactly one of --model or --run")
+    from polyzoo.shared.run import check_output_file
+
+    check_output_file(onnx_path, "ONNX file")
     if run_dir is not None:
         model, facts = load_run_model(run_dir)
         in_chans, img_size = facts["in_chans"], facts["img_size"]
     else:
         kwargs = _parse_model_args(model_args)
         if checkpoint:
+            from polyzoo.shared.io import load_torch_file
+
+            load_torch_file(checkpoint)  # refuse an empty, truncated or unsafe file with its name, before timm reads it
             kwargs["checkpoint_path"] = checkpoint
         model = build_model(model_name, num_classes, in_chans, img_size, **kwargs)
     diff = export_onnx(model, onnx_path, (1, in_chans, img_size, img_size), check=check)

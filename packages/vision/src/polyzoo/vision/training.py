@@ -18,13 +18,12 @@ from typing import Any
 import timm
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from timm.optim import create_optimizer_v2
 from torch import nn
 
 import polyzoo.vision  # noqa: F401  (registers our models)
 from polyzoo.shared.engine import TrainConfig, Trainer, find_last_checkpoint
-from polyzoo.shared.io import atomic_path, read_json
+from polyzoo.shared.io import atomic_path, load_safetensors, read_json
 from polyzoo.vision.data import ClassificationData, load_data
 
 __all__ = [
@@ -199,7 +198,7 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     model = build_model(
         facts["model"], facts["num_classes"], facts["in_chans"], facts["img_size"], **facts["model_kwargs"]
     )
-    model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+    model.load_state_dict(load_safetensors(ckpt / "model.safetensors"))
     return model.eval(), facts
 
 
