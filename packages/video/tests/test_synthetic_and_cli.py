@@ -51,6 +51,7 @@ def test_train_resume_test_predict(synthetic_lists, tmp_path):
     config = json.loads((tmp_path / "tiny" / "config.json").read_text())
     assert config["resumed_from"].endswith("step_00000002")
     assert config["model"]["head"] == "tcp" and config["clip"]["num_segments"] == 4
+    assert config["clip"]["protocol"] == "tcp"  # the default: TCP's sampling, ten-clip offsets, max-softmax fusion
     train_steps = [
         r["step"]
         for r in map(json.loads, (tmp_path / "tiny/metrics.jsonl").read_text().splitlines())
@@ -58,11 +59,10 @@ def test_train_resume_test_predict(synthetic_lists, tmp_path):
     ]
     assert train_steps == [2, 3]  # logged at the end of each run (log_every=10); the resumed run adds step 3
 
-    tested = runner.invoke(
-        video, ["test", str(tmp_path / "tiny"), "--list", str(synthetic_lists["val"]), "--clips", "2", "--workers", "0"]
-    )
+    run, val_list = str(tmp_path / "tiny"), str(synthetic_lists["val"])
+    tested = runner.invoke(video, ["test", run, "--list", val_list, "--clips", "10", "--workers", "0"])
     assert tested.exit_code == 0, tested.output
-    assert "4 videos, 2×1 views" in tested.output and "top1:" in tested.output
+    assert "4 videos, 10×1 views" in tested.output and "top1:" in tested.output
 
     clip = root / "val" / "clip_00000.mp4"
     pred = runner.invoke(
