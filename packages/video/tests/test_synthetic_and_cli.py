@@ -51,7 +51,6 @@ def test_train_resume_test_predict(synthetic_lists, tmp_path):
     config = json.loads((tmp_path / "tiny" / "config.json").read_text())
     assert config["resumed_from"].endswith("step_00000002")
     assert config["model"]["head"] == "tcp" and config["clip"]["num_segments"] == 4
-    assert config["clip"]["protocol"] == "tcp"  # the default: TCP's sampling, ten-clip offsets, max-softmax fusion
     train_steps = [
         r["step"]
         for r in map(json.loads, (tmp_path / "tiny/metrics.jsonl").read_text().splitlines())

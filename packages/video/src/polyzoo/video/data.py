@@ -89,6 +89,24 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class VideoReadError(RuntimeError):
+    """A video file is missing or cannot be decoded (the message names the file)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoSample:
+    path: Path
+    label: int
+    line: int = 0  # 1-based line in the annotation file (0: not from a file)
+
+    def line_note(self) -> str:
+        return f" (annotation line {self.line})" if self.line else ""
+
+
+class ShortVideoError(VideoReadError):
+    """A video has fewer frames than the protocol accepts (TCP: 3); such training videos are dropped."""
+
+
 PROTOCOLS = ("tcp", "mmaction2")
 """Sampling/testing protocols (see the module docstring)."""
 PROTOCOL_CLIPS = {"tcp": (1, 10), "mmaction2": (1, 2)}
@@ -101,24 +119,6 @@ PROTOCOL_FUSION = {"tcp": "max_prob", "mmaction2": "prob"}
 """Each protocol's default view fusion."""
 TCP_MIN_FRAMES = 3
 """TCP's ``_parse_list`` keeps only videos with at least this many frames."""
-
-
-class VideoReadError(RuntimeError):
-    """A video file is missing or cannot be decoded (the message names the file)."""
-
-
-class ShortVideoError(VideoReadError):
-    """A video has fewer frames than the protocol accepts (TCP: 3); such training videos are dropped."""
-
-
-@dataclasses.dataclass(frozen=True)
-class VideoSample:
-    path: Path
-    label: int
-    line: int = 0  # 1-based line in the annotation file (0: not from a file)
-
-    def line_note(self) -> str:
-        return f" (annotation line {self.line})" if self.line else ""
 
 
 def read_annotations(ann_file: str | Path, root: str | Path | None = None) -> list[VideoSample]:

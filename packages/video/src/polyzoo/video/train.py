@@ -139,7 +139,6 @@ def build_trainer(
     """A :class:`Trainer` for a freshly built model; ``config.json`` records model, clip and optimizer settings
     so that :func:`load_run` rebuilds the model for testing and prediction. ``fusion``: view fusion of the
     evaluation (default: the clip protocol's, :data:`polyzoo.video.data.PROTOCOL_FUSION`)."""
-    fusion = fusion or PROTOCOL_FUSION[clip_cfg.protocol]
     optim_cfg = dataclasses.replace(optim_cfg or OptimConfig())
     model = build_model(model_cfg)
     optimizer = _optimizer(model, optim_cfg)
@@ -157,7 +156,7 @@ def build_trainer(
         train_cfg,
         step_fn=step_fn,
         eval_data=eval_data,
-        predict_fn=multiview_predict_fn(fusion),
+        predict_fn=multiview_predict_fn(fusion or PROTOCOL_FUSION[clip_cfg.protocol]),
         metrics_fn=topk_metrics,
         scheduler=scheduler,
         extra_config={
