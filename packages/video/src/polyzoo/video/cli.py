@@ -169,8 +169,8 @@ def test(run: Path, ann_list: Path, root, clips, crops, average, batch_size, wor
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from polyzoo.video.data import PROTOCOL_FUSION, VideoDataset
-    from polyzoo.video.train import load_run, multiview_predict_fn, topk_metrics
+    from polyzoo.video.data import VideoDataset
+    from polyzoo.video.train import PROTOCOL_FUSION, load_run, multiview_predict_fn, topk_metrics
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model, _, clip_cfg = load_run(run, checkpoint)
@@ -199,8 +199,8 @@ def test(run: Path, ann_list: Path, root, clips, crops, average, batch_size, wor
 @click.option("--topk", default=5, show_default=True)
 def predict(clip: Path, run: Path, labels, clips, crops, topk) -> None:
     """Top-k classes (with softmax scores) of one video CLIP."""
-    from polyzoo.video.data import PROTOCOL_FUSION, VideoDataset, VideoSample, read_label_map
-    from polyzoo.video.train import load_run, predict_clips
+    from polyzoo.video.data import VideoDataset, VideoSample, read_label_map
+    from polyzoo.video.train import PROTOCOL_FUSION, load_run, predict_clips
 
     model, model_cfg, clip_cfg = load_run(run)
     clip_cfg = dataclasses.replace(clip_cfg, num_clips=clips, num_crops=int(crops))

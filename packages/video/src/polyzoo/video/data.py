@@ -27,6 +27,9 @@ Conventions
   existed). Testing with one clip takes the segment centres, with two clips ``twice_sample`` (the centres, then
   the segment starts). Views are fused by averaging softmax probabilities (``average_clips='prob'``, the TSN/TSM
   configs) or logits (``'score'``). Other clip counts raise ``ValueError``.
+
+  The view fusion lives with the test-time code (:func:`polyzoo.video.train.fuse_views`,
+  :data:`polyzoo.video.train.PROTOCOL_FUSION`).
 - Clips are ``torch.uint8`` tensors ``(T, 3, H, W)`` (training) or ``(V, T, 3, H, W)`` with V = clips × crops
   (testing); :func:`normalize` turns a batch into float ``(…, 3, H, W)`` with ImageNet mean/std (do it in
   the training step, so that worker processes ship 4× fewer bytes).
@@ -60,12 +63,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 __all__ = [
-    "FUSIONS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PROTOCOLS",
     "PROTOCOL_CLIPS",
-    "PROTOCOL_FUSION",
     "TCP_MIN_FRAMES",
     "ClipConfig",
     "ShortVideoError",
@@ -112,11 +113,6 @@ PROTOCOLS = ("tcp", "mmaction2")
 PROTOCOL_CLIPS = {"tcp": (1, 10), "mmaction2": (1, 2)}
 """Test clip counts each protocol defines (TCP: single clip or ``ten_clips_sample``; mmaction2's 2D recognizers:
 single clip or ``twice_sample``)."""
-FUSIONS = ("max_prob", "prob", "score")
-"""View fusion at test time: maximum of the softmax over views (TCP's ``test_models.py --softmax``), mean of the
-softmax (mmaction2 ``average_clips='prob'``), mean of the logits (mmaction2 ``average_clips='score'``)."""
-PROTOCOL_FUSION = {"tcp": "max_prob", "mmaction2": "prob"}
-"""Each protocol's default view fusion."""
 TCP_MIN_FRAMES = 3
 """TCP's ``_parse_list`` keeps only videos with at least this many frames."""
 

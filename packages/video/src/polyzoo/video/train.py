@@ -23,10 +23,12 @@ from torch import nn
 
 from polyzoo.shared.engine import TrainConfig, Trainer, find_last_checkpoint
 from polyzoo.shared.io import read_json
-from polyzoo.video.data import FUSIONS, PROTOCOL_FUSION, ClipConfig, VideoDataset, normalize
+from polyzoo.video.data import ClipConfig, VideoDataset, normalize
 from polyzoo.video.models import ModelConfig, VideoClassifier, build_model
 
 __all__ = [
+    "FUSIONS",
+    "PROTOCOL_FUSION",
     "OptimConfig",
     "build_trainer",
     "fuse_views",
@@ -39,6 +41,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+FUSIONS = ("max_prob", "prob", "score")
+"""View fusion at test time (:func:`fuse_views`): maximum of the softmax over views (TCP's ``test_models.py
+--softmax``), mean of the softmax (mmaction2 ``average_clips='prob'``), mean of the logits (``'score'``)."""
+PROTOCOL_FUSION = {"tcp": "max_prob", "mmaction2": "prob"}
+"""Each sampling protocol's (:data:`polyzoo.video.data.PROTOCOLS`) default view fusion."""
 
 
 @dataclasses.dataclass
@@ -138,7 +146,7 @@ def build_trainer(
 ) -> Trainer:
     """A :class:`Trainer` for a freshly built model; ``config.json`` records model, clip and optimizer settings
     so that :func:`load_run` rebuilds the model for testing and prediction. ``fusion``: view fusion of the
-    evaluation (default: the clip protocol's, :data:`polyzoo.video.data.PROTOCOL_FUSION`)."""
+    evaluation (default: the clip protocol's, :data:`PROTOCOL_FUSION`)."""
     optim_cfg = dataclasses.replace(optim_cfg or OptimConfig())
     model = build_model(model_cfg)
     optimizer = _optimizer(model, optim_cfg)
