@@ -65,7 +65,8 @@ def test_resume_is_exact_and_checkpoint_atomic(digits, tmp_path):
 
 
 def test_doorping_in_dc_loop_restamps_poison(digits):
-    atk = AttackConfig(kind="doorping", portion=0.05, trigger_steps=5, trigger_threshold=0.0)
+    # "clone": the trigger moves whatever the sign of the selected neuron (the official reading may leave it as is)
+    atk = AttackConfig(kind="doorping", portion=0.05, trigger_steps=5, trigger_threshold=0.0, doorping_hook="clone")
     dist = Distiller(
         digits, DistillConfig(method="dc", ipc=2, iterations=1, outer_loop=2, inner_loop=1, attack=atk, **TINY)
     )

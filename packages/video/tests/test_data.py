@@ -46,15 +46,15 @@ def test_read_annotations(tmp_path):
 
 
 def test_tsn_sampling():
+    # protocol-exact comparisons with the official code are in test_protocols.py
     rng = np.random.default_rng(0)
     for _ in range(20):
-        idx = sample_indices(100, 8, "train", generator=rng)
+        idx = sample_indices(100, 8, "train", generator=rng)  # default protocol "tcp": segments of 100 // 8 = 12
         assert idx.shape == (8,)
-        seg = np.arange(8) * 12.5
-        assert np.all(idx >= np.floor(seg)) and np.all(idx < seg + 12.5)
+        assert np.all(idx >= np.arange(8) * 12) and np.all(idx < np.arange(8) * 12 + 12)
     assert sample_indices(80, 8, "test").tolist() == [[5, 15, 25, 35, 45, 55, 65, 75]]  # segment centres, (V=1, T)
-    views = sample_indices(80, 8, "test", num_clips=2)
-    assert views.shape == (2, 8) and views[0, 0] == 2 and views[1, 0] == 7
+    views = sample_indices(80, 8, "test", num_clips=2, protocol="mmaction2")  # twice_sample: centres, then starts
+    assert views.shape == (2, 8) and views[0, 0] == 5 and views[1, 0] == 0
     assert sample_indices(3, 8, "test").tolist() == [[0, 0, 0, 1, 1, 2, 2, 2]]  # short video: repeats
     with pytest.raises(ValueError, match="no frames"):
         sample_indices(0, 8)
@@ -89,12 +89,11 @@ def test_dataset_train_and_multiview_test(index_clip):
     assert [i // 6 for i in frame_index(clip)] == [0, 1, 2, 3, 4]
     torch.manual_seed(0)
     assert torch.equal(train[0][0], clip)  # reproducible under torch's seed
-    test = VideoDataset(
-        [VideoSample(index_clip, 2)], config=ClipConfig(5, 24, 28, num_clips=2, num_crops=3), mode="test"
-    )
+    cfg2 = ClipConfig(5, 24, 28, num_clips=2, num_crops=3, protocol="mmaction2")
+    test = VideoDataset([VideoSample(index_clip, 2)], config=cfg2, mode="test")
     views, _ = test[0]
-    assert views.shape == (6, 5, 3, 24, 24)  # 2 clips × 3 crops
-    assert frame_index(views[0]) == [1, 7, 13, 19, 25] and frame_index(views[3]) == [4, 10, 16, 22, 28]
+    assert views.shape == (6, 5, 3, 24, 24)  # 2 clips × 3 crops (twice_sample: segment centres, then starts)
+    assert frame_index(views[0]) == [3, 9, 15, 21, 27] and frame_index(views[3]) == [0, 6, 12, 18, 24]
 
 
 def test_multi_scale_crop_boxes_stay_inside():
@@ -156,7 +155,8 @@ def test_real_clips(shared_video_dir: Path):
     assert clips.shape == (3, 8, 3, 64, 64) and clips.dtype == torch.uint8
     assert labels.tolist() == [6, 1, 2]
     assert clips.float().std() > 10  # real content, not blank frames
-    test = VideoDataset(samples[:1], config=ClipConfig(8, 64, 72, num_clips=2, num_crops=3), mode="test")
+    cfg2 = ClipConfig(8, 64, 72, num_clips=2, num_crops=3, protocol="mmaction2")
+    test = VideoDataset(samples[:1], config=cfg2, mode="test")
     assert test[0][0].shape == (6, 8, 3, 64, 64)
     # decord agrees with itself across access orders on the real (B-frame) clip
     a = read_frames(samples[0].path, [200, 5, 120])

@@ -59,11 +59,10 @@ def test_train_resume_test_predict(synthetic_lists, tmp_path):
     assert changed.exit_code == 1 and "optim.lr (0.01 → 0.02)" in changed.output
     assert "Traceback" not in changed.output
 
-    tested = runner.invoke(
-        video, ["test", str(tmp_path / "tiny"), "--list", str(synthetic_lists["val"]), "--clips", "2", "--workers", "0"]
-    )
+    run, val_list = str(tmp_path / "tiny"), str(synthetic_lists["val"])
+    tested = runner.invoke(video, ["test", run, "--list", val_list, "--clips", "10", "--workers", "0"])
     assert tested.exit_code == 0, tested.output
-    assert "4 videos, 2×1 views" in tested.output and "top1:" in tested.output
+    assert "4 videos, 10×1 views" in tested.output and "top1:" in tested.output
 
     clip = root / "val" / "clip_00000.mp4"
     pred = runner.invoke(

@@ -15,18 +15,37 @@ images are ``x ← x∘(1−M) + M∘T`` with label ``target``. Each update (:fu
 1. :func:`select_neuron` takes the parameters whose name contains ``weight`` (biases skipped), picks the one at
    ``layer`` (default −2: the second-to-last weight layer, e.g. AlexNet ``classifier.2``, ConvNet
    ``classifier.0``) and scores each output neuron j by Σ_i |W_ji|; the top-``topk`` neurons are selected.
-2. The output of that module (pre-activation) is read with a forward hook on the trigger image alone (the hook
-   clones it: the ReLU that follows is in-place and would otherwise overwrite what is read).
+2. The output of that module is read with a forward hook on the trigger image alone. ``doorping_hook`` decides
+   what the hook sees:
+
+   - ``"official"`` (default; what the paper measured): the hook keeps the module's output tensor without
+     copying it (``get_middle_output``/``get_activation``), so the in-place ``ReLU(inplace=True)`` that follows
+     the layer in the attack code's networks overwrites it before it is read: the update sees the post-ReLU
+     activation max(a, 0). A selected neuron whose starting activation is negative therefore reads 0, the target
+     α·0 equals it, the loss is 0 < 0.5 and the update stops before its first step: the trigger stays unchanged.
+     With a positive starting activation the reading equals the pre-activation and the two options agree.
+   - ``"clone"``: the hook clones the output, i.e. reads the true pre-activation (the description "the output
+     of that layer"); a negative a₀ is then pushed towards 10·a₀ (further negative) for up to 1000 steps.
 3. Adam (lr 0.08, betas 0.9/0.99) minimises MSE(a_sel(T), α·a_sel(T₀)) with α = 10, T₀ the trigger at the start
    of the update, for at most 1000 steps, stopping once the loss is below 0.5; the gradient is multiplied by ``M``
    at every step and the trigger is not clamped (as the official code). Adam's steps are about ``lr`` per pixel
    whatever the gradient's size, so the patch can grow far outside the image range: measured on Fashion-MNIST,
    a mean of about 13,400 normalised units inside the mask after 30 DC iterations (the brightest real pixel is
-   2.0). The early stop also means an update takes no step at all while 81·a₀² < 0.5.
+   2.0; measured with the "clone" reading). The early stop also means an update takes no step at all while
+   81·a₀² < 0.5.
+
+Layers with spatial outputs (a convolution, e.g. ``layer`` on a ConvNet without the MLP head): the selected
+"neurons" are output channels, ranked by Σ|W| over (in, kh, kw), and the MSE covers every position of those
+channels (``a[:, channels]`` of the (1, C, H, W) output). The official ``select_neuron`` is only meaningful for
+weight matrices (its ``sum(axis=1)`` + ``topk`` on a 4-D kernel ranks kernel columns, not channels), and the
+paper's settings (``layer=-2``: ``classifier.0`` of the ConvNet's MLP head, ``classifier.2`` of AlexNet)
+never reach it; this is polyzoo's reading for such layers.
 
 The distillation loop re-stamps the poisoned real images after each update (see :mod:`polyzoo.security.distill`).
-Deviation: the update computes the gradient only with respect to the trigger (the official code also accumulates
-gradients into the network's parameters, which its next ``zero_grad`` discards).
+Deviations: the update computes the gradient only with respect to the trigger (the official code also accumulates
+gradients into the network's parameters, which its next ``zero_grad`` discards); the hook is removed after each
+forward (the official code registers a new one at every step and never removes them, which changes nothing but
+speed).
 """
 
 from __future__ import annotations
@@ -38,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "DOORPING_HOOKS",
     "AttackConfig",
     "TriggerUpdate",
     "doorping_trigger",
@@ -50,6 +70,11 @@ __all__ = [
     "update_trigger",
     "weight_layer_names",
 ]
+
+
+DOORPING_HOOKS = ("official", "clone")
+"""What DOORPING's hook reads (see the module docstring): the output as the official code leaves it after the
+in-place ReLU that follows ("official", default), or a copy taken before it ("clone")."""
 
 
 @dataclasses.dataclass
@@ -67,6 +92,7 @@ class AttackConfig:
     trigger_lr: float = 0.08
     trigger_steps: int = 1000
     trigger_threshold: float = 0.5
+    doorping_hook: str = "official"  # official: read the layer output after the in-place ReLU | clone: before it
 
     def __post_init__(self) -> None:
         if self.kind not in ("none", "naive", "doorping"):
@@ -77,6 +103,8 @@ class AttackConfig:
             raise ValueError(f"trigger size must be >= 1, got {self.size}")
         if self.position is not None:
             self.position = (int(self.position[0]), int(self.position[1]))
+        if self.doorping_hook not in DOORPING_HOOKS:
+            raise ValueError(f"doorping_hook must be one of {DOORPING_HOOKS}, got {self.doorping_hook!r}")
 
 
 def trigger_mask(channel: int, h: int, w: int, size: int, position: tuple[int, int] | None = None) -> torch.Tensor:
@@ -158,16 +186,26 @@ def select_neuron(net: nn.Module, layer: int = -2, topk: int = 1) -> tuple[str, 
     return pname.rsplit(".", 1)[0], torch.topk(scores, topk).indices
 
 
-def _module_output(net: nn.Module, module_name: str, x: torch.Tensor) -> torch.Tensor:
+def _module_output(net: nn.Module, module_name: str, x: torch.Tensor, hook: str = "official") -> torch.Tensor:
+    """The output of ``module_name`` during ``net(x)``: as the official hook holds it once the forward pass is over
+    (``hook="official"``: the tensor itself, so an in-place op that follows, such as ``ReLU(inplace=True)``,
+    shows in it) or a copy taken when the module returns (``hook="clone"``: the module's own output)."""
     module = net.get_submodule(module_name)
     box: list[torch.Tensor] = []
-    # clone: the ReLU that follows is in-place and would overwrite the pre-activation we read
-    handle = module.register_forward_hook(lambda _m, _i, out: box.append(out.clone()))
+    if hook == "clone":
+        handle = module.register_forward_hook(lambda _m, _i, out: box.append(out.clone()))
+    else:
+        handle = module.register_forward_hook(lambda _m, _i, out: box.append(out))
     try:
         net(x)
     finally:
         handle.remove()
     return box[0]
+
+
+def _selected(out: torch.Tensor, neurons: torch.Tensor) -> torch.Tensor:
+    """The selected neurons (features of a (1, K) output, or channels of a (1, C, H, W) one)."""
+    return out[:, neurons]
 
 
 @dataclasses.dataclass
@@ -177,7 +215,7 @@ class TriggerUpdate:
     module: str
     neurons: list[int]
     steps: int
-    activation_before: float  # mean selected pre-activation of T₀
+    activation_before: float  # mean selected activation of T₀, as the hook reads it
     activation_after: float
     loss: float
 
@@ -186,7 +224,8 @@ def update_trigger(
     net: nn.Module, trigger: torch.Tensor, mask: torch.Tensor, config: AttackConfig | None = None
 ) -> tuple[torch.Tensor, TriggerUpdate]:
     """One DOORPING trigger update against ``net``. ``trigger``/``mask`` ``(C, H, W)``; returns the new trigger
-    (outside the mask it is unchanged) and a :class:`TriggerUpdate`."""
+    (outside the mask it is unchanged) and a :class:`TriggerUpdate`. ``config.doorping_hook`` chooses what the
+    hook reads (default "official": what the official code reads, see the module docstring)."""
     cfg = config or AttackConfig(kind="doorping")
     was_training = net.training
     net.eval()
@@ -198,7 +237,7 @@ def update_trigger(
     loss_value, steps = float("nan"), 0
     try:
         for step in range(cfg.trigger_steps):
-            out = _module_output(net, module_name, t).flatten(1)[:, neurons]
+            out = _selected(_module_output(net, module_name, t, cfg.doorping_hook), neurons)
             if target is None:
                 target = cfg.alpha * out.detach()
                 before = float(out.detach().mean())
@@ -213,7 +252,7 @@ def update_trigger(
             steps = step + 1
         if steps == cfg.trigger_steps:
             with torch.no_grad():
-                after = float(_module_output(net, module_name, t).flatten(1)[:, neurons].mean())
+                after = float(_selected(_module_output(net, module_name, t, cfg.doorping_hook), neurons).mean())
     finally:
         net.train(was_training)
     info = TriggerUpdate(module_name, [int(i) for i in neurons], steps, before, after, loss_value)

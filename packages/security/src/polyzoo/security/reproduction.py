@@ -65,6 +65,7 @@ class ReproSettings:
     portion: float = 0.1
     dm_trigger_every: int = 10
     trigger_steps: int = 200
+    doorping_hook: str = "official"  # what DOORPING's hook reads (polyzoo.security.attacks): official | clone
     eval_epochs: int = 150
     num_eval: int = 2
     defense_clean: int = 300
@@ -120,7 +121,9 @@ def _distill(data: ImageData, method: str, attack: str, seed: int, st: ReproSett
         dm_trigger_every=st.dm_trigger_every,
         seed=seed,
         checkpoint_every=st.checkpoint_every,
-        attack=AttackConfig(kind=attack, portion=st.portion, trigger_steps=st.trigger_steps),
+        attack=AttackConfig(
+            kind=attack, portion=st.portion, trigger_steps=st.trigger_steps, doorping_hook=st.doorping_hook
+        ),
     )
     return Distiller(data, cfg, run_dir=run_dir, dataset_path=None).run(progress=False)
 
@@ -350,6 +353,13 @@ def check(ctx: ReproContext) -> list[CheckResult]:
         notes=[
             settings,
             "Both ASR conventions: official (every stamped test image) and BackdoorBench (non-target).",
+            f"DOORPING hook semantics {st.doorping_hook!r}: "
+            + (
+                "as the official code, the hook reads the layer output after the in-place ReLU that follows it, so "
+                "an update whose selected neuron starts negative leaves the trigger unchanged."
+                if st.doorping_hook == "official"
+                else "the hook reads a copy of the pre-activation (not the official code's reading)."
+            ),
             f"Runs (checkpoints, result.json per method/attack/seed): {run_root}",
         ],
     )

@@ -47,6 +47,13 @@ def video() -> None:
 )
 @click.option("--head", type=click.Choice(["tcp", "gap"]), default="tcp", show_default=True)
 @click.option("--frames", default=8, show_default=True, help="Segments T per clip (TSN sampling).")
+@click.option(
+    "--protocol",
+    type=click.Choice(["tcp", "mmaction2"]),
+    default="tcp",
+    show_default=True,
+    help="Frame sampling, test clips and view fusion: TCP's official code or mmaction2's SampleFrames.",
+)
 @click.option("--num-classes", type=int, help="Classes (default: largest label in the training list + 1).")
 @click.option("--tcp-dim", default=128, show_default=True, help="TCP reduced dimension d (d(d+1)/2 features).")
 @click.option("--tcp-level", type=click.Choice(["video", "frame"]), default="video", show_default=True)
@@ -87,6 +94,7 @@ def train(**kw) -> None:
         scale_size=kw["scale_size"],
         scales=_floats(kw["scales"]),
         flip=not kw["no_flip"],
+        protocol=kw["protocol"],
     )
     model_cfg = ModelConfig(
         backbone=kw["backbone"],
@@ -149,28 +157,32 @@ def train(**kw) -> None:
 @click.argument("run", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--list", "ann_list", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Test list.")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="Folder the list's paths are under.")
-@click.option("--clips", default=1, show_default=True, help="Clips per video (temporal views).")
+@click.option("--clips", default=1, show_default=True, help="Clips per video: 1 or 10 (tcp), 1 or 2 (mmaction2).")
 @click.option("--crops", type=click.Choice(["1", "3"]), default="1", show_default=True, help="Spatial crops.")
-@click.option("--average", type=click.Choice(["score", "prob"]), default="score", show_default=True)
+@click.option(
+    "--average",
+    type=click.Choice(["max_prob", "prob", "score"]),
+    help="View fusion (default: the run's protocol: max_prob for tcp, prob for mmaction2).",
+)
 @click.option("--batch-size", default=4, show_default=True)
 @click.option("--workers", default=2, show_default=True)
 @click.option("--skip-bad", is_flag=True, help="Log and skip missing/corrupt videos instead of failing.")
 @click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), help="Default: newest of RUN.")
 def test(run: Path, ann_list: Path, root, clips, crops, average, batch_size, workers, skip_bad, checkpoint) -> None:
-    """Multi-view accuracy (clips × crops views, scores averaged) of a trained RUN folder on a list."""
+    """Multi-view accuracy (clips × crops views, fused as the run's protocol does) of a trained RUN folder."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     from polyzoo.video.data import VideoDataset
-    from polyzoo.video.train import load_run, multiview_predict_fn, topk_metrics
+    from polyzoo.video.train import PROTOCOL_FUSION, load_run, multiview_predict_fn, topk_metrics
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model, _, clip_cfg = load_run(run, checkpoint)
     clip_cfg = dataclasses.replace(clip_cfg, num_clips=clips, num_crops=int(crops))
     data = VideoDataset(ann_list, root, clip_cfg, mode="test", skip_bad=skip_bad)
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers)
-    predict = multiview_predict_fn(average)
+    predict = multiview_predict_fn(average or PROTOCOL_FUSION[clip_cfg.protocol])
     outs, tgts = [], []
     with torch.no_grad():
         for batch in tqdm(loader, desc="test", dynamic_ncols=True):
@@ -193,7 +205,7 @@ def test(run: Path, ann_list: Path, root, clips, crops, average, batch_size, wor
 def predict(clip: Path, run: Path, labels, clips, crops, topk) -> None:
     """Top-k classes (with softmax scores) of one video CLIP."""
     from polyzoo.video.data import VideoDataset, VideoSample, read_label_map
-    from polyzoo.video.train import load_run, predict_clips
+    from polyzoo.video.train import PROTOCOL_FUSION, load_run, predict_clips
 
     model, model_cfg, clip_cfg = load_run(run)
     clip_cfg = dataclasses.replace(clip_cfg, num_clips=clips, num_crops=int(crops))
@@ -203,7 +215,7 @@ def predict(clip: Path, run: Path, labels, clips, crops, topk) -> None:
             f"{labels} has {len(names)} names but the model has {model_cfg.num_classes} classes", param_hint="--labels"
         )
     x, _ = VideoDataset([VideoSample(clip, 0)], config=clip_cfg, mode="test")[0]
-    probs = predict_clips(model, x.unsqueeze(0))[0].softmax(-1)
+    probs = predict_clips(model, x.unsqueeze(0), PROTOCOL_FUSION[clip_cfg.protocol])[0].softmax(-1)
     values, indices = probs.topk(min(topk, probs.numel()))
     for v, i in zip(values.tolist(), indices.tolist(), strict=True):
         click.echo(f"{v:.4f}  {names[i] if names else i}")

@@ -9,15 +9,44 @@ Conventions
 -----------
 - Annotation list: one ``relative/path.mp4 label`` per line (whitespace separated; blank lines and lines
   starting with ``#`` ignored), paths relative to ``root``.
-- Sampling of T segments from F frames (segment length F/T):
-  training: one frame at a random offset inside each segment; testing with V clips: clip v takes the frame
-  at (v + ½)·F/(T·V) inside each segment (V = 1: the centre, as TSN/TCP's single-clip test).
+- Sampling of T segments from F frames follows one of two **protocols** (:func:`sample_indices`,
+  ``ClipConfig.protocol``), each a transcription of official code:
+
+  ``"tcp"`` (default; TCP repo ``ops/dataset.py::TSNDataSet`` and ``test_models.py``, what TCP's published numbers
+  mean): training takes one frame at a uniform integer offset inside each segment of integer length F // T, so
+  the last F mod T frames are never sampled, and a video with F < T gives frame 0 for every segment
+  (deterministic); training videos with fewer than 3 frames are dropped (``_parse_list``). Testing with one clip
+  takes ``int(F/T·(t + ½))`` (``_get_test_indices``); with 10 clips (``--ten_clips_sample``) clip j takes
+  ``int(F/T/10·j + F/T·t)`` for j = 1…9, then j = 0. Views (clips × crops) are fused by the **maximum of the
+  softmax** (``--softmax``, as every TCP K400 test script runs it). Other clip counts raise ``ValueError``.
+
+  ``"mmaction2"`` (mmaction2 1.x ``SampleFrames(clip_len=1, num_clips=T)``, the TSN/TSM configs): training as
+  ``_get_train_clips`` with ``keep_tail_frames=False`` (integer segments as TCP, but F < T gives
+  ``round(t·F/T) mod F``, numpy's round-half-even, then ``out_of_bound_opt='loop'``); ``keep_tail_frames=True``
+  samples ``int(t·F/T + U(0, F/T))`` instead (every frame reachable; polyzoo's sampler before the protocols
+  existed). Testing with one clip takes the segment centres, with two clips ``twice_sample`` (the centres, then
+  the segment starts). Views are fused by averaging softmax probabilities (``average_clips='prob'``, the TSN/TSM
+  configs) or logits (``'score'``). Other clip counts raise ``ValueError``.
+
+  The view fusion lives with the test-time code (:func:`polyzoo.video.train.fuse_views`,
+  :data:`polyzoo.video.train.PROTOCOL_FUSION`).
 - Clips are ``torch.uint8`` tensors ``(T, 3, H, W)`` (training) or ``(V, T, 3, H, W)`` with V = clips × crops
   (testing); :func:`normalize` turns a batch into float ``(…, 3, H, W)`` with ImageNet mean/std (do it in
   the training step, so that worker processes ship 4× fewer bytes).
 - A missing or undecodable file raises :class:`VideoReadError` naming the file and its annotation line.
   With ``skip_bad=True`` such a sample is logged, counted (``dataset.skipped``) and replaced by the next
   readable one.
+
+Departures from the official code (both protocols): videos are decoded with decord from video files (the
+official code reads extracted JPEG frames, 1-based ``img_{:05d}.jpg``; polyzoo's indices are 0-based frame
+numbers); random offsets come from a numpy ``Generator`` seeded from torch (the official code uses numpy's global
+RNG), the same distribution. TCP's ``main.py`` validates during training with ``_get_val_indices`` (all zeros when
+F ≤ T), its test script with ``_get_test_indices``; polyzoo's in-training evaluation uses the test-script indices.
+TCP drops videos with < 3 frames from the list before an epoch; polyzoo learns a video's length only when it opens
+it, so a short training video met during an epoch is replaced by the next usable one (``dataset.excluded``);
+:meth:`VideoDataset.drop_short` removes them up front exactly as the official list filter (it opens every file).
+The official test script (one weights file, ``remove_missing``) also drops them from the test list: call
+``drop_short`` on a test set for the official denominator.
 """
 
 from __future__ import annotations
@@ -38,7 +67,11 @@ from polyzoo.shared.io import read_text
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "PROTOCOLS",
+    "PROTOCOL_CLIPS",
+    "TCP_MIN_FRAMES",
     "ClipConfig",
+    "ShortVideoError",
     "VideoDataset",
     "VideoReadError",
     "VideoSample",
@@ -71,6 +104,19 @@ class VideoSample:
 
     def line_note(self) -> str:
         return f" (annotation line {self.line})" if self.line else ""
+
+
+class ShortVideoError(VideoReadError):
+    """A video has fewer frames than the protocol accepts (TCP: 3); such training videos are dropped."""
+
+
+PROTOCOLS = ("tcp", "mmaction2")
+"""Sampling/testing protocols (see the module docstring)."""
+PROTOCOL_CLIPS = {"tcp": (1, 10), "mmaction2": (1, 2)}
+"""Test clip counts each protocol defines (TCP: single clip or ``ten_clips_sample``; mmaction2's 2D recognizers:
+single clip or ``twice_sample``)."""
+TCP_MIN_FRAMES = 3
+"""TCP's ``_parse_list`` keeps only videos with at least this many frames."""
 
 
 def read_annotations(ann_file: str | Path, root: str | Path | None = None) -> list[VideoSample]:
@@ -112,41 +158,80 @@ def read_label_map(path: str | Path) -> list[str]:
     return names
 
 
+def _check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"video sampling protocol must be one of {PROTOCOLS}, got {protocol!r}")
+
+
+def _check_clips(protocol: str, num_clips: int) -> None:
+    if num_clips not in PROTOCOL_CLIPS[protocol]:
+        allowed = " or ".join(str(v) for v in PROTOCOL_CLIPS[protocol])
+        raise ValueError(
+            f"protocol {protocol!r} defines {allowed} test clips, got num_clips={num_clips}"
+            + (" (use protocol='mmaction2' for 2 clips)" if protocol == "tcp" and num_clips == 2 else "")
+        )
+
+
 def sample_indices(
     num_frames: int,
     num_segments: int,
     mode: Literal["train", "test"] = "train",
     num_clips: int = 1,
     generator: np.random.Generator | None = None,
+    protocol: str = "tcp",
+    keep_tail_frames: bool = False,
 ) -> np.ndarray:
-    """TSN segment sampling.
+    """TSN segment sampling under ``protocol`` (see the module docstring for the official code each follows).
 
     Args:
         num_frames: F, frames in the video (≥ 1).
         num_segments: T.
-        mode: "train": a random offset in each segment; "test": ``num_clips`` evenly spread offsets.
-        num_clips: V test clips (ignored in training).
+        mode: "train": a random offset in each segment; "test": ``num_clips`` fixed offsets.
+        num_clips: V test clips (ignored in training): 1 or 10 for "tcp", 1 or 2 for "mmaction2".
         generator: numpy generator for the training offsets.
+        protocol: "tcp" or "mmaction2".
+        keep_tail_frames: mmaction2's ``keep_tail_frames`` (training only; "mmaction2" only).
 
     Returns:
         int64 indices (T,) for training, (V, T) for testing; in [0, F). Shorter videos repeat frames.
     """
+    _check_protocol(protocol)
     if num_frames < 1:
         raise ValueError(f"sample_indices: the video has no frames (num_frames={num_frames})")
     if num_segments < 1 or num_clips < 1:
         raise ValueError(f"sample_indices: num_segments and num_clips must be >= 1, got {num_segments}, {num_clips}")
-    seg = num_frames / num_segments
-    starts = np.arange(num_segments) * seg
+    if keep_tail_frames and protocol != "mmaction2":
+        raise ValueError("sample_indices: keep_tail_frames is an option of protocol 'mmaction2' only")
+    t = np.arange(num_segments)
     if mode == "train":
         rng = generator if generator is not None else np.random.default_rng()
-        offsets = rng.random(num_segments) * seg
-        idx = np.floor(starts + offsets).astype(np.int64)
-    elif mode == "test":
-        frac = (np.arange(num_clips)[:, None] + 0.5) / num_clips
-        idx = np.floor(starts[None, :] + frac * seg).astype(np.int64)
-    else:
+        if keep_tail_frames:  # SampleFrames._get_train_clips, keep_tail_frames=True (F > 0 always here)
+            avg = num_frames / float(num_segments)
+            return (t * avg + rng.uniform(0, avg, num_segments)).astype(np.int64) % num_frames
+        seg = num_frames // num_segments
+        if seg > 0:  # both protocols: integer segments, the last F mod T frames are never reached
+            return (t * seg + rng.integers(seg, size=num_segments)).astype(np.int64)
+        # F < T. (Both official functions have a branch "F > T: sorted random offsets" before this point, which
+        # F // T == 0 never reaches with one frame per segment.)
+        if protocol == "tcp":  # _sample_indices: offsets = zeros
+            return np.zeros(num_segments, dtype=np.int64)
+        ratio = (num_frames - 1 + 1.0) / num_segments  # _get_train_clips, avg_interval == 0 branch
+        return np.around(t * ratio).astype(np.int64) % num_frames  # out_of_bound_opt='loop'
+    if mode != "test":
         raise ValueError(f"sample_indices: mode must be 'train' or 'test', got {mode!r}")
-    return np.clip(idx, 0, num_frames - 1)
+    _check_clips(protocol, num_clips)
+    tick = num_frames / float(num_segments)
+    if protocol == "tcp":  # _get_test_indices
+        if num_clips == 1:
+            offsets = (tick / 2.0 + tick * t)[None]
+        else:  # ten_clips_sample: j/10 of a segment for j = 1..9, then 0
+            j = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 0])[:, None]
+            offsets = tick / 10.0 * j + tick * t[None]
+        return offsets.astype(np.int64)
+    base = t * tick  # SampleFrames._get_test_clips, clip_len == 1 (2D recognizer)
+    offsets = base + tick / 2.0
+    clips = np.stack([offsets, base]) if num_clips == 2 else offsets[None]  # twice_sample: centres, then starts
+    return np.mod(clips, num_frames).astype(np.int64)
 
 
 def open_video(path: str | Path, num_threads: int = 1):
@@ -241,6 +326,11 @@ class ClipConfig:
     horizontal flip (``flip``; turn it off when the label depends on left/right). Testing: resize the short
     side to ``scale_size`` → ``num_crops`` crops of ``input_size`` (1: centre; 3: the two ends and the centre
     along the long side, mmaction2's ThreeCrop) for each of ``num_clips`` clips.
+
+    ``protocol`` chooses the frame sampling, the test clip offsets and the default view fusion: "tcp" (default,
+    TCP's official code; ``num_clips`` 1 or 10) or "mmaction2" (``SampleFrames``; ``num_clips`` 1 or 2, with
+    ``keep_tail_frames`` its training option); see the module docstring. The default is TCP's because this package
+    reproduces TCP and its CLI defaults are TCP's K400 recipe; "mmaction2" is the ecosystem's convention.
     """
 
     num_segments: int = 8
@@ -250,6 +340,14 @@ class ClipConfig:
     flip: bool = True
     num_clips: int = 1
     num_crops: int = 1
+    protocol: str = "tcp"
+    keep_tail_frames: bool = False
+
+    def __post_init__(self) -> None:
+        _check_protocol(self.protocol)
+        _check_clips(self.protocol, self.num_clips)
+        if self.keep_tail_frames and self.protocol != "mmaction2":
+            raise ValueError("ClipConfig.keep_tail_frames is an option of protocol 'mmaction2' only")
 
 
 def transform_clip(
@@ -310,6 +408,10 @@ class VideoDataset(Dataset):
         num_threads: decord decoding threads per reader.
         cache_frames: decode every frame of a video on first use and keep it in memory (per process), for
             small datasets read many times (the quick reproduction); sampling then indexes the cache.
+        min_frames: videos with fewer frames are dropped: in "train" mode a short video met while loading is
+            replaced by the next usable one and recorded in ``dataset.excluded``; :meth:`drop_short` removes them
+            up front in either mode. Default: 3 (TCP's list filter) under protocol "tcp", 1 (none) under
+            "mmaction2".
     """
 
     def __init__(
@@ -321,6 +423,7 @@ class VideoDataset(Dataset):
         skip_bad: bool = False,
         num_threads: int = 1,
         cache_frames: bool = False,
+        min_frames: int | None = None,
     ):
         if mode not in ("train", "test"):
             raise ValueError(f"VideoDataset: mode must be 'train' or 'test', got {mode!r}")
@@ -332,6 +435,8 @@ class VideoDataset(Dataset):
         self.cache_frames = cache_frames
         self._cache: dict[int, torch.Tensor] = {}
         self.skipped: dict[str, str] = {}  # path -> reason (in this process)
+        self.min_frames = (TCP_MIN_FRAMES if self.config.protocol == "tcp" else 1) if min_frames is None else min_frames
+        self.excluded: dict[str, str] = {}  # path -> reason: training videos shorter than min_frames
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -356,31 +461,63 @@ class VideoDataset(Dataset):
             n = len(reader) if cached is None else cached.shape[0]
             if n < 1:
                 raise VideoReadError(f"{sample.path}: the video has no frames")
+            if rng is not None and n < self.min_frames:
+                raise ShortVideoError(f"{sample.path}: {n} frames, fewer than {self.min_frames} (dropped in training)")
             if rng is not None:
-                idx = sample_indices(n, cfg.num_segments, "train", generator=rng)
+                idx = sample_indices(
+                    n,
+                    cfg.num_segments,
+                    "train",
+                    generator=rng,
+                    protocol=cfg.protocol,
+                    keep_tail_frames=cfg.keep_tail_frames,
+                )
             else:
-                idx = sample_indices(n, cfg.num_segments, "test", num_clips=cfg.num_clips).reshape(-1)
+                idx = sample_indices(
+                    n, cfg.num_segments, "test", num_clips=cfg.num_clips, protocol=cfg.protocol
+                ).reshape(-1)
             if self.cache_frames and cached is None:
                 cached = self._cache[i] = decode_frames(reader, np.arange(n), sample.path)
             frames = cached[torch.from_numpy(idx)] if cached is not None else decode_frames(reader, idx, sample.path)
         except VideoReadError as e:
-            raise VideoReadError(f"{e}{sample.line_note()}") from e
+            raise type(e)(f"{e}{sample.line_note()}") from e
         return transform_clip(frames, cfg, self.mode, rng)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        if not self.skip_bad:
-            return self.load(i), self.samples[i].label
         for k in range(len(self.samples)):
             j = (i + k) % len(self.samples)
             key = str(self.samples[j].path)
-            if key in self.skipped:
+            if key in self.skipped or key in self.excluded:
                 continue
             try:
                 return self.load(j), self.samples[j].label
+            except ShortVideoError as e:
+                self.excluded[key] = str(e)
+                log.info("dropping short training video (%d so far): %s", len(self.excluded), e)
             except VideoReadError as e:
+                if not self.skip_bad:
+                    raise
                 self.skipped[key] = str(e)
                 log.warning("skipping unreadable video (%d skipped so far): %s", len(self.skipped), e)
         raise VideoReadError(f"VideoDataset: none of the {len(self.samples)} videos could be read")
+
+    def drop_short(self) -> list[VideoSample]:
+        """Remove the samples with fewer than ``min_frames`` frames (opens every file, headers only), as TCP's
+        ``_parse_list`` does before training; returns the removed samples. Unreadable files are kept (they fail,
+        or are skipped with ``skip_bad``, when loaded)."""
+        keep, dropped = [], []
+        for i, s in enumerate(self.samples):
+            try:
+                n = self._cache[i].shape[0] if i in self._cache else num_video_frames(s.path)
+            except VideoReadError:
+                n = self.min_frames
+            (keep if n >= self.min_frames else dropped).append(s)
+        if dropped:
+            if not keep:
+                raise ValueError(f"VideoDataset: every video has fewer than {self.min_frames} frames")
+            self.samples, self._cache = keep, {}
+            log.info("dropped %d videos with fewer than %d frames", len(dropped), self.min_frames)
+        return dropped
 
     def scan(self) -> dict[str, str]:
         """Open every file once (headers only) and return {path: reason} for the unreadable ones; with

@@ -24,6 +24,9 @@ from polyzoo.video.train import OptimConfig, build_trainer
 
 log = logging.getLogger(__name__)
 
+PROTOCOL = "tcp"
+"""The reproduction samples and tests as TCP's official code (see :mod:`polyzoo.video.data`)."""
+
 
 @dataclasses.dataclass
 class QuickSetting:
@@ -48,7 +51,12 @@ def run_gap_vs_tcp(ctx: ReproContext, setting: QuickSetting) -> dict[str, dict[s
     )
     # no flip (it would swap left/right classes) and no scale jitter: the label lives in the order of frames
     clip_cfg = ClipConfig(
-        num_segments=setting.frames, input_size=setting.size, scale_size=setting.size, scales=(1.0,), flip=False
+        num_segments=setting.frames,
+        input_size=setting.size,
+        scale_size=setting.size,
+        scales=(1.0,),
+        flip=False,
+        protocol=PROTOCOL,
     )
     train_data = VideoDataset(lists["train"], config=clip_cfg, mode="train", cache_frames=True)
     val_data = VideoDataset(lists["val"], config=clip_cfg, mode="test", cache_frames=True)
@@ -135,7 +143,8 @@ def gap_vs_tcp(ctx: ReproContext) -> CheckResult:
         data=(
             f"{n_train} train / {n_val} val synthetic mp4 clips ({setting.size}×{setting.size}, 4 classes: "
             "digit moving left→right / right→left, appearing / disappearing; classes in each pair are time "
-            "reversals), decoded with decord, TSN sampling (random offsets for training, centre for testing)"
+            f"reversals), decoded with decord, sampling protocol {PROTOCOL!r} (TCP's official code: integer "
+            "segments F // T with a uniform offset for training, segment centres for testing, 1 clip × 1 crop)"
         ),
         columns=["head", "val top-1 (%)", "val loss", "params", "train s"],
         rows=rows,
@@ -156,6 +165,9 @@ def gap_vs_tcp(ctx: ReproContext) -> CheckResult:
         notes=[
             f"{setting.epochs} epochs, AdamW lr {setting.lr} (head and FC ×5), batch {setting.batch_size}, "
             f"no flip/scale jitter; TCP dim {setting.tcp_dim}",
+            f"Video protocol {PROTOCOL!r}: TCP's _sample_indices / _get_test_indices (videos < 3 frames dropped "
+            "in training), views fused by the maximum of the softmax (TCP's test script, --softmax); "
+            "here one view per video.",
             "Each training clip has its own digit image, position, background and noise, so GAP can fit the "
             "training set by memorising appearance; on unseen clips it cannot tell a clip from its reversal.",
         ],

@@ -4,6 +4,8 @@
 The recipe follows TCP's TSN setting where it applies: SGD (momentum 0.9, weight decay 1e-4), gradient
 clipping at 20, the new layers (TCP head and classifier) at ``lr_x_factor`` × the base learning rate (5 for
 TSN), step decay by 10 at the given epochs. Batches are uint8 clips; normalization happens in the step.
+Multi-view evaluation fuses the views as the clip protocol's official test code does (:func:`fuse_views`: TCP's
+maximum of the softmax, or mmaction2's mean of the softmax / logits).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +28,11 @@ from polyzoo.video.data import ClipConfig, VideoDataset, normalize
 from polyzoo.video.models import ModelConfig, VideoClassifier, build_model
 
 __all__ = [
+    "FUSIONS",
+    "PROTOCOL_FUSION",
     "OptimConfig",
     "build_trainer",
+    "fuse_views",
     "load_run",
     "multiview_predict_fn",
     "param_groups",
@@ -37,6 +42,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+FUSIONS = ("max_prob", "prob", "score")
+"""View fusion at test time (:func:`fuse_views`): maximum of the softmax over views (TCP's ``test_models.py
+--softmax``), mean of the softmax (mmaction2 ``average_clips='prob'``), mean of the logits (``'score'``)."""
+PROTOCOL_FUSION = {"tcp": "max_prob", "mmaction2": "prob"}
+"""Each sampling protocol's (:data:`polyzoo.video.data.PROTOCOLS`) default view fusion."""
 
 
 @dataclasses.dataclass
@@ -75,25 +86,39 @@ def step_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple
     return loss, {"acc": float((logits.argmax(1) == labels).float().mean())}
 
 
-def multiview_predict_fn(average: Literal["score", "prob"] = "score") -> Callable:
-    """Predictions averaged over views: batches (N, V, T, 3, H, W) (or (N, T, 3, H, W), one view) → (N, K).
+def fuse_views(logits: torch.Tensor, fusion: str = "max_prob") -> torch.Tensor:
+    """Fuse per-view logits (N, V, K) into (N, K) log-scores.
 
-    ``average="score"`` averages logits over the V = clips × crops views (TSM/TCP test script); "prob" averages
-    softmax probabilities (mmaction2's ``average_clips='prob'``). The result is returned as log-scores so that
-    cross-entropy stays meaningful for "prob".
+    ``fusion``: "max_prob", the maximum over views of the softmax (TCP's ``test_models.py`` with ``--softmax``, as
+    every TCP K400/Mini-K200/HMDB51 test script runs it: ``softmax`` then ``max`` over the clips × crops views);
+    "prob", the mean of the softmax (mmaction2 ``average_clips='prob'``, its TSN/TSM configs); "score", the mean
+    of the logits (mmaction2 ``average_clips='score'``; TSM's test script without ``--softmax``). The result is
+    returned as log-scores (log of the fused probabilities for "max_prob"/"prob") so that cross-entropy stays
+    meaningful; the ranking of classes is the official one. With one view all three rank alike.
     """
-    if average not in ("score", "prob"):
-        raise ValueError(f"average must be 'score' or 'prob', got {average!r}")
+    if fusion not in FUSIONS:
+        raise ValueError(f"view fusion must be one of {FUSIONS}, got {fusion!r}")
+    logits = logits.float()
+    if fusion == "score":
+        return logits.mean(1)
+    probs = logits.softmax(-1)
+    fused = probs.amax(1) if fusion == "max_prob" else probs.mean(1)
+    return fused.clamp_min(1e-12).log()
+
+
+def multiview_predict_fn(fusion: str = "max_prob") -> Callable:
+    """Predictions fused over views: batches (N, V, T, 3, H, W) (or (N, T, 3, H, W), one view) → (N, K)
+    log-scores; ``fusion`` as :func:`fuse_views` ("max_prob": TCP's; "prob"/"score": mmaction2's)."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"view fusion must be one of {FUSIONS}, got {fusion!r}")
 
     def predict(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         clips, labels = batch
         if clips.dim() == 5:
             clips = clips.unsqueeze(1)
         n, v = clips.shape[:2]
-        logits = model(normalize(clips.flatten(0, 1))).view(n, v, -1).float()
-        if average == "score":
-            return logits.mean(1), labels
-        return logits.softmax(-1).mean(1).clamp_min(1e-12).log(), labels
+        logits = model(normalize(clips.flatten(0, 1))).view(n, v, -1)
+        return fuse_views(logits, fusion), labels
 
     return predict
 
@@ -117,11 +142,12 @@ def build_trainer(
     train_cfg: TrainConfig,
     optim_cfg: OptimConfig | None = None,
     eval_data: VideoDataset | None = None,
-    average: Literal["score", "prob"] = "score",
+    fusion: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Trainer:
     """A :class:`Trainer` for a freshly built model; ``config.json`` records model, clip and optimizer settings
-    so that :func:`load_run` rebuilds the model for testing and prediction."""
+    so that :func:`load_run` rebuilds the model for testing and prediction. ``fusion``: view fusion of the
+    evaluation (default: the clip protocol's, :data:`PROTOCOL_FUSION`)."""
     optim_cfg = dataclasses.replace(optim_cfg or OptimConfig())
     seed_everything(train_cfg.seed, train_cfg.deterministic)  # the initial weights follow --seed
     model = build_model(model_cfg)
@@ -140,7 +166,7 @@ def build_trainer(
         train_cfg,
         step_fn=step_fn,
         eval_data=eval_data,
-        predict_fn=multiview_predict_fn(average),
+        predict_fn=multiview_predict_fn(fusion or PROTOCOL_FUSION[clip_cfg.protocol]),
         metrics_fn=topk_metrics,
         scheduler=scheduler,
         extra_config={
@@ -180,10 +206,8 @@ def load_run(run: str | Path, checkpoint: str | Path | None = None) -> tuple[Vid
 
 
 @torch.no_grad()
-def predict_clips(
-    model: VideoClassifier, clips: torch.Tensor, average: Literal["score", "prob"] = "score"
-) -> torch.Tensor:
-    """Scores (N, K) for uint8 clips (N, V, T, 3, H, W) or (N, T, 3, H, W)."""
+def predict_clips(model: VideoClassifier, clips: torch.Tensor, fusion: str = "max_prob") -> torch.Tensor:
+    """Log-scores (N, K) for uint8 clips (N, V, T, 3, H, W) or (N, T, 3, H, W), views fused by ``fusion``."""
     model.eval()
-    scores, _ = multiview_predict_fn(average)(model, (clips, torch.zeros(clips.shape[0], dtype=torch.long)))
+    scores, _ = multiview_predict_fn(fusion)(model, (clips, torch.zeros(clips.shape[0], dtype=torch.long)))
     return scores
