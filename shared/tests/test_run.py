@@ -198,3 +198,19 @@ def test_trainer_refuses_changed_config(tmp_path):
     _aug_trainer(tmp_path, "r", 0).fit()
     with pytest.raises(ConfigMismatchError, match=r"train\.batch_size"):
         _aug_trainer(tmp_path, "r", 0, batch_size=4).fit()
+
+
+def test_tensorboard_tracker_writes_events_offline(tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard package is not installed")
+    trainer = _aug_trainer(tmp_path, "tb", 0, log_with="tensorboard", log_every=1)
+    trainer.fit()
+    events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file was written"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("train/loss")]
+    assert steps == list(range(1, 11))  # every optimizer step of the 2 epochs
+    config = json.loads((tmp_path / "tb" / "config.json").read_text())
+    assert config["run"]["train"]["log_with"] == "tensorboard"  # recorded, not compared
