@@ -22,6 +22,27 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v.strip())
 
 
+def _load_model(run: Path | None, checkpoint: Path | None, frames: int | None):
+    """(model, model config, clip config) from a trained RUN (optionally one of its checkpoint folders) or from an
+    official TCP/TSM checkpoint FILE (built as the file describes, :func:`polyzoo.video.models.load_official`)."""
+    from polyzoo.video.data import ClipConfig
+    from polyzoo.video.train import load_run
+
+    if checkpoint is not None and checkpoint.is_file():
+        from polyzoo.video.models import load_official
+
+        if run is not None:
+            raise click.UsageError("give RUN/--run or an official --checkpoint FILE, not both")
+        try:
+            model, model_cfg = load_official(checkpoint, frames)
+        except (FileNotFoundError, ValueError) as e:
+            raise click.ClickException(str(e)) from e
+        return model, model_cfg, ClipConfig(num_segments=model_cfg.num_frames)
+    if run is None:
+        raise click.UsageError("give a trained RUN folder, or --checkpoint with an official checkpoint file")
+    return load_run(run, checkpoint)
+
+
 @click.group(name="video")
 def video() -> None:
     """TCP (temporal-attentive covariance pooling) video recognition with a decord clip pipeline.
@@ -141,7 +162,7 @@ def train(**kw) -> None:
 
 
 @video.command()
-@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--list", "ann_list", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Test list.")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="Folder the list's paths are under.")
 @click.option("--clips", default=1, show_default=True, help="Clips per video (temporal views).")
@@ -150,18 +171,24 @@ def train(**kw) -> None:
 @click.option("--batch-size", default=4, show_default=True)
 @click.option("--workers", default=2, show_default=True)
 @click.option("--skip-bad", is_flag=True, help="Log and skip missing/corrupt videos instead of failing.")
-@click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), help="Default: newest of RUN.")
-def test(run: Path, ann_list: Path, root, clips, crops, average, batch_size, workers, skip_bad, checkpoint) -> None:
-    """Multi-view accuracy (clips × crops views, scores averaged) of a trained RUN folder on a list."""
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, path_type=Path),
+    help="A checkpoint folder of RUN (default: its newest), or an official TCP/TSM checkpoint file (no RUN).",
+)
+@click.option("--frames", type=int, help="Frames of an official --checkpoint file (default: from its temporal kernel).")
+def test(run, ann_list: Path, root, clips, crops, average, batch_size, workers, skip_bad, checkpoint, frames) -> None:
+    """Multi-view accuracy (clips × crops views, scores averaged) of a trained RUN folder, or of an official
+    TCP/TSM checkpoint file given with --checkpoint, on a list."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     from polyzoo.video.data import VideoDataset
-    from polyzoo.video.train import load_run, multiview_predict_fn, topk_metrics
+    from polyzoo.video.train import multiview_predict_fn, topk_metrics
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model, _, clip_cfg = load_run(run, checkpoint)
+    model, _, clip_cfg = _load_model(run, checkpoint, frames)
     clip_cfg = dataclasses.replace(clip_cfg, num_clips=clips, num_crops=int(crops))
     data = VideoDataset(ann_list, root, clip_cfg, mode="test", skip_bad=skip_bad)
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers)
@@ -180,17 +207,21 @@ def test(run: Path, ann_list: Path, root, clips, crops, average, batch_size, wor
 
 @video.command()
 @click.argument("clip", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--run", required=True, type=click.Path(file_okay=False, path_type=Path), help="Trained run folder.")
+@click.option("--run", type=click.Path(file_okay=False, path_type=Path), help="Trained run folder.")
+@click.option(
+    "--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Official TCP/TSM checkpoint."
+)
+@click.option("--frames", type=int, help="Frames of an official --checkpoint (default: from its temporal kernel).")
 @click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), help="Class names, one per line.")
 @click.option("--clips", default=1, show_default=True)
 @click.option("--crops", type=click.Choice(["1", "3"]), default="1", show_default=True)
 @click.option("--topk", default=5, show_default=True)
-def predict(clip: Path, run: Path, labels, clips, crops, topk) -> None:
-    """Top-k classes (with softmax scores) of one video CLIP."""
+def predict(clip: Path, run, checkpoint, frames, labels, clips, crops, topk) -> None:
+    """Top-k classes (with softmax scores) of one video CLIP, with a trained --run or an official --checkpoint."""
     from polyzoo.video.data import VideoDataset, VideoSample, read_label_map
-    from polyzoo.video.train import load_run, predict_clips
+    from polyzoo.video.train import predict_clips
 
-    model, model_cfg, clip_cfg = load_run(run)
+    model, model_cfg, clip_cfg = _load_model(run, checkpoint, frames)
     clip_cfg = dataclasses.replace(clip_cfg, num_clips=clips, num_crops=int(crops))
     names = read_label_map(labels) if labels else None
     if names is not None and len(names) != model_cfg.num_classes:
@@ -202,6 +233,9 @@ def predict(clip: Path, run: Path, labels, clips, crops, topk) -> None:
     values, indices = probs.topk(min(topk, probs.numel()))
     for v, i in zip(values.tolist(), indices.tolist(), strict=True):
         click.echo(f"{v:.4f}  {names[i] if names else i}")
+
+
+video.add_command(test, name="eval")  # the name the other domains use for the same thing
 
 
 @video.command("make-synthetic")
