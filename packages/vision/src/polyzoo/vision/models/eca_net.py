@@ -53,7 +53,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
 from polyzoo.shared.ops.attention import ECA, eca_kernel_size
-from polyzoo.vision.models._checkpoint import strip_prefixes
+from polyzoo.vision.models._checkpoint import resolve_official_cfg, strip_prefixes
 
 __all__ = [
     "OFFICIAL_KERNELS",
@@ -193,18 +193,7 @@ def _pretrained_setup(variant: str, pretrained: bool, kwargs: dict[str, Any]) ->
     an official release's model with the kernels that release needs (unless ``k_size`` is given)."""
     if not pretrained:
         return
-    from timm.models import resolve_pretrained_cfg
-
-    cfg = resolve_pretrained_cfg(
-        variant,
-        pretrained_cfg=kwargs.get("pretrained_cfg"),
-        pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"),
-    ).to_dict()
-    if not (cfg.get("file") or cfg.get("state_dict") or cfg.get("url") or cfg.get("hf_hub_id")):
-        raise ValueError(
-            f"{variant}: polyzoo downloads no weights; get the official {OFFICIAL_RELEASES[variant]} ({_SOURCE}) "
-            "and pass pretrained_cfg_overlay=dict(file=PATH)"
-        )
+    cfg = resolve_official_cfg(variant, kwargs, f"{OFFICIAL_RELEASES[variant]} ({_SOURCE})")
     if cfg.get("tag", "").startswith("official") and variant in OFFICIAL_KERNELS:
         kwargs.setdefault("k_size", list(OFFICIAL_KERNELS[variant]))
 
