@@ -1,13 +1,20 @@
 """ECA-ResNet / ECA-MobileNetV2: exact counts, timm contract, official checkpoint layout."""
 
+import json
 import re
 
+import numpy as np
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from PIL import Image
+from timm.data import ImageDataset, create_transform, resolve_data_config
 from torch import nn
 
 from polyzoo.shared.ops.attention import ECA
+from polyzoo.vision.cli import vision
 from polyzoo.vision.flops import count_macs_of
 from polyzoo.vision.models.eca_net import OFFICIAL_KERNELS, OFFICIAL_RELEASES, eca_kernels_from_state_dict
 
@@ -305,3 +312,47 @@ def test_pretrained_configs_name_the_official_releases():
         assert f"file: {file}" in cfg["notes"] and any(n.startswith("source: BangguWu/ECANet") for n in cfg["notes"])
         if name in OFFICIAL_KERNELS:
             assert f"k_size: {list(OFFICIAL_KERNELS[name])}" in cfg["notes"]
+
+
+# `polyzoo vision eval --checkpoint FILE --model NAME --data FOLDER` on an official-layout checkpoint
+
+
+@pytest.fixture()
+def image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("a_class", "b_class"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "imgs" / cls / f"{i}.png")
+    return tmp_path / "imgs"
+
+
+def test_eval_checkpoint_on_an_image_folder_equals_the_official_model(tmp_path, image_folder):
+    torch.manual_seed(0)
+    official = OfficialECAMobileNetV2(num_classes=2).eval()
+    _randomize(official)
+    path = tmp_path / "eca_mobilenetv2_k13.pth.tar"
+    _save_official(official, path)
+    args = ["eval", "--checkpoint", str(path), "--model", "eca_mobilenetv2", "--model-arg", "num_classes=2"]
+    out = CliRunner().invoke(vision, [*args, "--data", str(image_folder), "--batch-size", "4"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["n"] == 6 and result["model"] == "eca_mobilenetv2"
+    # the official model on the same inputs (the model's evaluation transform: resize 256, centre crop 224)
+    model = timm.create_model("eca_mobilenetv2", num_classes=2)
+    ds = ImageDataset(str(image_folder), transform=create_transform(**resolve_data_config({}, model=model)))
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    y = torch.tensor([ds[i][1] for i in range(len(ds))])
+    with torch.no_grad():
+        logits = official(x)
+    assert result["loss"] == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-5)
+    assert result["top1"] == pytest.approx(float((logits.argmax(1) == y).float().mean()))
+
+
+def test_eval_checkpoint_errors(tmp_path, image_folder):
+    runner = CliRunner()
+    both = runner.invoke(vision, ["eval", "--run", str(tmp_path), "--checkpoint", __file__, "--model", "emo_1m"])
+    assert both.exit_code != 0 and "exactly one of --run or --checkpoint" in both.output
+    missing = runner.invoke(vision, ["eval", "--checkpoint", __file__, "--data", str(image_folder)])
+    assert missing.exit_code != 0 and "needs --model" in missing.output
