@@ -7,7 +7,8 @@ Papers and official code:
 - TSN: Wang et al., "Temporal Segment Networks", ECCV 2016 (segment sampling, average consensus).
 - TSM: Lin, Gan, Han, "TSM: Temporal Shift Module for Efficient Video Understanding", ICCV 2019; official code
   mit-han-lab/temporal-shift-module (``ops/temporal_shift.py``: 1/8 of the channels shifted one frame back,
-  1/8 one frame forward, zero-padded, placed before ``conv1`` of every residual block, "blockres").
+  1/8 one frame forward, zero-padded, placed before ``conv1`` of every residual block, "blockres"; of every
+  other block for ResNet-101/152, whose ``layer3`` has 23 or more blocks).
 
 Layout: a clip batch ``(N, T, 3, H, W)`` is flattened to frames ``(N·T, 3, H, W)``, the backbone gives
 ``(N·T, C, h, w)``; then
@@ -17,6 +18,11 @@ Layout: a clip batch ``(N, T, 3, H, W)`` is flattened to frames ``(N·T, 3, H, W
 
 Parameter counts (tested): TSN-R50 + TCP, 400 classes, 8 frames: 27,632,208 (16 frames: 27,697,744);
 TSN-R50 + GAP: 24,327,632. The temporal shift adds no parameters.
+
+Official checkpoints (TCP repository, TSM repository; every layout is listed in :func:`checkpoint_filter_fn`)
+load through :func:`checkpoint_filter_fn`; :func:`load_official` builds the model a checkpoint file describes
+(:func:`config_from_checkpoint`) and loads it strictly; ``polyzoo video eval --checkpoint FILE`` and
+``polyzoo video predict --checkpoint FILE`` use it.
 
 Deviations: the classifier is initialised N(0, 0.001) with zero bias as TSM's ``new_fc``; no partial BN
 (the TCP recipe disables it with ``--npb``).
