@@ -113,3 +113,36 @@ def test_triu_vec():
     a = torch.arange(16.0).view(1, 4, 4)
     assert triu_vec(a).tolist() == [[0, 1, 2, 3, 5, 6, 7, 10, 11, 15]]
     assert triu_vec(torch.zeros(2, 128, 128)).shape == (2, 8256)
+
+
+def _official_sqrtm_forward(x: torch.Tensor, iters: int, trace_eps: float) -> torch.Tensor:
+    """Forward of ``Sqrtm`` written from the official code: the original iSQRT-COV (fast-MPN-COV
+    ``src/representation/MPNCOV.py``) normalizes by tr(A) (``trace_eps=0``); TCP's copy (``ops/MPNCOV/MPNCOV.py``)
+    by tr(A) + 1e-5. Y and Z are kept per iteration as the official loop does; the last step computes Y only."""
+    b, d, _ = x.shape
+    i3 = 3.0 * torch.eye(d, dtype=x.dtype).expand(b, d, d)
+    norm_a = (x * i3).sum(dim=(1, 2)) / 3.0
+    a = x / (norm_a.view(b, 1, 1) + trace_eps)
+    if iters < 2:
+        yzy = a.bmm(0.5 * (i3 - a))
+    else:
+        zy = 0.5 * (i3 - a)
+        ys, zs = [a.bmm(zy)], [zy]
+        for _ in range(1, iters - 1):
+            zy = 0.5 * (i3 - zs[-1].bmm(ys[-1]))
+            ys.append(ys[-1].bmm(zy))
+            zs.append(zy.bmm(zs[-1]))
+        yzy = 0.5 * ys[-1].bmm(i3 - zs[-1].bmm(ys[-1]))
+    return yzy * norm_a.sqrt().view(b, 1, 1)
+
+
+@pytest.mark.parametrize("iters", [1, 2, 3, 5])
+@pytest.mark.parametrize("trace_eps", [0.0, 1e-5])
+def test_isqrt_matches_the_official_forward_with_and_without_trace_eps(iters, trace_eps):
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, 20, dtype=torch.float64)
+    cov = x @ x.transpose(1, 2) / 20 * 1e-4  # a small trace makes the 1e-5 visible
+    ref = _official_sqrtm_forward(cov, iters, trace_eps)
+    torch.testing.assert_close(isqrt_newton_schulz(cov, iters, eps=trace_eps), ref, rtol=1e-10, atol=1e-14)
+    other = _official_sqrtm_forward(cov, iters, 1e-5 - trace_eps)
+    assert not torch.allclose(isqrt_newton_schulz(cov, iters, eps=trace_eps), other, rtol=1e-6, atol=0)

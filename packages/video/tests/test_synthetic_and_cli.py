@@ -60,9 +60,12 @@ def test_train_resume_test_predict(synthetic_lists, tmp_path):
     assert "Traceback" not in changed.output
 
     run, val_list = str(tmp_path / "tiny"), str(synthetic_lists["val"])
-    tested = runner.invoke(video, ["test", run, "--list", val_list, "--clips", "10", "--workers", "0"])
+    tested = runner.invoke(
+        video, ["eval", run, "--list", val_list, "--clips", "10", "--workers", "0", "--format", "json"]
+    )
     assert tested.exit_code == 0, tested.output
-    assert "4 videos, 10×1 views" in tested.output and "top1:" in tested.output
+    result = json.loads(tested.stdout)
+    assert result["videos"] == 4 and result["views"] == "10x1" and 0 <= result["top1"] <= 1
 
     clip = root / "val" / "clip_00000.mp4"
     pred = runner.invoke(
@@ -99,3 +102,36 @@ def test_reproduction_check_runs_end_to_end(tmp_path):
         assert 0.0 <= r["top1"] <= 1.0 and r["params"] > 0
     assert results["tcp"]["params"] > results["gap"]["params"]
     assert (tmp_path / "video_runs" / "video_tcp" / "checkpoints").is_dir()
+
+
+def test_eval_and_predict_accept_an_official_checkpoint_file(synthetic_lists, tmp_path):
+    """A TSM-repository layout TSN-ResNet-18 + GAP checkpoint (``module.base_model.<torchvision resnet18>``, the
+    ImageNet ``fc`` replaced by Dropout, ``module.new_fc``), as the official main.py saves it."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None)
+    sd = {"module.base_model." + k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
+    sd["module.new_fc.weight"], sd["module.new_fc.bias"] = torch.randn(4, 512) * 0.01, torch.zeros(4)
+    path = tmp_path / "TSM_official.pth.tar"
+    torch.save({"epoch": 1, "arch": "resnet18", "state_dict": sd, "best_prec1": 0.0}, path)
+    runner = CliRunner()
+    root = synthetic_lists["val"].parent
+    for command in ("eval", "test"):
+        result = runner.invoke(
+            video, [command, "--checkpoint", str(path), "--list", str(synthetic_lists["val"]), "--frames", "2",
+                    "--workers", "0", "--batch-size", "4"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        header, row = result.stdout.strip().splitlines()[-2:]  # the table
+        assert header.split()[:3] == ["videos", "views", "fusion"] and "top1" in header
+        assert row.split()[:2] == ["4", "1x1"]
+    pred = runner.invoke(
+        video, ["predict", str(root / "val" / "clip_00000.mp4"), "--checkpoint", str(path), "--frames", "2"]
+    )
+    assert pred.exit_code == 0, pred.output
+    assert len(pred.output.strip().splitlines()) == 4
+    both = runner.invoke(video, ["predict", str(root / "val" / "clip_00000.mp4"), "--checkpoint", str(path),
+                                 "--run", str(tmp_path)])  # fmt: skip
+    assert both.exit_code != 0 and "not both" in both.output

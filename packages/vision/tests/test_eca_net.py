@@ -1,15 +1,22 @@
 """ECA-ResNet / ECA-MobileNetV2: exact counts, timm contract, official checkpoint layout."""
 
+import json
 import re
 
+import numpy as np
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from click.testing import CliRunner
+from PIL import Image
+from timm.data import ImageDataset, create_transform, resolve_data_config
+from torch import nn
 
 from polyzoo.shared.ops.attention import ECA
+from polyzoo.vision.cli import vision
 from polyzoo.vision.flops import count_macs_of
-from polyzoo.vision.models.eca_net import OFFICIAL_KERNELS, eca_kernels_from_state_dict
+from polyzoo.vision.models.eca_net import OFFICIAL_KERNELS, OFFICIAL_RELEASES, eca_kernels_from_state_dict
 
 # (params with the official per-stage kernels, thop MACs of the official code [papers file §1])
 EXPECTED = {
@@ -94,65 +101,258 @@ def test_features_only(name, channels):
     assert [64 // o.shape[-1] for o in outs] == f.feature_info.reduction() == [2, 4, 8, 16, 32]
 
 
-def _official_state_dict(model):
-    """Our state dict written in the official ECANet layout (``eca`` attribute, DataParallel prefix)."""
-    return {"module." + re.sub(r"\.se\.conv\.weight$", ".eca.conv.weight", k): v for k, v in model.state_dict().items()}
+# ---------------------------------------------------------------------------------------------------------------
+# The official models, transcribed from BangguWu/ECANet (models/eca_module.py, models/eca_resnet.py,
+# models/eca_mobilenetv2.py): official module names, math written here, independent of polyzoo's modules.
+# ---------------------------------------------------------------------------------------------------------------
 
 
-def _official_resnet18_forward(sd, x):
-    """Forward pass of the official ``ResNet(ECABasicBlock)`` in eval mode, written from models/eca_resnet.py and
-    models/eca_module.py, reading only the official keys."""
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+class OfficialEcaLayer(nn.Module):
+    def __init__(self, channel, k_size=3):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
 
-    def bn(t, p):
-        return F.batch_norm(t, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"], sd[p + ".bias"])
-
-    def eca(t, p):
-        w = sd[p + ".conv.weight"]
-        y = F.adaptive_avg_pool2d(t, 1).squeeze(-1).transpose(-1, -2)  # (B, 1, C)
-        y = F.conv1d(y, w, padding=(w.shape[-1] - 1) // 2).transpose(-1, -2).unsqueeze(-1).sigmoid()
-        return t * y.expand_as(t)
-
-    x = F.max_pool2d(F.relu(bn(F.conv2d(x, sd["conv1.weight"], stride=2, padding=3), "bn1")), 3, 2, 1)
-    for layer in range(1, 5):
-        for b in range(2):
-            p = f"layer{layer}.{b}"
-            stride = 2 if (b == 0 and layer > 1) else 1
-            out = F.relu(bn(F.conv2d(x, sd[p + ".conv1.weight"], stride=stride, padding=1), p + ".bn1"))
-            out = eca(bn(F.conv2d(out, sd[p + ".conv2.weight"], padding=1), p + ".bn2"), p + ".eca")
-            res = x
-            if p + ".downsample.0.weight" in sd:
-                res = bn(F.conv2d(x, sd[p + ".downsample.0.weight"], stride=stride), p + ".downsample.1")
-            x = F.relu(out + res)
-    return F.linear(x.mean((2, 3)), sd["fc.weight"], sd["fc.bias"])
+    def forward(self, x):
+        y = self.avg_pool(x)
+        y = self.conv(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)
+        return x * torch.sigmoid(y).expand_as(x)
 
 
-def test_official_checkpoint_loads_and_matches_official_forward(tmp_path):
-    src = timm.create_model("eca_resnet18", num_classes=10, k_size=[3, 5, 7, 7]).eval()
-    for m in src.modules():  # non-trivial BN statistics so that the comparison means something
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    official = _official_state_dict(src)
-    assert eca_kernels_from_state_dict(official) == [3, 5, 7, 7]
-    path = tmp_path / "eca_resnet18_k3577.pth.tar"
-    torch.save({"state_dict": official, "epoch": 100}, path)
-    model = timm.create_model("eca_resnet18", num_classes=10, k_size=[3, 5, 7, 7], checkpoint_path=str(path)).eval()
-    x = torch.randn(2, 3, 64, 64)
+class OfficialECABasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, k_size=3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.eca = OfficialEcaLayer(planes, k_size)
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.eca(self.bn2(self.conv2(out)))
+        residual = self.downsample(x) if self.downsample is not None else x
+        return torch.relu(out + residual)
+
+
+class OfficialECABottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, k_size=3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.eca = OfficialEcaLayer(planes * 4, k_size)
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = torch.relu(self.bn2(self.conv2(out)))
+        out = self.eca(self.bn3(self.conv3(out)))
+        residual = self.downsample(x) if self.downsample is not None else x
+        return torch.relu(out + residual)
+
+
+class OfficialResNet(nn.Module):
+    def __init__(self, block, layers, num_classes, k_size):
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make_layer(block, 64, layers[0], int(k_size[0]))
+        self.layer2 = self._make_layer(block, 128, layers[1], int(k_size[1]), stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], int(k_size[2]), stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], int(k_size[3]), stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)  # set by every eca_resnetXX factory
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+
+    def _make_layer(self, block, planes, blocks, k_size, stride=1):
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample, k_size)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes, k_size=k_size) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(self.avgpool(x).view(x.size(0), -1))
+
+
+class OfficialConvBNReLU(nn.Sequential):
+    def __init__(self, in_planes, out_planes, kernel_size=3, stride=1, groups=1):
+        super().__init__(
+            nn.Conv2d(in_planes, out_planes, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(out_planes),
+            nn.ReLU6(),
+        )
+
+
+class OfficialInvertedResidual(nn.Module):
+    def __init__(self, inp, oup, stride, expand_ratio, k_size):
+        super().__init__()
+        hidden_dim = round(inp * expand_ratio)
+        self.use_res_connect = stride == 1 and inp == oup
+        layers = [OfficialConvBNReLU(inp, hidden_dim, kernel_size=1)] if expand_ratio != 1 else []
+        layers += [
+            OfficialConvBNReLU(hidden_dim, hidden_dim, stride=stride, groups=hidden_dim),
+            nn.Conv2d(hidden_dim, oup, 1, 1, 0, bias=False),
+            nn.BatchNorm2d(oup),
+            OfficialEcaLayer(oup, k_size),
+        ]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class OfficialECAMobileNetV2(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        setting = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2]]
+        setting.append([6, 320, 1, 1])
+        input_channel = 32
+        features = [OfficialConvBNReLU(3, input_channel, stride=2)]
+        for t, c, n, s in setting:
+            for i in range(n):
+                ksize = 1 if c < 96 else 3  # the current official threshold
+                features.append(OfficialInvertedResidual(input_channel, c, s if i == 0 else 1, t, ksize))
+                input_channel = c
+        features.append(OfficialConvBNReLU(input_channel, 1280, kernel_size=1))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Sequential(nn.Dropout(0.25), nn.Linear(1280, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x).mean(-1).mean(-1))
+
+
+def _randomize(model: nn.Module, seed: int = 0) -> None:
+    """Random parameters and BN statistics (so that every tensor of the checkpoint matters)."""
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        torch.testing.assert_close(model(x), _official_resnet18_forward(official, x), rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match=r"k_size=\[3, 5, 7, 7\]"):
-        timm.create_model("eca_resnet18", num_classes=10, checkpoint_path=str(path))
+        for name, t in model.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            elif name.endswith(("running_mean", "bias")):
+                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
+            elif t.dim() == 1:
+                t.copy_(torch.rand(t.shape, generator=g) * 0.5 + 0.5)
+            else:
+                t.copy_(torch.randn(t.shape, generator=g) * (1.0 / t[0].numel()) ** 0.5)
 
 
-def test_mobilenetv2_official_layout_loads(tmp_path):
-    src = timm.create_model("eca_mobilenetv2", num_classes=5).eval()
-    path = tmp_path / "eca_mbv2.pth"
-    torch.save({"module." + k: v for k, v in src.state_dict().items()}, path)
-    model = timm.create_model("eca_mobilenetv2", num_classes=5, checkpoint_path=str(path)).eval()
-    x = torch.randn(1, 3, 64, 64)
+def _save_official(model: nn.Module, path):
+    """As the official main.py saves it: DataParallel keys inside {"state_dict": ...}."""
+    sd = {"module." + k: v for k, v in model.state_dict().items()}
+    torch.save({"epoch": 100, "arch": "x", "state_dict": sd, "best_prec1": 0.0}, path)
+    return sd
+
+
+@pytest.mark.parametrize(
+    ("name", "block", "layers"),
+    [("eca_resnet18", OfficialECABasicBlock, [2, 2, 2, 2]), ("eca_resnet50", OfficialECABottleneck, [3, 4, 6, 3])],
+)
+def test_official_resnet_checkpoint_loads_through_pretrained_and_reproduces_the_official_forward(
+    tmp_path, name, block, layers
+):
+    official = OfficialResNet(block, layers, num_classes=10, k_size=OFFICIAL_KERNELS[name]).double().eval()
+    _randomize(official)
+    path = tmp_path / OFFICIAL_RELEASES[name]
+    sd = _save_official(official, path)
+    assert eca_kernels_from_state_dict(sd) == list(OFFICIAL_KERNELS[name])
+    model = timm.create_model(name, pretrained=True, num_classes=10, pretrained_cfg_overlay=dict(file=str(path)))
+    assert model.k_size == list(OFFICIAL_KERNELS[name])  # the release's kernels come from its pretrained config
+    model.double().eval()
+    model.load_state_dict(sd, strict=True)  # the filter maps every official key, nothing left over
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(model(x), src(x))
-    # the official code's own threshold (k=1 up to 96 channels) does not fit the released weights (issue #22)
+        ref = official(x)
+        torch.testing.assert_close(model(x), ref, rtol=1e-10, atol=1e-10 * ref.abs().max().item())
+    with pytest.raises(ValueError, match=re.escape(f"k_size={list(OFFICIAL_KERNELS[name])}")):
+        timm.create_model(name, num_classes=10, checkpoint_path=str(path))  # the formula's kernels do not fit
+    with pytest.raises(ValueError, match="downloads no weights"):
+        timm.create_model(name, pretrained=True)
+
+
+def test_official_mobilenetv2_checkpoint_loads_through_pretrained_and_reproduces_the_official_forward(tmp_path):
+    official = OfficialECAMobileNetV2(num_classes=5).double().eval()
+    _randomize(official)
+    path = tmp_path / OFFICIAL_RELEASES["eca_mobilenetv2"]
+    sd = _save_official(official, path)
+    model = timm.create_model("eca_mobilenetv2", pretrained=True, num_classes=5, pretrained_cfg_overlay={"file": path})
+    model.double().eval().load_state_dict(sd, strict=True)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        ref = official(x)
+        torch.testing.assert_close(model(x), ref, rtol=1e-10, atol=1e-10 * ref.abs().max().item())
+    # the earlier official threshold (k=1 up to 96 channels) does not fit the released weights (issue #22)
     with pytest.raises(ValueError, match="eca_threshold"):
         timm.create_model("eca_mobilenetv2", num_classes=5, eca_threshold=96, checkpoint_path=str(path))
+
+
+def test_pretrained_configs_name_the_official_releases():
+    for name, file in OFFICIAL_RELEASES.items():
+        cfg = timm.models.get_pretrained_cfg(name).to_dict()
+        assert cfg["tag"] == "official_in1k" and cfg["url"] == "" and not cfg.get("file") and not cfg.get("hf_hub_id")
+        assert f"file: {file}" in cfg["notes"] and any(n.startswith("source: BangguWu/ECANet") for n in cfg["notes"])
+        if name in OFFICIAL_KERNELS:
+            assert f"k_size: {list(OFFICIAL_KERNELS[name])}" in cfg["notes"]
+
+
+# `polyzoo vision eval --checkpoint FILE --model NAME --data FOLDER` on an official-layout checkpoint
+
+
+@pytest.fixture()
+def image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("a_class", "b_class"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "imgs" / cls / f"{i}.png")
+    return tmp_path / "imgs"
+
+
+def test_eval_checkpoint_on_an_image_folder_equals_the_official_model(tmp_path, image_folder):
+    torch.manual_seed(0)
+    official = OfficialECAMobileNetV2(num_classes=2).eval()
+    _randomize(official)
+    path = tmp_path / "eca_mobilenetv2_k13.pth.tar"
+    _save_official(official, path)
+    args = ["eval", "--checkpoint", str(path), "--model", "eca_mobilenetv2", "--model-arg", "num_classes=2"]
+    out = CliRunner().invoke(vision, [*args, "--data", str(image_folder), "--batch-size", "4"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["n"] == 6 and result["model"] == "eca_mobilenetv2"
+    # the official model on the same inputs (the model's evaluation transform: resize 256, centre crop 224)
+    model = timm.create_model("eca_mobilenetv2", num_classes=2)
+    ds = ImageDataset(str(image_folder), transform=create_transform(**resolve_data_config({}, model=model)))
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    y = torch.tensor([ds[i][1] for i in range(len(ds))])
+    with torch.no_grad():
+        logits = official(x)
+    assert result["loss"] == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-5)
+    assert result["top1"] == pytest.approx(float((logits.argmax(1) == y).float().mean()))
+
+
+def test_eval_checkpoint_errors(tmp_path, image_folder):
+    runner = CliRunner()
+    both = runner.invoke(vision, ["eval", "--run", str(tmp_path), "--checkpoint", __file__, "--model", "emo_1m"])
+    assert both.exit_code != 0 and "exactly one of --run or --checkpoint" in both.output
+    missing = runner.invoke(vision, ["eval", "--checkpoint", __file__, "--data", str(image_folder)])
+    assert missing.exit_code != 0 and "needs --model" in missing.output

@@ -1,8 +1,12 @@
 """EMO / iRMB: exact counts, MACs within 1%, windows with padding, features_only, official layout."""
 
+import math
+
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from polyzoo.vision.flops import count_macs_of
 from polyzoo.vision.models.emo import iRMB
@@ -95,14 +99,231 @@ def test_first_blocks_and_stem_follow_official_structure():
     assert max(rates) == pytest.approx(0.05)
 
 
-def test_official_layout_checkpoint_loads(tmp_path):
-    src = timm.create_model("emo_1m", num_classes=5).eval()
-    path = tmp_path / "net.pth"
-    torch.save({"net": {"module." + k: v for k, v in src.state_dict().items()}}, path)
-    model = timm.create_model("emo_1m", num_classes=5, checkpoint_path=str(path)).eval()
-    x = torch.randn(1, 3, 64, 64)
+# ---------------------------------------------------------------------------------------------------------------
+# The official EMO, transcribed from zhangzjn/EMO (model/emo.py, model/basic_modules.py; timm 0.6.5's
+# SqueezeExcite and GELU): official module names, math written here, independent of polyzoo's modules. The
+# einops rearranges are written out: window (i, j) of 'b c (h1 n1) (w1 n2) -> (b n1 n2) c h1 w1' is x[..., i::n1,
+# j::n2].
+# ---------------------------------------------------------------------------------------------------------------
+EPS = 1e-6  # get_norm: every norm of the official code uses eps 1e-6
+
+
+class OfficialLayerNorm2d(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.norm = nn.LayerNorm(c, EPS)
+
+    def forward(self, x):
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def official_norm(kind, c):
+    return {"none": nn.Identity, "bn_2d": lambda n: nn.BatchNorm2d(n, eps=EPS), "ln_2d": OfficialLayerNorm2d}[kind](c)
+
+
+def official_act(kind):
+    return {"none": nn.Identity, "silu": nn.SiLU, "gelu": nn.GELU}[kind]()
+
+
+class OfficialConvNormAct(nn.Module):
+    def __init__(self, dim_in, dim_out, kernel_size, stride=1, groups=1, bias=False, norm_layer="bn_2d", act="relu"):
+        super().__init__()
+        padding = math.ceil((kernel_size - stride) / 2)
+        self.conv = nn.Conv2d(dim_in, dim_out, kernel_size, stride, padding, 1, groups, bias)
+        self.norm = official_norm(norm_layer, dim_out)
+        self.act = official_act(act)
+
+    def forward(self, x):
+        return self.act(self.norm(self.conv(x)))
+
+
+class OfficialSE(nn.Module):  # timm 0.6.5 efficientnet_blocks.SqueezeExcite
+    def __init__(self, in_chs, rd_ratio, act):
+        super().__init__()
+        rd = round(in_chs * rd_ratio)
+        self.conv_reduce = nn.Conv2d(in_chs, rd, 1, bias=True)
+        self.act1 = official_act(act)
+        self.conv_expand = nn.Conv2d(rd, in_chs, 1, bias=True)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.conv_expand(self.act1(self.conv_reduce(x.mean((2, 3), keepdim=True)))))
+
+
+class OfficialMSPatchEmb(nn.Module):
+    def __init__(self, dim_in, emb_dim, kernel_size, stride, norm_layer):
+        super().__init__()
+        padding = math.ceil((kernel_size - 1 + 1 - stride) / 2)
+        self.convs = nn.ModuleList(
+            [
+                nn.Sequential(
+                    nn.Conv2d(dim_in, emb_dim, kernel_size, stride, padding), official_norm(norm_layer, emb_dim)
+                )
+            ]
+        )
+
+    def forward(self, x):
+        return self.convs[0](x)
+
+
+class OfficialIRMB(nn.Module):
+    def __init__(self, dim_in, dim_out, norm_in, has_skip, exp_ratio, norm_layer, act_layer, v_proj, dw_ks, stride,
+                 se_ratio, dim_head, window_size, attn_s, qkv_bias=True):  # fmt: skip
+        super().__init__()
+        self.norm = official_norm(norm_layer, dim_in) if norm_in else nn.Identity()
+        dim_mid = int(dim_in * exp_ratio)
+        self.has_skip = dim_in == dim_out and stride == 1 and has_skip
+        self.attn_s = attn_s
+        if attn_s:
+            self.dim_head, self.window_size, self.num_head = dim_head, window_size, dim_in // dim_head
+            self.scale = dim_head**-0.5
+            self.qk = OfficialConvNormAct(dim_in, dim_in * 2, 1, bias=qkv_bias, norm_layer="none", act="none")
+            self.v = OfficialConvNormAct(dim_in, dim_mid, 1, bias=qkv_bias, norm_layer="none", act=act_layer)
+        else:
+            self.v = (
+                OfficialConvNormAct(dim_in, dim_mid, 1, bias=qkv_bias, norm_layer="none", act=act_layer)
+                if v_proj
+                else nn.Identity()
+            )
+        self.conv_local = OfficialConvNormAct(dim_mid, dim_mid, dw_ks, stride, groups=dim_mid, act="silu")
+        self.se = OfficialSE(dim_mid, se_ratio, act_layer) if se_ratio > 0.0 else nn.Identity()
+        self.proj = OfficialConvNormAct(dim_mid, dim_out, 1, norm_layer="none", act="none")
+
+    def _attend(self, x):  # one window (b, c, h, w), attn_pre=True
+        b, c, h, w = x.shape
+        qk = self.qk(x).reshape(b, 2, self.num_head, self.dim_head, h * w).permute(1, 0, 2, 4, 3)
+        attn = ((qk[0] @ qk[1].transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        xs = x.reshape(b, self.num_head, self.dim_head, h * w).transpose(-1, -2)
+        x_spa = (attn @ xs).transpose(-1, -2).reshape(b, c, h, w)
+        return self.v(x_spa)
+
+    def forward(self, x):
+        shortcut = x
+        x = self.norm(x)
+        _, _, H, W = x.shape
+        if self.attn_s:
+            ws_h, ws_w = (H, W) if self.window_size <= 0 else (self.window_size, self.window_size)
+            pad_r, pad_b = (ws_w - W % ws_w) % ws_w, (ws_h - H % ws_h) % ws_h
+            x = F.pad(x, (0, pad_r, 0, pad_b, 0, 0))
+            n1, n2 = (H + pad_b) // ws_h, (W + pad_r) // ws_w
+            out = None
+            for i in range(n1):
+                for j in range(n2):
+                    y = self._attend(x[:, :, i::n1, j::n2])
+                    if out is None:
+                        out = x.new_zeros(x.shape[0], y.shape[1], x.shape[2], x.shape[3])
+                    out[:, :, i::n1, j::n2] = y
+            x = out[:, :, :H, :W]
+        else:
+            x = self.v(x)
+        x = x + self.se(self.conv_local(x)) if self.has_skip else self.se(self.conv_local(x))
+        x = self.proj(x)
+        return shortcut + x if self.has_skip else x
+
+
+class OfficialEMO(nn.Module):
+    def __init__(self, num_classes, depths, stem_dim, embed_dims, exp_ratios, norm_layers, act_layers, dw_kss,
+                 dim_heads, window_sizes, attn_ss):  # fmt: skip
+        super().__init__()
+        self.stage0 = nn.ModuleList(
+            [
+                OfficialMSPatchEmb(3, stem_dim, dw_kss[0], 2, norm_layers[0]),
+                OfficialIRMB(
+                    stem_dim,
+                    stem_dim,
+                    False,
+                    False,
+                    1,
+                    norm_layers[0],
+                    act_layers[0],
+                    False,
+                    dw_kss[0],
+                    1,
+                    1,
+                    dim_heads[0],
+                    window_sizes[0],
+                    False,
+                ),
+            ]
+        )
+        prev = stem_dim
+        for i in range(len(depths)):
+            layers = []
+            for j in range(depths[i]):
+                first = j == 0
+                layers.append(
+                    OfficialIRMB(
+                        prev,
+                        embed_dims[i],
+                        True,
+                        not first,
+                        exp_ratios[i] * 2 if first else exp_ratios[i],
+                        norm_layers[i],
+                        act_layers[i],
+                        True,
+                        dw_kss[i],
+                        2 if first else 1,
+                        0.0,
+                        dim_heads[i],
+                        window_sizes[i],
+                        False if first else attn_ss[i],
+                    )
+                )
+                prev = embed_dims[i]
+            setattr(self, f"stage{i + 1}", nn.ModuleList(layers))
+        self.norm = official_norm(norm_layers[-1], embed_dims[-1])
+        self.pre_head = nn.Identity()  # pre_dim = 0 in every released variant
+        self.head = nn.Linear(embed_dims[-1], num_classes)
+
+    def forward(self, x):
+        for stage in (self.stage0, self.stage1, self.stage2, self.stage3, self.stage4):
+            for blk in stage:
+                x = blk(x)
+        x = self.norm(x).mean((2, 3))
+        x = self.head(self.pre_head(x))
+        return {"out": x, "out_kd": x}
+
+
+OFFICIAL_EMO_1M = dict(  # official EMO_1M factory arguments
+    depths=[2, 2, 8, 3], stem_dim=24, embed_dims=[32, 48, 80, 168], exp_ratios=[2.0, 2.5, 3.0, 3.5],
+    norm_layers=["bn_2d", "bn_2d", "ln_2d", "ln_2d"], act_layers=["silu", "silu", "gelu", "gelu"],
+    dw_kss=[3, 3, 5, 5], dim_heads=[16, 16, 20, 21], window_sizes=[7, 7, 7, 7], attn_ss=[False, False, True, True],
+)  # fmt: skip
+
+
+def _randomize(model: nn.Module, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        torch.testing.assert_close(model(x), src(x))
+        for name, t in model.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            elif name.endswith(("running_mean", "bias")):
+                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
+            elif t.dim() == 1:
+                t.copy_(torch.rand(t.shape, generator=g) * 0.5 + 0.5)
+            else:
+                t.copy_(torch.randn(t.shape, generator=g) * (1.0 / t[0].numel()) ** 0.5)
+
+
+def test_official_checkpoint_loads_through_pretrained_and_reproduces_the_official_forward(tmp_path):
+    official = OfficialEMO(num_classes=5, **OFFICIAL_EMO_1M).double().eval()
+    _randomize(official)
+    sd = official.state_dict()
+    assert "stage3.1.qk.conv.weight" in sd and "stage0.1.se.conv_reduce.weight" in sd and "norm.norm.weight" in sd
+    path = tmp_path / "net.pth"
+    torch.save({"net": {"module." + k: v for k, v in sd.items()}}, path)  # a DDP training checkpoint
+    model = timm.create_model("emo_1m", pretrained=True, num_classes=5, pretrained_cfg_overlay=dict(file=str(path)))
+    model.double().eval().load_state_dict(sd, strict=True)
+    # 160²: stage 3 is 10×10 (padded to 14×14, 2×2 strided windows), stage 4 is 5×5 (padded to 7×7)
+    x = torch.randn(2, 3, 160, 160, dtype=torch.float64)
+    with torch.no_grad():
+        ref = official(x)["out"]
+        torch.testing.assert_close(model(x), ref, rtol=1e-9, atol=1e-9 * ref.abs().max().item())
+    with pytest.raises(ValueError, match="downloads no weights"):
+        timm.create_model("emo_1m", pretrained=True)
+    cfg = timm.models.get_pretrained_cfg("emo_1m").to_dict()
+    assert cfg["tag"] == "official_in1k" and cfg["url"] == "" and "file: resources/EMO_1M/net.pth" in cfg["notes"]
 
 
 def test_two_models_in_one_process_do_not_share_config():

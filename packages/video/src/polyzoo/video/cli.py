@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from polyzoo.shared.cli import CommandGroup
-from polyzoo.shared.options import echo_result, format_option, run_options
+from polyzoo.shared.options import device_options, echo_result, format_option, run_options
 
 __all__ = ["video"]
 
@@ -23,6 +23,27 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def _load_model(run: Path | None, checkpoint: Path | None, frames: int | None):
+    """(model, model config, clip config) from a trained RUN (optionally one of its checkpoint folders) or from an
+    official TCP/TSM checkpoint FILE (built as the file describes, :func:`polyzoo.video.models.load_official`)."""
+    from polyzoo.video.data import ClipConfig
+    from polyzoo.video.train import load_run
+
+    if checkpoint is not None and checkpoint.is_file():
+        from polyzoo.video.models import load_official
+
+        if run is not None:
+            raise click.UsageError("give RUN/--run or an official --checkpoint FILE, not both")
+        try:
+            model, model_cfg = load_official(checkpoint, frames)
+        except (FileNotFoundError, ValueError) as e:
+            raise click.ClickException(str(e)) from e
+        return model, model_cfg, ClipConfig(num_segments=model_cfg.num_frames)
+    if run is None:
+        raise click.UsageError("give a trained RUN folder, or --checkpoint with an official checkpoint file")
+    return load_run(run, checkpoint)
 
 
 @click.group(name="video", cls=CommandGroup)
@@ -153,8 +174,8 @@ def train(**kw) -> None:
     echo_result({"run": str(trainer.run_dir), **metrics}, kw["fmt"])
 
 
-@video.command()
-@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@video.command(name="eval")
+@click.argument("run", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--list", "ann_list", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Test list.")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="Folder the list's paths are under.")
 @click.option("--clips", default=1, show_default=True, help="Clips per video: 1 or 10 (tcp), 1 or 2 (mmaction2).")
@@ -167,47 +188,64 @@ def train(**kw) -> None:
 @click.option("--batch-size", default=4, show_default=True)
 @click.option("--workers", default=2, show_default=True)
 @click.option("--skip-bad", is_flag=True, help="Log and skip missing/corrupt videos instead of failing.")
-@click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), help="Default: newest of RUN.")
-def test(run: Path, ann_list: Path, root, clips, crops, average, batch_size, workers, skip_bad, checkpoint) -> None:
-    """Multi-view accuracy (clips × crops views, fused as the run's protocol does) of a trained RUN folder."""
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, path_type=Path),
+    help="A checkpoint folder of RUN (default: its newest), or an official TCP/TSM checkpoint file (no RUN).",
+)
+@click.option("--frames", type=int, help="Frames of an official --checkpoint file (default: from its temporal kernel).")
+@device_options
+@format_option
+def evaluate(
+    run, ann_list: Path, root, clips, crops, average, batch_size, workers, skip_bad, checkpoint, frames, device,
+    precision, fmt
+) -> None:  # fmt: skip
+    """Multi-view accuracy (clips × crops views, fused as the run's protocol does) of a trained RUN folder, or of an
+    official TCP/TSM checkpoint file given with --checkpoint, on a list."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
+    from polyzoo.shared.options import resolve_device
     from polyzoo.video.data import VideoDataset
-    from polyzoo.video.train import PROTOCOL_FUSION, load_run, multiview_predict_fn, topk_metrics
+    from polyzoo.video.train import PROTOCOL_FUSION, multiview_predict_fn, topk_metrics
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model, _, clip_cfg = load_run(run, checkpoint)
+    dev = torch.device(resolve_device(device))
+    model, _, clip_cfg = _load_model(run, checkpoint, frames)
+    model = model.to(dev)
     clip_cfg = dataclasses.replace(clip_cfg, num_clips=clips, num_crops=int(crops))
     data = VideoDataset(ann_list, root, clip_cfg, mode="test", skip_bad=skip_bad)
-    loader = DataLoader(data, batch_size=batch_size, num_workers=workers)
-    predict = multiview_predict_fn(average or PROTOCOL_FUSION[clip_cfg.protocol])
+    loader = DataLoader(data, batch_size=batch_size, num_workers=workers, pin_memory=dev.type == "cuda")
+    fusion = average or PROTOCOL_FUSION[clip_cfg.protocol]
+    predict = multiview_predict_fn(fusion)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     outs, tgts = [], []
-    with torch.no_grad():
-        for batch in tqdm(loader, desc="test", dynamic_ncols=True):
-            o, t = predict(model, batch)
-            outs.append(o)
-            tgts.append(t)
+    with torch.no_grad(), torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+        for x, y in tqdm(loader, desc="eval", dynamic_ncols=True):
+            o, t = predict(model, (x.to(dev, non_blocking=True), y))
+            outs.append(o.float().cpu())
+            tgts.append(t.cpu())
     metrics = topk_metrics(torch.cat(outs), torch.cat(tgts))
-    click.echo(f"{len(data)} videos, {clips}×{crops} views")
-    for k, v in metrics.items():
-        click.echo(f"{k}: {v:.4f}")
+    echo_result({"videos": len(data), "views": f"{clips}x{crops}", "fusion": fusion, **metrics}, fmt)
 
 
 @video.command()
 @click.argument("clip", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--run", required=True, type=click.Path(file_okay=False, path_type=Path), help="Trained run folder.")
+@click.option("--run", type=click.Path(file_okay=False, path_type=Path), help="Trained run folder.")
+@click.option(
+    "--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Official TCP/TSM checkpoint."
+)
+@click.option("--frames", type=int, help="Frames of an official --checkpoint (default: from its temporal kernel).")
 @click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), help="Class names, one per line.")
 @click.option("--clips", default=1, show_default=True)
 @click.option("--crops", type=click.Choice(["1", "3"]), default="1", show_default=True)
 @click.option("--topk", default=5, show_default=True)
-def predict(clip: Path, run: Path, labels, clips, crops, topk) -> None:
-    """Top-k classes (with softmax scores) of one video CLIP."""
+def predict(clip: Path, run, checkpoint, frames, labels, clips, crops, topk) -> None:
+    """Top-k classes (with softmax scores) of one video CLIP, with a trained --run or an official --checkpoint."""
     from polyzoo.video.data import VideoDataset, VideoSample, read_label_map
-    from polyzoo.video.train import PROTOCOL_FUSION, load_run, predict_clips
+    from polyzoo.video.train import PROTOCOL_FUSION, predict_clips
 
-    model, model_cfg, clip_cfg = load_run(run)
+    model, model_cfg, clip_cfg = _load_model(run, checkpoint, frames)
     clip_cfg = dataclasses.replace(clip_cfg, num_clips=clips, num_crops=int(crops))
     names = read_label_map(labels) if labels else None
     if names is not None and len(names) != model_cfg.num_classes:
@@ -219,6 +257,10 @@ def predict(clip: Path, run: Path, labels, clips, crops, topk) -> None:
     values, indices = probs.topk(min(topk, probs.numel()))
     for v, i in zip(values.tolist(), indices.tolist(), strict=True):
         click.echo(f"{v:.4f}  {names[i] if names else i}")
+
+
+video.add_command(click.Command("test", callback=evaluate.callback, params=evaluate.params, hidden=True,
+                                help="Old name of `eval`."))  # fmt: skip
 
 
 @video.command("make-synthetic")

@@ -7,7 +7,8 @@ Papers and official code:
 - TSN: Wang et al., "Temporal Segment Networks", ECCV 2016 (segment sampling, average consensus).
 - TSM: Lin, Gan, Han, "TSM: Temporal Shift Module for Efficient Video Understanding", ICCV 2019; official code
   mit-han-lab/temporal-shift-module (``ops/temporal_shift.py``: 1/8 of the channels shifted one frame back,
-  1/8 one frame forward, zero-padded, placed before ``conv1`` of every residual block, "blockres").
+  1/8 one frame forward, zero-padded, placed before ``conv1`` of every residual block, "blockres"; of every
+  other block for ResNet-101/152, whose ``layer3`` has 23 or more blocks).
 
 Layout: a clip batch ``(N, T, 3, H, W)`` is flattened to frames ``(N·T, 3, H, W)``, the backbone gives
 ``(N·T, C, h, w)``; then
@@ -18,6 +19,11 @@ Layout: a clip batch ``(N, T, 3, H, W)`` is flattened to frames ``(N·T, 3, H, W
 Parameter counts (tested): TSN-R50 + TCP, 400 classes, 8 frames: 27,632,208 (16 frames: 27,697,744);
 TSN-R50 + GAP: 24,327,632. The temporal shift adds no parameters.
 
+Official checkpoints (TCP repository, TSM repository; every layout is listed in :func:`checkpoint_filter_fn`)
+load through :func:`checkpoint_filter_fn`; :func:`load_official` builds the model a checkpoint file describes
+(:func:`config_from_checkpoint`) and loads it strictly; ``polyzoo video eval --checkpoint FILE`` and
+``polyzoo video predict --checkpoint FILE`` use it.
+
 Deviations: the classifier is initialised N(0, 0.001) with zero bias as TSM's ``new_fc``; no partial BN
 (the TCP recipe disables it with ``--npb``).
 """
@@ -25,6 +31,8 @@ Deviations: the classifier is initialised N(0, 0.001) with zero bias as TSM's ``
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -41,6 +49,8 @@ __all__ = [
     "VideoClassifier",
     "build_model",
     "checkpoint_filter_fn",
+    "config_from_checkpoint",
+    "load_official",
     "temporal_shift",
 ]
 
@@ -81,7 +91,9 @@ class TorchvisionResNet(nn.Module):
     Args:
         arch: "resnet18" | "resnet34" | "resnet50" | "resnet101" | "resnet152".
         last_stride: stride of ``layer4`` (1 as TCP: s = 16 and 14×14 features at 224²; 2: torchvision's s = 32).
-        shift: insert TSM's temporal shift before ``conv1`` of every residual block (needs ``num_frames``).
+        shift: insert TSM's temporal shift before ``conv1`` of residual blocks (needs ``num_frames``): every block,
+            or, as TSM's ``make_temporal_shift`` ("blockres"), every other block (indices 0, 2, ...) of every stage
+            when ``layer3`` has 23 or more blocks (ResNet-101/152).
         num_frames, shift_div: frames per clip and the shifted fraction 1/shift_div per direction.
     """
 
@@ -106,9 +118,11 @@ class TorchvisionResNet(nn.Module):
             (block.conv2 if hasattr(block, "conv3") else block.conv1).stride = (1, 1)
             block.downsample[0].stride = (1, 1)
         if shift:
+            n_round = 2 if len(net.layer3) >= 23 else 1
             for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
-                for block in layer:
-                    block.conv1 = TemporalShift(block.conv1, num_frames, shift_div)
+                for i, block in enumerate(layer):
+                    if i % n_round == 0:
+                        block.conv1 = TemporalShift(block.conv1, num_frames, shift_div)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.num_features = net.fc.in_features
@@ -291,25 +305,167 @@ def build_model(cfg: ModelConfig | None = None, **overrides: Any) -> VideoClassi
     )
 
 
-def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map key names of the official TSM/TCP checkpoints onto :class:`VideoClassifier` with a
-    :class:`TorchvisionResNet` backbone.
+# Older official TCP checkpoints (before the module was renamed TCP) store it as ``iSQRT`` with other sub-module
+# names; the TCP repository's ``ops/keys_mapping.py`` renames them. Ordered: the longer names first.
+_OLD_TCP_NAMES = (
+    ("att_module.conv_1d.", "TCP_att.conv_1d."),
+    ("att_module.conv_1.", "TCP_att.TCA.g1."),
+    ("att_module.conv_2.", "TCP_att.TCA.g2."),
+    ("att_module.sp_att.conv_theta.", "TCP_att.TSA.conv_phi_1."),
+    ("att_module.sp_att.conv_phi.", "TCP_att.TSA.conv_phi_2."),
+    ("att_module.sp_att.conv_g.", "TCP_att.TSA.conv_phi0."),
+    ("att_module.sp_att.", "TCP_att.TSA."),
+    ("att_module.", "TCP_att."),
+    ("layer_reduce1.0.", "layer_reduce1."),  # the reductions as nn.Sequential(conv, BN, ReLU)
+    ("layer_reduce1.1.", "layer_reduce_bn1."),
+    ("layer_reduce2.0.", "layer_reduce2."),
+    ("layer_reduce2.1.", "layer_reduce_bn2."),
+)
 
-    Official layout (TSM's ``TSN`` wrapper, DataParallel): ``module.base_model.<resnet keys>`` (the temporal
-    shift wraps ``conv1`` as ``conv1.net``, the same here), the TCP module in place of the ResNet's ``avgpool``
-    (``module.base_model.avgpool.<TCP keys>``), and the classifier ``module.new_fc``. Keys of other layouts
-    pass through unchanged; ``load_state_dict(strict=True)`` then names any mismatch.
+# where the official layouts keep the TCP module, relative to the TSN wrapper's ``base_model``
+_TCP_PREFIXES = ("TCP.", "layer4.iSQRT.", "iSQRT.")
+
+
+def _tcp_key(name: str) -> str:
+    for old, new in _OLD_TCP_NAMES:
+        if name.startswith(old):
+            return new + name[len(old) :]
+    return name
+
+
+def _unwrap(state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
+    for key in ("state_dict", "model"):
+        inner = state_dict.get(key)
+        if isinstance(inner, Mapping) and inner and all(isinstance(k, str) for k in inner):
+            return inner
+    return state_dict
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Map an official TCP (or TSM) video checkpoint onto :class:`VideoClassifier` with a
+    :class:`TorchvisionResNet` backbone (TSN or TSM) and the TCP or GAP head.
+
+    Accepted layouts (each with or without DataParallel's ``module.`` prefix, as a bare state dict or inside
+    the ``{"state_dict": ...}`` that the official ``main.py`` saves):
+
+    - the TCP repository's current layout (``ops/models.py`` ``TSN`` → ``base_model`` = the repository's
+      ResNet, which holds the TCP module as its attribute ``TCP``): ``base_model.{conv1,bn1,layer1..4}.*``,
+      ``base_model.TCP.{layer_reduce1,layer_reduce_bn1,layer_reduce2,layer_reduce_bn2}.*``,
+      ``base_model.TCP.TCP_att.{TSA.{conv_phi0,conv_phi_1,conv_phi_2,norm},TCA.{g1,g2},conv_1d}.*`` and the
+      classifier ``new_fc.*`` (``base_model.fc.*`` when the model was built with dropout 0, which makes
+      ``fc`` the classifier instead of ``new_fc``);
+    - older TCP checkpoints (mapped as the repository's ``ops/keys_mapping.py`` does): the module at
+      ``base_model.layer4.iSQRT.`` (ResNet-50) or ``base_model.iSQRT.`` (the TEA / pre-activation ResNet-152
+      scripts), with ``att_module.conv_1/conv_2`` (TCA ``g1/g2``), ``att_module.sp_att.conv_theta/conv_phi/
+      conv_g`` (TSA ``conv_phi_1/conv_phi_2/conv_phi0``), ``att_module.sp_att.*`` (TSA), ``att_module.*``
+      (``conv_1d``) and the reductions as ``layer_reduceN.0`` (conv) / ``layer_reduceN.1`` (BN);
+    - TSM's layout (mit-han-lab/temporal-shift-module; also TSN/TSM with the GAP head): the same
+      ``base_model.*`` / ``new_fc.*`` names, the temporal shift wrapping ``conv1`` as ``conv1.net``;
+    - this package's own keys (``backbone.*``, ``head.*``, ``fc.*``) pass through unchanged.
+
+    The backbones of TEA-R50 and of the pre-activation ResNet-152 (TCP's TSN-R152) are not implemented here:
+    the latter (``base_model.bn_data``) raises a ``ValueError``; their TCP modules map as above, and the
+    backbone mismatch is named by ``load_state_dict(strict=True)``.
     """
     out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
+    for key, value in _unwrap(state_dict).items():
         k = key.removeprefix("module.")
         if k.startswith("new_fc."):
             k = "fc." + k.removeprefix("new_fc.")
-        elif k.startswith("base_model.avgpool."):
-            k = "head." + k.removeprefix("base_model.avgpool.")
-        elif k.startswith("base_model.fc."):
-            continue  # the ImageNet classifier of the backbone
         elif k.startswith("base_model."):
-            k = "backbone." + k.removeprefix("base_model.")
+            k = k.removeprefix("base_model.")
+            if k.startswith("bn_data."):
+                raise ValueError(
+                    f"checkpoint key {key!r}: a pre-activation ResNet-152 backbone (TCP's TSN-R152), which polyzoo "
+                    "does not implement (supported: TSN/TSM torchvision ResNets with the TCP or GAP head)"
+                )
+            tcp = next((p for p in _TCP_PREFIXES if k.startswith(p)), None)
+            if tcp is not None:
+                k = "head." + _tcp_key(k.removeprefix(tcp))
+            elif k.startswith("fc."):
+                k = "fc." + k.removeprefix("fc.")  # the classifier of a model built with dropout 0
+            else:
+                k = "backbone." + k
         out[k] = value
     return out
+
+
+def config_from_checkpoint(state_dict: Mapping[str, Any], num_frames: int | None = None) -> ModelConfig:
+    """The :class:`ModelConfig` of an official (or converted) TSN/TSM checkpoint, read from its tensors.
+
+    Read: classes (classifier rows), head (TCP if it has TCP keys, else GAP), TCP's reduced and inner
+    dimensions, temporal shift (``conv1.net`` keys: TSM) and the ResNet depth (blocks per stage, bottleneck or
+    basic). Frames: ``num_frames`` when given, else from the temporal kernel k = T//2 + 1 as T = 2(k − 1)
+    (the official 8 and 16 frames); a checkpoint without the temporal convolution needs ``num_frames``.
+    ``last_stride`` is 1 (the TCP repository's ResNet) for the TCP head, 2 (torchvision's, TSM) for GAP.
+    """
+    sd = checkpoint_filter_fn(state_dict)
+    if "fc.weight" not in sd:
+        raise ValueError("checkpoint has no classifier (new_fc.weight / fc.weight): not a video classifier")
+    tcp = any(k.startswith("head.") for k in sd)
+    blocks = [
+        1 + max((int(k.split(".")[2]) for k in sd if k.startswith(f"backbone.layer{i}.")), default=-1)
+        for i in range(1, 5)
+    ]
+    bottleneck = any(k.startswith("backbone.layer1.0.conv3.") for k in sd)
+    archs = {
+        (False, (2, 2, 2, 2)): "resnet18",
+        (False, (3, 4, 6, 3)): "resnet34",
+        (True, (3, 4, 6, 3)): "resnet50",
+        (True, (3, 4, 23, 3)): "resnet101",
+        (True, (3, 8, 36, 3)): "resnet152",
+    }
+    arch = archs.get((bottleneck, tuple(blocks)))
+    if arch is None:
+        raise ValueError(
+            f"checkpoint backbone has {blocks} blocks per stage: not a torchvision ResNet-18/34/50/101/152"
+        )
+    shift = any(".conv1.net." in k for k in sd)
+    cfg = ModelConfig(
+        backbone=("tsm_" if shift else "tsn_") + arch,
+        num_classes=int(sd["fc.weight"].shape[0]),
+        head="tcp" if tcp else "gap",
+        last_stride=1 if tcp else 2,
+    )
+    frames = num_frames
+    if tcp:
+        cfg.tcp_dim = int(sd["head.layer_reduce2.weight"].shape[0])
+        cfg.tcp_inner_dim = int(sd["head.layer_reduce1.weight"].shape[0])
+        conv = sd.get("head.TCP_att.conv_1d.weight")
+        if conv is not None:
+            k = int(conv.shape[2])
+            if frames is None:
+                frames = 2 * (k - 1)
+            elif frames // 2 + 1 != k:
+                raise ValueError(
+                    f"num_frames={frames} needs a temporal kernel of {frames // 2 + 1}; the checkpoint's is {k}"
+                )
+    if frames is None:
+        if tcp:
+            raise ValueError("checkpoint has no temporal convolution to read the frame count from: give num_frames")
+        frames = 8
+    cfg.num_frames = frames
+    return cfg
+
+
+def load_official(path: str | Path, num_frames: int | None = None) -> tuple[VideoClassifier, ModelConfig]:
+    """Build the model an official TCP/TSM checkpoint file describes (:func:`config_from_checkpoint`) and load
+    it strictly through :func:`checkpoint_filter_fn`. The file is read with ``torch.load(weights_only=True)``;
+    ``.safetensors`` files are read with safetensors. Returns the model in eval mode and its config."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        raw: Mapping[str, Any] = load_file(str(path))
+    else:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{path}: expected a state dict (or {{'state_dict': ...}}), got {type(raw).__name__}")
+    cfg = config_from_checkpoint(raw, num_frames)
+    model = build_model(cfg)
+    missing, unexpected = model.load_state_dict(checkpoint_filter_fn(raw), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: keys do not match {cfg.backbone}: missing {missing}, unexpected {unexpected}")
+    return model.eval(), cfg

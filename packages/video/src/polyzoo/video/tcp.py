@@ -18,7 +18,9 @@ Pipeline of :class:`TCPHead` on frame features ``(N·T, C_in, H, W)`` (N clips o
      init), then ReLU(x_att + x);
 3. covariance pooling (centred, divided by M), at the video level over all T·H·W positions of a clip
    (``level="video"``, the default) or per frame over H·W (``level="frame"``);
-4. matrix square root by 3 coupled Newton–Schulz iterations (iSQRT-COV);
+4. matrix square root by 3 coupled Newton–Schulz iterations (iSQRT-COV), pre-normalized by tr(Σ) + 1e-5 as
+   TCP's copy of the iSQRT code (``ops/MPNCOV/MPNCOV.py``; the original fast-MPN-COV code divides by tr(Σ)),
+   post-compensated by √tr(Σ);
 5. upper-triangular vectorization: d(d+1)/2 values (8,256 at d = 128).
 
 The classifier (dropout 0.5 → FC) sits in :class:`polyzoo.video.models.VideoClassifier`; at the frame level
@@ -45,6 +47,7 @@ Deviations from the official code
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import torch
@@ -52,6 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from polyzoo.shared.ops import CovariancePool
+from polyzoo.shared.ops.matrix import isqrt_newton_schulz
 
 __all__ = ["TCPHead", "TemporalAttention", "TemporalChannelAttention", "TemporalSpatialAttention"]
 
@@ -192,6 +196,7 @@ class TCPHead(nn.Module):
         inner_dim: the first reduction's width (256 in the official code).
         level: "video" (covariance over all T·H·W positions of a clip) or "frame" (per frame over H·W).
         iters: Newton–Schulz iterations of the matrix square root (3).
+        trace_eps: added to tr(Σ) before the square root (1e-5 as TCP's ``Sqrtm``; 0 for the original iSQRT-COV).
         spatial, channel, temporal_conv: the attention parts, see :class:`TemporalAttention`.
     """
 
@@ -206,6 +211,7 @@ class TCPHead(nn.Module):
         spatial: bool = True,
         channel: bool = True,
         temporal_conv: bool = True,
+        trace_eps: float = 1e-5,
     ):
         super().__init__()
         if level not in ("video", "frame"):
@@ -224,7 +230,9 @@ class TCPHead(nn.Module):
             if (spatial or channel or temporal_conv)
             else nn.Identity()
         )
-        self.pool = CovariancePool(normalization="isqrt", iters=iters, vectorize=True)
+        self.iters, self.trace_eps = iters, trace_eps
+        sqrtm = partial(isqrt_newton_schulz, iters=iters, eps=trace_eps)
+        self.pool = CovariancePool(normalization=sqrtm, iters=iters, vectorize=True)
 
     @property
     def out_features(self) -> int:
@@ -250,4 +258,7 @@ class TCPHead(nn.Module):
         return self.pool(x).view(n, t, -1)
 
     def extra_repr(self) -> str:
-        return f"in_channels={self.in_channels}, num_frames={self.num_frames}, dim={self.dim}, level={self.level}"
+        return (
+            f"in_channels={self.in_channels}, num_frames={self.num_frames}, dim={self.dim}, level={self.level}, "
+            f"iters={self.iters}, trace_eps={self.trace_eps}"
+        )

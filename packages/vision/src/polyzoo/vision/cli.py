@@ -133,15 +133,76 @@ def train(
     echo_result({"run": str(run_dir), **metrics}, fmt)
 
 
+def _checkpoint_eval_data(data: str, model: Any):
+    """Every image of the folder DATA (``<class>/<image>``, or its ``val/``), with the model's own evaluation
+    transform (timm's ``resolve_data_config`` of its pretrained config: resize, centre crop, mean/std)."""
+    from timm.data import ImageDataset, create_transform, resolve_data_config
+
+    from polyzoo.vision.data import ClassificationData
+
+    root = Path(data)
+    if not root.is_dir():
+        raise click.ClickException(f"--data {data!r}: expected a folder of <class>/<image> files (or with val/)")
+    folder = root / "val" if (root / "val").is_dir() else root
+    cfg = resolve_data_config({}, model=model)
+    ds = ImageDataset(str(folder), transform=create_transform(**cfg, is_training=False))
+    classes = len(ds.reader.class_to_idx)
+    if len(ds) == 0 or classes > model.num_classes:
+        raise click.ClickException(
+            f"{folder}: {len(ds)} images in {classes} class folders; expected images in at most "
+            f"{model.num_classes} class folders (sorted folder names give the class indices)"
+        )
+    return ClassificationData(ds, ds, classes, 3, cfg["input_size"][-1], str(folder))
+
+
 @vision.command(name="eval")
-@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A checkpoint file for --model (e.g. an official release), loaded with timm's pretrained mechanism "
+    "through the model's checkpoint filter; evaluated on every image of the --data folder.",
+)
+@click.option("--model", "model_name", default=None, help="timm model name for --checkpoint, e.g. eca_resnet50.")
+@click.option("--model-arg", "model_args", multiple=True, help="Extra model argument key=value for --checkpoint.")
 @click.option("--data", default=None, help="Evaluate on other data (default: the run's). " + DATA_HELP)
 @click.option("--batch-size", default=256, show_default=True)
-def evaluate(run_dir: Path, data: str | None, batch_size: int) -> None:
-    """Top-1/top-5 accuracy and loss of a trained run's newest checkpoint on the evaluation split."""
+def evaluate(
+    run_dir: Path | None,
+    checkpoint: Path | None,
+    model_name: str | None,
+    model_args: tuple[str, ...],
+    data: str | None,
+    batch_size: int,
+) -> None:
+    """Top-1/top-5 accuracy and loss of a trained run's newest checkpoint on the evaluation split, or of a
+    checkpoint file (--checkpoint with --model, e.g. an official ECA-Net or EMO release) on a folder of images."""
     from polyzoo.vision.data import load_data
     from polyzoo.vision.training import evaluate_run, load_run_model
 
+    if (run_dir is None) == (checkpoint is None):
+        raise click.UsageError("give exactly one of --run or --checkpoint")
+    if checkpoint is not None:
+        import timm
+
+        import polyzoo.vision.models  # noqa: F401  (registers the models)
+
+        if not model_name or not data:
+            raise click.UsageError("--checkpoint needs --model and --data (a folder of <class>/<image> files)")
+        kwargs = _parse_model_args(model_args)
+        # the checkpoint's classifier has the model's classes: keep it (timm would drop a classifier whose
+        # size differs from the pretrained config's), a mismatch is then a load error naming the shapes
+        overlay = {"file": str(checkpoint), "num_classes": kwargs.get("num_classes", 1000)}
+        try:
+            model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+        except (FileNotFoundError, ValueError, RuntimeError) as e:
+            raise click.ClickException(f"{checkpoint}: {e}") from e
+        ds = _checkpoint_eval_data(data, model)
+        metrics = evaluate_run(model, ds, batch_size=batch_size, progress=True)
+        click.echo(json.dumps({"checkpoint": str(checkpoint), "model": model_name, "data": ds.name, "n": len(ds.eval),
+                               **metrics}))  # fmt: skip
+        return
     try:
         model, facts = load_run_model(run_dir)
         ds = load_data(data or facts["data"], img_size=facts["img_size"], seed=facts["settings"]["seed"])

@@ -15,9 +15,12 @@ Deviations from the official code
   Python; in float16 its gradients overflow once tr(A) reaches ~4e3. Here the iteration is plain autograd over
   batched matmuls (mathematically the same gradient, fewer products: 18 vs 24 at 3 iterations) and always runs
   in float32 with autocast disabled.
-- A zero (or numerically zero) trace would divide by zero in the official code. Here such matrices are not
-  normalized (the iteration runs on the matrix as is, which is zero), so the output is exactly zero and the
-  gradient is finite.
+- Pre-normalization: the original iSQRT-COV code (jiangtaoxie/fast-MPN-COV ``src/representation/MPNCOV.py``,
+  ``Sqrtm.forward``) divides by tr(A), so a zero trace divides by zero; TCP's copy (the TCP repository's
+  ``ops/MPNCOV/MPNCOV.py``) divides by tr(A) + 1e-5 and post-compensates with √tr(A). ``eps`` selects between
+  them: 0 (the default) is the original, 1e-5 is TCP's (:class:`polyzoo.video.tcp.TCPHead` passes it). With
+  ``eps = 0`` a zero (or numerically zero) trace is not normalized (the iteration runs on the matrix as is,
+  which is zero for PSD input), so the output is exactly zero and the gradient is finite.
 - svPN: the official code allocates its buffers in the default dtype; here everything follows the input dtype.
 """
 
@@ -39,12 +42,12 @@ def _float32_or_wider(a: torch.Tensor) -> torch.Tensor:
     return a if a.dtype in (torch.float32, torch.float64) else a.float()
 
 
-def isqrt_newton_schulz(a: torch.Tensor, iters: int = 5) -> torch.Tensor:
+def isqrt_newton_schulz(a: torch.Tensor, iters: int = 5, eps: float = 0.0) -> torch.Tensor:
     """Square root of a batch of symmetric positive semi-definite matrices by the coupled Newton–Schulz
     iteration of iSQRT-COV.
 
     Steps (iSQRT-COV, Eq. 5–7; TCP §3.3):
-      1. pre-normalization   A' = A / tr(A)
+      1. pre-normalization   A' = A / (tr(A) + eps)
       2. Y_0 = A', Z_0 = I;  T_k = ½(3I − Z_{k−1} Y_{k−1}),  Y_k = Y_{k−1} T_k,  Z_k = T_k Z_{k−1}
          (the last iteration computes Y only)
       3. post-compensation   A^{1/2} ≈ √tr(A) · Y_N
@@ -56,6 +59,8 @@ def isqrt_newton_schulz(a: torch.Tensor, iters: int = 5) -> torch.Tensor:
         a: (B, C, C) symmetric PSD matrices (e.g. covariances). Any float dtype; computed in float32
             (float64 stays float64), with autocast disabled.
         iters: number of iterations N ≥ 1.
+        eps: added to tr(A) in the pre-normalization only (the post-compensation stays √tr(A)). 0 follows the
+            original iSQRT-COV code (fast-MPN-COV: A / tr(A)); 1e-5 follows TCP's copy of it (A / (tr(A) + 1e-5)).
 
     Returns:
         (B, C, C) float32 (or float64) approximate square roots. Differentiable through autograd.
@@ -67,9 +72,11 @@ def isqrt_newton_schulz(a: torch.Tensor, iters: int = 5) -> torch.Tensor:
         a = _float32_or_wider(a)
         c = a.shape[-1]
         trace = a.diagonal(dim1=-2, dim2=-1).sum(-1)  # (B,)
+        if eps < 0:
+            raise ValueError(f"isqrt_newton_schulz: eps must be >= 0, got {eps}")
         # Zero-trace matrices are left unnormalized: they are zero for PSD input, so Y stays 0.
         norm = torch.where(trace > _TINY_TRACE, trace, torch.ones_like(trace)).view(-1, 1, 1)
-        y = a / norm
+        y = a / (norm + eps) if eps else a / norm
         eye = torch.eye(c, dtype=a.dtype, device=a.device).expand_as(a)
         half3_eye = 1.5 * eye
         # k = 1: Z_0 = I, so T_1 = ½(3I − Y_0) needs no product.

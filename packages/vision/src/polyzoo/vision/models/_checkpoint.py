@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["strip_prefixes"]
+__all__ = ["resolve_official_cfg", "strip_prefixes"]
 
 _CONTAINER_KEYS = ("state_dict", "model", "net", "state_dict_ema", "model_ema")
 
@@ -27,3 +27,22 @@ def strip_prefixes(state_dict: Mapping[str, Any], prefixes: tuple[str, ...] = ("
                 k = k[len(p) :]
         out[k] = v
     return out
+
+
+def resolve_official_cfg(variant: str, kwargs: Mapping[str, Any], release: str) -> dict[str, Any]:
+    """The pretrained config that ``pretrained=True`` will load from (timm's resolution of ``pretrained_cfg`` and
+    ``pretrained_cfg_overlay`` in ``kwargs``). polyzoo's configs carry no URL, so without a ``file`` (or
+    ``state_dict``) in the overlay this raises a ``ValueError`` naming the official ``release`` to fetch."""
+    from timm.models import resolve_pretrained_cfg
+
+    cfg = resolve_pretrained_cfg(
+        variant,
+        pretrained_cfg=kwargs.get("pretrained_cfg"),
+        pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"),
+    ).to_dict()
+    if not (cfg.get("file") or cfg.get("state_dict") or cfg.get("url") or cfg.get("hf_hub_id")):
+        raise ValueError(
+            f"{variant}: polyzoo downloads no weights; get the official {release} and pass "
+            "pretrained_cfg_overlay=dict(file=PATH)"
+        )
+    return cfg

@@ -15,17 +15,28 @@ name for a block's attention; the official code calls it ``eca``).
 Kernel sizes. ``k_size=None`` (default) applies the paper's adaptive formula ψ(C) (Eq. 12) to the channels
 that each ECA module sees; a per-stage list ``k_size=[3, 5, 5, 7]`` gives one odd kernel per stage, as the
 released checkpoints need (R18 3577, R34 3357, R50 3557, R101 3357, R152 3357; see ``OFFICIAL_KERNELS``).
-MobileNetV2 uses k=1 for blocks with at most 64 output channels and k=3 above (the threshold that the
-released checkpoint loads with, official issue #22; this gives the published 3,504,903 parameters).
+MobileNetV2 uses k=1 for blocks with at most 64 output channels and k=3 above: the blocks that the current
+official code selects with ``c < 96`` (the same blocks: the widths are 16, 24, 32, 64, 96, 160, 320), and the
+ones the released checkpoint loads with (3,504,903 parameters). An earlier official version used ``c <= 96``,
+which also gave the 96-channel blocks k=1 and does not load the released weights (official issue #22).
 
 Deviations from the official code:
-- the official ``eca_resnet18`` ignores its ``k_size`` argument (always 3,3,3,3); here it is honoured;
 - weights are initialised as timm's ResNet does (Kaiming normal, fan-out, ReLU gain: the same distribution
   as the official N(0, √(2/n)) with n = k²·C_out), without zero-initialising the last BN of each branch.
 
-Official checkpoints load with ``timm.create_model(name, k_size=[...], checkpoint_path=...)``: the checkpoint
-filter strips the ``module.`` (DataParallel) prefix, renames ``.eca.`` to ``.se.``, and checks the per-stage
-kernel sizes, raising an error that names the ``k_size`` list to build with when they do not match.
+(An earlier version of the official ``eca_resnet18`` ignored its ``k_size`` argument and always built 3,3,3,3;
+the current official code honours it, as this one does.)
+
+Official checkpoints: the pretrained config of each model (tag ``official_in1k``, the default) names the
+released file, where it is published and the ``k_size`` it needs (``OFFICIAL_RELEASES``); nothing is downloaded.
+With the file at hand, timm's own mechanism loads it::
+
+    timm.create_model("eca_resnet50", pretrained=True, pretrained_cfg_overlay=dict(file="eca_resnet50_k3557.pth.tar"))
+
+builds the model with the release's kernels (here 3,5,5,7) and passes the checkpoint through the checkpoint
+filter, which unwraps ``{"state_dict": ...}``, strips the ``module.`` (DataParallel) prefix, renames ``.eca.`` to
+``.se.``, and checks the per-stage kernel sizes (an error names the ``k_size`` list to build with when they do
+not match). ``checkpoint_path=`` works too, with ``k_size`` given by hand.
 """
 
 from __future__ import annotations
@@ -42,10 +53,11 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
 from polyzoo.shared.ops.attention import ECA, eca_kernel_size
-from polyzoo.vision.models._checkpoint import strip_prefixes
+from polyzoo.vision.models._checkpoint import resolve_official_cfg, strip_prefixes
 
 __all__ = [
     "OFFICIAL_KERNELS",
+    "OFFICIAL_RELEASES",
     "EcaMobileNetV2",
     "EcaResNet",
     "eca_kernels_from_state_dict",
@@ -61,6 +73,17 @@ OFFICIAL_KERNELS: dict[str, tuple[int, int, int, int]] = {
     "eca_resnet101": (3, 3, 5, 7),
     "eca_resnet152": (3, 3, 5, 7),
 }
+
+# The released ImageNet checkpoints (README of BangguWu/ECANet: Google Drive and Baidu Pan links, not fetched here).
+OFFICIAL_RELEASES: dict[str, str] = {
+    "eca_resnet18": "eca_resnet18_k3577.pth.tar",
+    "eca_resnet34": "eca_resnet34_k3357.pth.tar",
+    "eca_resnet50": "eca_resnet50_k3557.pth.tar",
+    "eca_resnet101": "eca_resnet101_k3357.pth.tar",
+    "eca_resnet152": "eca_resnet152_k3357.pth.tar",
+    "eca_mobilenetv2": "eca_mobilenetv2_k13.pth.tar",
+}
+_SOURCE = "BangguWu/ECANet README (Google Drive / Baidu Pan links; polyzoo downloads nothing)"
 
 _ARCHS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
     "eca_resnet18": (BasicBlock, (2, 2, 2, 2)),
@@ -165,7 +188,18 @@ def eca_resnet_checkpoint_filter(state_dict: Mapping[str, Any], model: nn.Module
     return out
 
 
+def _pretrained_setup(variant: str, pretrained: bool, kwargs: dict[str, Any]) -> None:
+    """For ``pretrained=True``: check that a file (or state dict) was given, since nothing is downloaded, and build
+    an official release's model with the kernels that release needs (unless ``k_size`` is given)."""
+    if not pretrained:
+        return
+    cfg = resolve_official_cfg(variant, kwargs, f"{OFFICIAL_RELEASES[variant]} ({_SOURCE})")
+    if cfg.get("tag", "").startswith("official") and variant in OFFICIAL_KERNELS:
+        kwargs.setdefault("k_size", list(OFFICIAL_KERNELS[variant]))
+
+
 def _create_eca_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> EcaResNet:
+    _pretrained_setup(variant, pretrained, kwargs)
     block, layers = _ARCHS[variant]
     return build_model_with_cfg(
         partial(EcaResNet, block, layers),
@@ -317,7 +351,8 @@ class EcaMobileNetV2(nn.Module):
 
 def eca_mobilenetv2_checkpoint_filter(state_dict: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
     """The official ECA-MobileNetV2 keys equal ours once the ``module.`` prefix is removed; a kernel-size
-    mismatch (the official code's k=1 threshold at 96 instead of 64) is reported with the fix."""
+    mismatch (e.g. a model built with ``eca_threshold=96``, the earlier official ``c <= 96``) is reported with
+    the fix."""
     out = strip_prefixes(state_dict)
     own = model.state_dict()
     for key, value in out.items():
@@ -330,6 +365,7 @@ def eca_mobilenetv2_checkpoint_filter(state_dict: Mapping[str, Any], model: nn.M
 
 
 def _create_eca_mobilenetv2(variant: str, pretrained: bool = False, **kwargs: Any) -> EcaMobileNetV2:
+    _pretrained_setup(variant, pretrained, kwargs)
     return build_model_with_cfg(
         EcaMobileNetV2,
         variant,
@@ -356,14 +392,30 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
     }
 
 
+def _official_cfg(variant: str, **kwargs: Any) -> dict[str, Any]:
+    """The pretrained config of an official release: no ``url``/``file`` (nothing downloads); the release is named
+    in ``description``/``notes`` (file, source, the ``k_size`` it needs)."""
+    kernels = OFFICIAL_KERNELS.get(variant)
+    k_note = f"k_size: {list(kernels)}" if kernels else "k_size: 1 up to 64 channels, 3 above (eca_threshold=64)"
+    return _cfg(
+        description=f"official ImageNet-1k weights {OFFICIAL_RELEASES[variant]}",
+        notes=(f"file: {OFFICIAL_RELEASES[variant]}", f"source: {_SOURCE}", k_note),
+        origin_url="https://github.com/BangguWu/ECANet",
+        paper_ids="arXiv:1910.03151",
+        **kwargs,
+    )
+
+
 default_cfgs = generate_default_cfgs(
     {
-        "eca_resnet18.untrained": _cfg(),
-        "eca_resnet34.untrained": _cfg(),
-        "eca_resnet50.untrained": _cfg(),
-        "eca_resnet101.untrained": _cfg(),
-        "eca_resnet152.untrained": _cfg(),
-        "eca_mobilenetv2.untrained": _cfg(first_conv="features.0.0", classifier="classifier.1"),
+        "eca_resnet18.official_in1k": _official_cfg("eca_resnet18"),
+        "eca_resnet34.official_in1k": _official_cfg("eca_resnet34"),
+        "eca_resnet50.official_in1k": _official_cfg("eca_resnet50"),
+        "eca_resnet101.official_in1k": _official_cfg("eca_resnet101"),
+        "eca_resnet152.official_in1k": _official_cfg("eca_resnet152"),
+        "eca_mobilenetv2.official_in1k": _official_cfg(
+            "eca_mobilenetv2", first_conv="features.0.0", classifier="classifier.1"
+        ),
     }
 )
 

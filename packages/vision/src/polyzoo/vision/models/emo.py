@@ -15,7 +15,11 @@ This is kept for parity with the released weights. The window size is a construc
 10/16 downstream; ``window_size <= 0`` attends globally), and inputs that do not divide are padded.
 
 Module and parameter names follow the official code, so official state dicts load after the checkpoint filter
-removes wrapper prefixes (``module.``; ``{"net": ...}``/``{"state_dict": ...}`` containers).
+removes wrapper prefixes (``module.``; ``{"net": ...}``/``{"state_dict": ...}`` containers). The pretrained
+config of each variant (tag ``official_in1k``) names its released file (``OFFICIAL_RELEASES``, e.g.
+``resources/EMO_1M/net.pth`` of the official repository) without a URL; with the file at hand,
+``timm.create_model("emo_1m", pretrained=True, pretrained_cfg_overlay=dict(file=PATH))`` loads it through
+the filter.
 
 Deviations from the official code: ``forward`` returns a logits tensor (the official one returns
 ``{'out': x, 'out_kd': x}``); the final norm is part of ``forward_features`` (timm convention); the value
@@ -41,9 +45,18 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._efficientnet_blocks import SqueezeExcite
 from torch import nn
 
-from polyzoo.vision.models._checkpoint import strip_prefixes
+from polyzoo.vision.models._checkpoint import resolve_official_cfg, strip_prefixes
 
-__all__ = ["EMO", "EMOConfig", "LayerNorm2d", "MSPatchEmb", "emo_checkpoint_filter", "iRMB"]
+__all__ = ["EMO", "OFFICIAL_RELEASES", "EMOConfig", "LayerNorm2d", "MSPatchEmb", "emo_checkpoint_filter", "iRMB"]
+
+# The released ImageNet-1k checkpoints: files in the official repository (README "Main results"), not fetched here.
+OFFICIAL_RELEASES: dict[str, str] = {
+    "emo_1m": "resources/EMO_1M/net.pth",
+    "emo_2m": "resources/EMO_2M/net.pth",
+    "emo_5m": "resources/EMO_5M/net.pth",
+    "emo_6m": "resources/EMO_6M/net.pth",
+}
+_SOURCE = "zhangzjn/EMO repository (README 'Main results'; polyzoo downloads nothing)"
 
 _EPS = 1e-6
 
@@ -428,6 +441,8 @@ def emo_checkpoint_filter(state_dict: Mapping[str, Any], model: nn.Module | None
 
 
 def _create_emo(variant: str, pretrained: bool = False, **kwargs: Any) -> EMO:
+    if pretrained:
+        resolve_official_cfg(variant, kwargs, f"{OFFICIAL_RELEASES[variant]} ({_SOURCE})")
     cfg = dataclasses.replace(_VARIANTS[variant])
     return build_model_with_cfg(
         EMO,
@@ -455,7 +470,17 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
     }
 
 
-default_cfgs = generate_default_cfgs({f"{name}.untrained": _cfg() for name in _VARIANTS})
+default_cfgs = generate_default_cfgs(
+    {
+        f"{name}.official_in1k": _cfg(
+            description=f"official ImageNet-1k weights {OFFICIAL_RELEASES[name]}",
+            notes=(f"file: {OFFICIAL_RELEASES[name]}", f"source: {_SOURCE}"),
+            origin_url="https://github.com/zhangzjn/EMO",
+            paper_ids="arXiv:2301.01146",
+        )
+        for name in _VARIANTS
+    }
+)
 
 
 @register_model

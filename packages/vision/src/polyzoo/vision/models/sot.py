@@ -4,7 +4,8 @@ Paper: J. Xie, R. Zeng, Q. Wang, Z. Zhou, P. Li. "SoT: Delving Deeper into Class
 Transformer" (arXiv 2104.10935). Official code: https://github.com/jiangtaoxie/SoT (``sot_src/``).
 
 MGCrP (multi-headed global cross-covariance pooling, paper §3.2): a bias-free linear map W_r (C → 2·h·d)
-gives per head Q_h, K_h ∈ R^{N×d} from the word tokens; Σ_h = (1/N) Q̄_hᵀ K̄_h (d × d), computed by
+gives per head Q_h, K_h ∈ R^{N×d} from the word tokens; Σ_h = (1/N) Q̄_hᵀ K̄_h (d × d), where Q̄, K̄ are
+centred as the official ``Covariance(remove_mean=True)`` does (see "Centring" below), computed by
 :class:`polyzoo.shared.ops.pooling.CrossCovariancePool`; each Σ_h is power-normalised by svPN
 (:func:`polyzoo.shared.ops.matrix.svpn`, α = ½, one power iteration from a learnable start vector shared by the
 heads; algebraically Σ/√σ̂₁); the h·d² values are flattened (and dropped out for Small/Base).
@@ -21,14 +22,29 @@ frozen parameter, as in the official code, so it is in the parameter count), pre
 bias, GELU MLP), a final LayerNorm, the MGCrP head. Parameter counts equal the official code's:
 8,037,262 / 27,092,936 / 76,885,414.
 
+Official defaults (an official checkpoint gives the official outputs; tested against a transcription of the
+official model):
+
+- Centring (``center``). The official ``Covariance(remove_mean=True)`` applies ``adaptive_avg_pool2d`` to the
+  3-D (B·h, d, N) tensor, which subtracts one scalar per head and sample: the mean over all N·d entries. That
+  is the default, ``center="scalar"``, for the paper models and for the MGCrP head on any timm ViT
+  (:func:`sot_wrap`). ``center="dim"`` subtracts each dimension's mean over the tokens instead, i.e. the
+  usual (per-dimension) cross-covariance: Σ is then invariant to per-dimension offsets of Q and K,
+  whereas with scalar centring the token means q̄, k̄ (less their overall means m_q, m_k) stay in Σ as the
+  rank-one term (q̄ − m_q·1)(k̄ − m_k·1)ᵀ, which can dominate σ̂₁ and hence the svPN scaling. Prefer "dim"
+  when training a head from scratch rather than loading official weights; weights trained with one centring
+  are not interchangeable with the other (no accuracy comparison is claimed here).
+  ``center="none"`` skips the mean removal.
+- LayerNorm: the official ViT blocks and the final norm are ``nn.LayerNorm`` (eps 1e-5), not timm's
+  default (eps 1e-6): the blocks are built with ``norm_layer=nn.LayerNorm``.
+
 Deviations from the official code, and why:
-- mean removal: the official ``Covariance(remove_mean=True)`` subtracts one scalar (the mean over all N·d
-  entries of each head); the default here is the per-dimension mean over tokens (a cross-covariance, as the
-  paper defines it). ``center="scalar"`` reproduces the official outputs exactly (used by the parity test).
 - configurations are dataclasses copied per model (the official factories mutate module-level dicts, so a
   second model in one process fails with ``KeyError: 'type'``);
 - ``concat``/``aggre_all`` heads have no unused class-token FC (the official one creates it and never uses it);
-- svPN runs in float32 under autocast (the shared op does), and ``pretrained`` never downloads.
+- svPN runs in float32 for half-precision inputs (float64 stays float64) with autocast disabled, and returns the
+  input's dtype (the official code allocates its buffers in the default dtype, so ``model.double()`` fails
+  there); ``pretrained`` never downloads (the official README lists the weights as "coming soon": no release).
 """
 
 from __future__ import annotations
@@ -47,7 +63,7 @@ from torch import nn
 
 from polyzoo.shared.ops.matrix import svpn
 from polyzoo.shared.ops.pooling import CrossCovariancePool
-from polyzoo.vision.models._checkpoint import strip_prefixes
+from polyzoo.vision.models._checkpoint import resolve_official_cfg, strip_prefixes
 
 __all__ = ["MGCrP", "SoT", "SoTConfig", "SoTHead", "SoTViT", "sot_checkpoint_filter", "sot_wrap"]
 
@@ -67,8 +83,10 @@ class SvPN(nn.Module):
         self.weight = nn.Parameter(torch.randn(dim))
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
+        work = a.dtype if a.dtype in (torch.float32, torch.float64) else torch.float32
         with torch.autocast(device_type=a.device.type, enabled=False):
-            return svpn(a.float(), alpha=self.alpha, iters=self.iters, v0=self.weight.float())
+            out = svpn(a.to(work), alpha=self.alpha, iters=self.iters, v0=self.weight.to(work))
+        return out.to(a.dtype)
 
 
 class MGCrP(nn.Module):
@@ -78,7 +96,7 @@ class MGCrP(nn.Module):
         dim: token width C.
         num_heads: heads h.
         wr_dim: per-head projection width d (output h·d² values).
-        center: mean removal of Q and K (see the module docstring).
+        center: mean removal of Q and K: "scalar" (official, default), "dim" or "none" (see the module docstring).
         alpha, iters: svPN power and power iterations.
         dropout: dropout on the flattened representation.
 
@@ -90,7 +108,7 @@ class MGCrP(nn.Module):
         dim: int,
         num_heads: int = 6,
         wr_dim: int = 14,
-        center: Center = "dim",
+        center: Center = "scalar",
         alpha: float = 0.5,
         iters: int = 1,
         dropout: float = 0.0,
@@ -134,7 +152,7 @@ class SoTHead(nn.Module):
         num_prefix_tokens: int = 1,
         num_heads: int = 6,
         wr_dim: int = 14,
-        center: Center = "dim",
+        center: Center = "scalar",
         dropout: float = 0.0,
     ):
         super().__init__()
@@ -237,8 +255,9 @@ class SoTViT(nn.Module):
 def sot_wrap(backbone: str | nn.Module, num_classes: int = 1000, **kwargs: Any) -> SoTViT:
     """An SoT model from a timm ViT name (created with ``num_classes``' head removed) or module.
 
-    ``kwargs`` go to :class:`SoTHead` (``fusion``, ``num_heads``, ``wr_dim``, ``center``, ``dropout``) and, for a
-    name, the rest to ``timm.create_model`` (``img_size``, ``drop_path_rate``, ...)."""
+    ``kwargs`` go to :class:`SoTHead` (``fusion``, ``num_heads``, ``wr_dim``, ``center``, ``dropout``; the
+    defaults are the official head's: ``sum_fc``, 6 heads, scalar centring, svPN α = ½ with one power
+    iteration) and, for a name, the rest to ``timm.create_model`` (``img_size``, ``drop_path_rate``, ...)."""
     head_keys = {"fusion", "num_heads", "wr_dim", "center", "dropout"}
     head_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in head_keys}
     if isinstance(backbone, str):
@@ -331,7 +350,7 @@ class SoT(nn.Module):
         num_classes, in_chans: as usual.
         img_size: input side (a multiple of 16; 224 gives 196 tokens).
         drop_rate, drop_path_rate, attn_drop_rate: dropout, stochastic depth (linear), attention dropout.
-        fusion, center: of the head.
+        fusion, center: of the head (``center="scalar"``, the official centring, by default).
 
     Shape: (B, in_chans, img_size, img_size) → (B, num_classes).
     """
@@ -346,7 +365,7 @@ class SoT(nn.Module):
         drop_path_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         fusion: Fusion = "sum_fc",
-        center: Center = "dim",
+        center: Center = "scalar",
         global_pool: str = "token",
         **kwargs: Any,
     ):
@@ -378,6 +397,7 @@ class SoT(nn.Module):
                     proj_drop=drop_rate,
                     attn_drop=attn_drop_rate,
                     drop_path=dpr[i],
+                    norm_layer=nn.LayerNorm,  # the official blocks' nn.LayerNorm (eps 1e-5), not timm's eps 1e-6
                 )
                 for i in range(cfg.depth)
             ]
@@ -476,6 +496,10 @@ def sot_checkpoint_filter(state_dict: Mapping[str, Any], model: nn.Module | None
 
 
 def _create_sot(variant: str, pretrained: bool = False, **kwargs: Any) -> SoT:
+    if pretrained:
+        resolve_official_cfg(
+            variant, kwargs, "weights (none are released: the official README lists them as coming soon)"
+        )
     return build_model_with_cfg(
         SoT,
         variant,
