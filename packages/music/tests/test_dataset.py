@@ -21,11 +21,12 @@ from polyzoo.music.drumroll import NUM_LINES, midi_to_drumroll
 EMPTY = "------"
 
 
-def official_example(score: list[str]) -> dict | None:
-    """The official text_to_data.py steps restated on lines with newlines (the reference for make_example)."""
+def official_example(score: list[str], drop: int = 4) -> dict | None:
+    """The official text_to_data.py steps restated on lines with newlines (the reference for make_example);
+    ``drop`` lines go per empty leading quarter note: 4 at commit 0684006, 16 at commit 5e7a4c0."""
     score = [f"{x}\n" for x in score]
     while "".join(score[:4]).replace("\n", "") == "------" * 4:
-        score = score[4:]
+        score = score[drop:]
     if not len(score) > 128:
         return None
 
@@ -64,6 +65,20 @@ def test_example_matches_official_text_to_data(lead, total):
     assert ours["completion"].endswith("\nEND") and "SEP\nEND" not in ours["completion"]
     # the drumroll comes back from the example, without separators
     assert drumroll_from_example(ours) == strip_empty_beats(lines)[0]
+
+
+@pytest.mark.parametrize("lead", [0, 1, 3, 4, 5, 9])
+def test_measure_stripping_matches_the_later_official_version(lead):
+    # a leading empty beat drops the whole first measure, notes in its later beats included
+    lines = _groove(256 - 4 * lead, lead)
+    ours = make_example(lines, "x", strip="measure")
+    ref = official_example(lines, drop=16)
+    assert ours is not None and ref is not None
+    assert ours["prompt"] == ref["prompt"] and ours["completion"] == ref["completion"]
+    if lead:
+        assert ours["prompt"].split("\n")[0] == lines[16 * ((lead + 3) // 4)]
+    with pytest.raises(ValueError, match="strip='bar'"):
+        make_example(lines, "x", strip="bar")
 
 
 def test_length_filter_is_more_than_128_lines():
@@ -245,6 +260,15 @@ def test_real_file_example(gmd_root):
     lines = midi_to_drumroll(gmd_root / "drummer1/eval_session/10_soul-groove10_102_beat_4-4.mid")
     ex = make_example(lines, "soul")
     assert ex is not None and ex == {**official_example(lines), "name": "soul"}
+    # a groove with 4 empty leading lines and notes in its first bar: the two official versions differ
+    lines = midi_to_drumroll(gmd_root / "drummer1/session1/239_funk-purdieshuffle_130_beat_4-4.mid")
+    beat, measure = make_example(lines, "f"), make_example(lines, "f", strip="measure")
+    assert beat == {**official_example(lines), "name": "f"} and measure == {**official_example(lines, 16), "name": "f"}
+    assert beat["prompt"].startswith("------\n------\n--o---\n") and measure["prompt"].startswith("---oo-\n------\n")
+    # a 3/4 groove: 192 lines, SEP after every 16 lines as in 4/4
+    lines = midi_to_drumroll(gmd_root / "drummer1/session2/4_jazz_120_beat_3-4.mid")
+    ex = make_example(lines, "j")
+    assert len(lines) == 192 and ex == {**official_example(lines), "name": "j"} and ex["completion"].count("SEP") == 9
 
 
 def test_prompt_from_a_users_drumroll():

@@ -139,6 +139,14 @@ _COLUMNS_OPTION = click.option(
     help="Official file names (1_239_funk-purdieshuffle_130_beat_4-4.txt) and split folders train/dev/test, to "
     "compare with the shipped data_text; default drummer1_session1_239_..., train/validation/test.",
 )
+@click.option(
+    "--strip",
+    type=click.Choice(["beat", "measure"]),
+    default="beat",
+    show_default=True,
+    help="Examples: drop leading empty quarter notes a beat at a time (the prompts of the shipped GPT-3 outputs) or "
+    "a measure at a time (the later official gpt3_*.jsonl).",
+)
 @click.option("--overwrite", is_flag=True, help="Rebuild an output folder prepared with other settings.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @_user_errors
@@ -151,6 +159,7 @@ def prepare(
     include_eval_session: bool,
     all_types: bool,
     official_names: bool,
+    strip: str,
     overwrite: bool,
     progress: bool,
 ) -> None:
@@ -166,6 +175,7 @@ def prepare(
         include_eval_session=include_eval_session,
         beats_only=not all_types,
         names="official" if official_names else "polyzoo",
+        strip=strip,
     )
     report = prepare_gmd(data_root, out, settings, overwrite=overwrite, progress=progress)
     click.echo(f"drumrolls: {report.converted}")

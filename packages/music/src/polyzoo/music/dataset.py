@@ -5,7 +5,12 @@ Per performance (a drumroll of ``drumroll.py``: 256 lines for 4/4, 192 for 3/4, 
 official column order:
 
 1. strip leading empty *beats*: while the first four lines (one quarter note) are all rests, drop them (the
-   official ``strip_empty_measure`` works on quarter notes despite its name);
+   official ``strip_empty_measure`` of commit 0684006 works on quarter notes despite its name). The repository
+   holds two versions: at commit 5e7a4c0 the same test drops a whole *measure* (16 lines, even when its later beats
+   hold notes), and its ``gpt3_*.jsonl`` follow that. We default to the beat version because the shipped GPT-3
+   outputs were generated from its prompts (``output_text_davinci/test/1_239_funk-purdieshuffle_130_beat_4-4.txt``
+   starts with lines 4.. of the groove, not 16..); ``strip="measure"`` (``PrepareSettings.strip``) gives the
+   other;
 2. length filter: keep the score only if more than 128 lines (8 bars) remain;
 3. prompt = the first 32 lines (2 bars) with ``SEP`` after every 16 lines (so it ends with ``SEP\\n``);
    completion = the remaining lines with ``SEP`` lines between bars, then ``\\nEND``.
@@ -82,12 +87,21 @@ MIN_LINES_EXCLUSIVE = 128  # official is_enough_length: len(score) > 128
 SPLITS = ("train", "validation", "test")
 
 
-def strip_empty_beats(lines: Sequence[str]) -> tuple[list[str], int]:
-    """Drop leading quarter notes (4 lines) that are all rests; returns (lines, number of beats dropped)."""
+STRIP_UNITS = {"beat": 4, "measure": LINES_PER_BAR}
+
+
+def strip_empty_beats(lines: Sequence[str], strip: str = "beat") -> tuple[list[str], int]:
+    """While the first quarter note (4 lines) is all rests, drop a beat (``strip="beat"``, 4 lines: the official
+    ``text_to_data.py`` of commit 0684006, whose prompts the shipped GPT-3 outputs start with) or a whole measure
+    (``"measure"``, 16 lines, rests or not: the version of commit 5e7a4c0 and its ``gpt3_*.jsonl``). Returns
+    (lines, number of drops)."""
+    if strip not in STRIP_UNITS:
+        raise ValueError(f"strip={strip!r}; expected one of {list(STRIP_UNITS)}")
+    unit = STRIP_UNITS[strip]
     lines = list(lines)
     dropped = 0
     while len(lines) >= 4 and all(set(line) <= {REST} for line in lines[:4]):
-        lines = lines[4:]
+        lines = lines[unit:]
         dropped += 1
     return lines, dropped
 
@@ -103,9 +117,9 @@ def add_separators(lines: Sequence[str]) -> str:
     return "".join(out)
 
 
-def make_example(lines: Sequence[str], name: str) -> dict[str, str] | None:
+def make_example(lines: Sequence[str], name: str, strip: str = "beat") -> dict[str, str] | None:
     """The official prompt/completion pair for a drumroll, or ``None`` when the stripped score is too short."""
-    stripped, _ = strip_empty_beats(lines)
+    stripped, _ = strip_empty_beats(lines, strip)
     if len(stripped) <= MIN_LINES_EXCLUSIVE:
         return None
     prompt = add_separators(stripped[:PROMPT_LINES])
@@ -186,7 +200,9 @@ class PrepareSettings:
     - ``names``: ``"polyzoo"`` (``drummer1_session1_239_funk-..._4-4``, splits train/validation/test) or
       ``"official"`` (the shipped names ``1_239_funk-..._4-4`` and split folders train/dev/test);
     - ``splits``: GMD splits to write (``info.csv``'s names);
-    - ``num_bars``: bars per drumroll (16).
+    - ``num_bars``: bars per drumroll (16);
+    - ``strip``: leading silence dropped from the examples a beat at a time (``"beat"``, the version the shipped
+      GPT-3 outputs were prompted with) or a measure at a time (``"measure"``, the later ``gpt3_*.jsonl``).
     """
 
     merges: str = "official"
@@ -197,6 +213,7 @@ class PrepareSettings:
     names: str = "polyzoo"
     splits: tuple[str, ...] = SPLITS
     num_bars: int = NUM_BARS
+    strip: str = "beat"
 
     def __post_init__(self) -> None:
         from polyzoo.music.drumroll import COLUMN_ORDERS, MERGES, TIME_SIGNATURE_RULES
@@ -206,6 +223,7 @@ class PrepareSettings:
             ("columns", tuple(COLUMN_ORDERS)),
             ("time_signatures", TIME_SIGNATURE_RULES),
             ("names", NAME_STYLES),
+            ("strip", tuple(STRIP_UNITS)),
         ):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"prepare: {key}={getattr(self, key)!r}; expected one of {list(allowed)}")
@@ -419,7 +437,7 @@ def prepare_gmd(
             continue
         write_drumroll(lines, out_dir / "text" / folder / f"{name}.txt", columns=columns)
         report.converted[split] = report.converted.get(split, 0) + 1
-        example = make_example(lines, name)
+        example = make_example(lines, name, settings.strip)
         if example is None:
             report.skipped.append(
                 {"file": str(midi), "split": split, "reason": "too short: 128 lines or fewer after stripping"}
