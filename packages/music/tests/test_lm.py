@@ -236,6 +236,17 @@ def test_cli_prepare_convert_evaluate(fake_gmd, tmp_path):
     )
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert res.output.startswith(f"Error: {tmp_path / 'd'}: prepared with other settings") and "merges" in res.output
+    # official-order text plays the right drums: column 4 is the kick (36); the primary_notes reading makes it a snare
+    import symusic
+
+    (tmp_path / "kick.txt").write_text("---o--\n" + "------\n" * 15)
+    for order, pitch in (("official", 36), ("primary-notes", 38)):
+        res = runner.invoke(
+            music, ["convert", str(tmp_path / "kick.txt"), "--out", str(tmp_path / order), "--columns", order]
+        )
+        assert res.exit_code == 0, res.output
+        (track,) = symusic.Score(str(tmp_path / order / "kick.mid")).tracks
+        assert [(n.time, n.pitch) for n in track.notes] == [(0, pitch)]
     # an empty drumroll file is an error, not an empty MIDI
     (tmp_path / "empty.txt").write_text("")
     res = runner.invoke(music, ["convert", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "ce")])
