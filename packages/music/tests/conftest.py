@@ -66,18 +66,22 @@ def random_groove():
 
 @pytest.fixture
 def fake_gmd(tmp_path):
-    """A GMD-style folder: info.csv and MIDI files of grooves (train 4, validation 1, test 2), plus a fill, a 3/4
-    beat and a beat that starts after 9 silent bars (7 bars of music: the >128-line filter drops it)."""
+    """A GMD-style folder: info.csv and MIDI files of grooves (4/4 beats: train 4, validation 1, test 2), plus a
+    test beat in drummer1's eval_session, a train fill, a 3/4 and a 6/8 train beat, and a train beat that starts
+    after 9 silent bars (7 bars of music: the >128-line filter drops it)."""
     root = tmp_path / "gmd"
     rows = []
-    specs = [("train", "beat", (4, 4), 0)] * 4 + [("validation", "beat", (4, 4), 0)] + [("test", "beat", (4, 4), 0)] * 2
-    specs += [("train", "fill", (4, 4), 0), ("train", "beat", (3, 4), 0), ("train", "beat", (4, 4), 9)]
-    for i, (split, beat_type, ts, start) in enumerate(specs):
-        rel = f"drummer1/session1/{i}_rock_100_{beat_type}_{ts[0]}-{ts[1]}.mid"
+    specs = [("train", "beat", (4, 4), 0, "session1")] * 4 + [("validation", "beat", (4, 4), 0, "session1")]
+    specs += [("test", "beat", (4, 4), 0, "session1")] * 2 + [("test", "beat", (4, 4), 0, "eval_session")]
+    specs += [("train", "fill", (4, 4), 0, "session1"), ("train", "beat", (3, 4), 0, "session1")]
+    specs += [("train", "beat", (6, 8), 0, "session1"), ("train", "beat", (4, 4), 9, "session1")]
+    for i, (split, beat_type, ts, start, session) in enumerate(specs):
+        rel = f"drummer1/{session}/{i}_rock_100_{beat_type}_{ts[0]}-{ts[1]}.mid"
         _write_midi(root / rel, _random_groove(i, 16 - start, start_bar=start), time_signature=ts)
         rows.append(
             {
                 "drummer": "drummer1",
+                "session": f"drummer1/{session}",
                 "midi_filename": rel,
                 "beat_type": beat_type,
                 "split": split,

@@ -10,8 +10,11 @@ import pytest
 
 from polyzoo.music.drumroll import (
     COLUMN_NAMES,
+    COLUMN_ORDERS,
     COLUMN_PITCHES,
+    MERGES_EARLY,
     MERGES_EXTENDED,
+    MERGES_OFFICIAL,
     NUM_LINES,
     DrumrollFormatError,
     MidiReadError,
@@ -60,54 +63,64 @@ def test_quantisation_window_is_plus_minus_a_32nd():
 
 
 def test_column_order_and_merges(tmp_path, write_midi):
-    assert COLUMN_PITCHES == (49, 51, 42, 38, 36, 50)
-    assert COLUMN_NAMES == ("crash", "ride", "hi-hat", "snare", "kick", "tom")
+    # the shipped data's order (midi_to_text.py writes note_to_drum's insertion order filtered by primary_notes)
+    assert COLUMN_PITCHES == (49, 51, 38, 36, 42, 50)
+    assert COLUMN_NAMES == ("crash", "ride", "snare", "kick", "hi-hat", "tom")
     step = 120
-    # (step, pitch) -> expected column, or None when dropped
+    # (step, pitch, expected column with the official table, expected column with the early table); None: dropped
     cases = [
-        (0, 49, 0),
-        (1, 57, 0),  # crash, crash 2
-        (2, 51, 1),
-        (3, 53, 1),
-        (4, 59, 1),  # ride, bell, ride 2
-        (5, 42, 2),
-        (6, 46, 2),  # closed and open hi-hat
-        (7, 38, 3),
-        (8, 40, 3),
-        (9, 37, 3),  # snare, rim shot, side stick
-        (10, 36, 4),  # kick
-        (11, 50, 5),
-        (12, 48, 5),
-        (13, 47, 5),
-        (14, 45, 5),
-        (15, 43, 5),  # toms
-        (16, 44, None),
-        (17, 55, None),
-        (18, 52, None),
-        (19, 22, None),
-        (20, 26, None),
-        (21, 58, None),
-        (22, 39, None),
+        (0, 49, 0, 0),
+        (1, 57, 0, 0),  # crash, crash 2
+        (2, 55, 0, None),
+        (3, 52, 0, None),  # splash, china
+        (4, 51, 1, 1),
+        (5, 53, 1, 1),
+        (6, 59, 1, 1),  # ride, bell, ride 2
+        (7, 38, 2, 2),
+        (8, 40, 2, 2),
+        (9, 37, 2, 2),  # snare, rim shot, side stick
+        (10, 36, 3, 3),  # kick
+        (11, 42, 4, 4),
+        (12, 46, 4, 4),
+        (13, 22, 4, None),
+        (14, 26, 4, None),  # closed, open, and the two edge hi-hat pitches
+        (15, 50, 5, 5),
+        (16, 48, 5, 5),
+        (17, 47, 5, 5),
+        (18, 45, 5, 5),
+        (19, 43, 5, 5),
+        (20, 58, 5, None),  # toms
+        (21, 44, None, None),  # pedal hi-hat
+        (22, 39, None, None),
     ]
-    path = write_midi(tmp_path / "merge.mid", [(s * step, p) for s, p, _ in cases])
-    lines = midi_to_drumroll(path)
-    assert len(lines) == NUM_LINES
-    for s, pitch, col in cases:
-        expected = "------" if col is None else "-" * col + "o" + "-" * (5 - col)
-        assert lines[s] == expected, (pitch, lines[s])
-    # the extended table adds splash/china → crash, hi-hat edges → hi-hat, 58 → tom; pedal hi-hat stays dropped
-    ext = midi_to_drumroll(path, merges=MERGES_EXTENDED)
-    assert ext[17] == ext[18] == "o-----"
-    assert ext[19] == ext[20] == "--o---"
-    assert ext[21] == "-----o"
-    assert ext[16] == ext[22] == "------"
+    path = write_midi(tmp_path / "merge.mid", [(s * step, p) for s, p, _, _ in cases])
+    official = midi_to_drumroll(path)
+    early = midi_to_drumroll(path, merges=MERGES_EARLY)
+    assert len(official) == len(early) == NUM_LINES
+    for s, pitch, col, col_early in cases:
+        for lines, c in ((official, col), (early, col_early)):
+            expected = "------" if c is None else "-" * c + "o" + "-" * (5 - c)
+            assert lines[s] == expected, (pitch, lines[s])
+    assert MERGES_EXTENDED == MERGES_OFFICIAL  # the old name of the official table
+
+
+def test_column_order_is_a_parameter(tmp_path, write_midi):
+    path = write_midi(tmp_path / "c.mid", [(0, 42), (120, 38), (240, 36)])
+    assert midi_to_drumroll(path)[:3] == ["----o-", "--o---", "---o--"]
+    # the primary_notes list order: crash, ride, hi-hat, snare, kick, tom
+    assert COLUMN_ORDERS["primary-notes"] == (49, 51, 42, 38, 36, 50)
+    assert midi_to_drumroll(path, columns="primary-notes")[:3] == ["--o---", "---o--", "----o-"]
+    # any order of distinct pitches; three columns give three characters
+    assert midi_to_drumroll(path, columns=(36, 38, 42))[:3] == ["--o", "-o-", "o--"]
+    with pytest.raises(ValueError, match="unknown column order"):
+        midi_to_drumroll(path, columns="nope")
 
 
 def test_merges_are_or_and_velocity_zero_ignored(tmp_path, write_midi):
     path = write_midi(tmp_path / "or.mid", [(0, 38), (0, 40), (0, 37), (240, 36, 1)])
     lines = midi_to_drumroll(path)
-    assert lines[0] == "---o--"
-    assert lines[2] == "----o-"  # any positive velocity is a hit; velocity is not kept
+    assert lines[0] == "--o---"
+    assert lines[2] == "---o--"  # any positive velocity is a hit; velocity is not kept
 
 
 def test_round_trip_generated_grooves(tmp_path, random_groove, write_midi):
@@ -130,7 +143,8 @@ def test_round_trip_generated_grooves(tmp_path, random_groove, write_midi):
 def test_written_midi_follows_the_official_writer(tmp_path):
     import symusic
 
-    lines = ["o---o-"] + ["------"] * 15 + ["---o--"] + ["------"] * (NUM_LINES - 17)
+    # official-order text: crash + kick on line 0, snare on line 16, hi-hat on line 17
+    lines = ["o--o--"] + ["------"] * 15 + ["--o---", "----o-"] + ["------"] * (NUM_LINES - 18)
     drumroll_to_midi(lines, tmp_path / "w.mid")
     score = symusic.Score(str(tmp_path / "w.mid"))
     assert score.ticks_per_quarter == 480
@@ -139,7 +153,11 @@ def test_written_midi_follows_the_official_writer(tmp_path):
     (track,) = score.tracks
     assert track.is_drum
     notes = sorted((n.time, n.pitch, n.velocity) for n in track.notes)
-    assert notes == [(0, 36, 100), (0, 49, 100), (16 * 120, 38, 100)]
+    assert notes == [(0, 36, 100), (0, 49, 100), (16 * 120, 38, 100), (17 * 120, 42, 100)]
+    # the primary_notes reading (some official text_to_midi.py versions): kick column → snare, snare → hi-hat
+    drumroll_to_midi(lines, tmp_path / "p.mid", columns="primary-notes")
+    (track,) = symusic.Score(str(tmp_path / "p.mid")).tracks
+    assert sorted((n.time, n.pitch) for n in track.notes) == [(0, 38), (0, 49), (16 * 120, 42), (17 * 120, 36)]
 
 
 def test_round_trip_real_gmd(gmd_root):
@@ -172,16 +190,11 @@ def test_real_gmd_hits_match_a_direct_count(gmd_root):
         p: COLUMN_PITCHES.index(c)
         for p, c in {
             **{p: p for p in COLUMN_PITCHES},
-            40: 38,
-            37: 38,
-            53: 51,
-            59: 51,
-            57: 49,
-            46: 42,
-            48: 50,
-            47: 50,
-            45: 50,
-            43: 50,
+            **dict.fromkeys([40, 37], 38),
+            **dict.fromkeys([53, 59], 51),
+            **dict.fromkeys([55, 57, 52], 49),
+            **dict.fromkeys([46, 22, 26], 42),
+            **dict.fromkeys([48, 47, 45, 43, 58], 50),
         }.items()
     }
     expected = set()
@@ -194,36 +207,57 @@ def test_real_gmd_hits_match_a_direct_count(gmd_root):
 
 
 def test_gmd_skips_are_counted_with_reasons(gmd_root):
-    counts = collections.Counter()
+    counts, counts44 = collections.Counter(), collections.Counter()
+    lengths = collections.Counter()
     with open(gmd_root / "info.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
+        path = gmd_root / row["midi_filename"]
         try:
-            midi_to_drumroll(gmd_root / row["midi_filename"])
+            lengths[(row["time_signature"], len(midi_to_drumroll(path)))] += 1
             counts["ok"] += 1
         except SkippedMidi as e:
             counts[e.reason.split(" at tick")[0]] += 1
             assert e.path.endswith(row["midi_filename"])
-    non44 = collections.Counter(r["time_signature"] for r in rows if r["time_signature"] != "4-4")
-    assert counts["time signature 3/4"] == non44["3-4"] == 5
-    assert counts["time signature 6/8"] == non44["6-8"] == 5
-    assert counts["ok"] == sum(1 for r in rows if r["time_signature"] == "4-4")
+        try:
+            midi_to_drumroll(path, time_signatures="4/4")
+            counts44["ok"] += 1
+        except SkippedMidi as e:
+            counts44[e.reason.split(" at tick")[0]] += 1
+    by_ts = collections.Counter(r["time_signature"] for r in rows)
+    assert by_ts == {"4-4": 1138, "3-4": 5, "6-8": 5, "5-8": 1, "5-4": 1}
+    # x/4 (official): 3/4 and 5/4 kept, 16 bars of their own length; x/8 skipped
+    assert counts == {"ok": 1144, "time signature 6/8": 5, "time signature 5/8": 1}
+    assert lengths == {("4-4", 256): 1138, ("3-4", 192): 5, ("5-4", 320): 1}
+    # 4/4 only
+    assert counts44 == {
+        "ok": 1138,
+        "time signature 3/4": 5,
+        "time signature 6/8": 5,
+        "time signature 5/8": 1,
+        "time signature 5/4": 1,
+    }
 
 
-def test_skips_non_4_4_and_empty(tmp_path, write_midi):
-    with pytest.raises(SkippedMidi, match=r"3/4"):
-        midi_to_drumroll(write_midi(tmp_path / "w.mid", [(0, 36)], time_signature=(3, 4)))
+def test_skips_by_time_signature_and_empty(tmp_path, write_midi):
+    three = write_midi(tmp_path / "w.mid", [(0, 36), (191 * 120, 38), (192 * 120, 38)], time_signature=(3, 4))
+    lines = midi_to_drumroll(three)
+    assert len(lines) == 192 and lines[0] == "---o--" and lines[191] == "--o---"  # line 192 is past the window
+    with pytest.raises(SkippedMidi, match=r"3/4 at tick 0 \(only 4/4\)"):
+        midi_to_drumroll(three, time_signatures="4/4")
+    with pytest.raises(SkippedMidi, match=r"6/8 at tick 0 \(only x/4\)"):
+        midi_to_drumroll(write_midi(tmp_path / "s.mid", [(0, 36)], time_signature=(6, 8)))
     with pytest.raises(SkippedMidi, match="too short"):
         midi_to_drumroll(write_midi(tmp_path / "e.mid", []))
     with pytest.raises(SkippedMidi, match="too short"):
         midi_to_drumroll(write_midi(tmp_path / "s.mid", [(0, 36), (480, 38)]), min_lines=129)
     # no time signature: the MIDI default 4/4
-    assert midi_to_drumroll(write_midi(tmp_path / "n.mid", [(0, 36)], time_signature=None))[0] == "----o-"
+    assert midi_to_drumroll(write_midi(tmp_path / "n.mid", [(0, 36)], time_signature=None))[0] == "---o--"
 
 
 def test_unpadded_text_stops_at_last_onset(tmp_path, write_midi):
     lines = midi_to_drumroll(write_midi(tmp_path / "p.mid", [(0, 36), (5 * 120, 38)]), pad=False)
-    assert len(lines) == 8 and lines[5] == "---o--"
+    assert len(lines) == 8 and lines[0] == "---o--" and lines[5] == "--o---"
     long = write_midi(tmp_path / "l.mid", [(0, 36), (300 * 120, 38)])
     assert len(midi_to_drumroll(long, pad=False)) == NUM_LINES  # cut at 16 bars
 
@@ -256,3 +290,12 @@ def test_bad_drumroll_lines_name_file_and_line(tmp_path):
     assert parse_drumroll("------\n" * 10, num_lines=None) == ["------"] * 10
     with pytest.raises(DrumrollFormatError, match=r"out.mid:1:"):
         drumroll_to_midi(["ooooooo"], tmp_path / "out.mid")
+    # an empty file is an error, not an empty groove
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(DrumrollFormatError, match=r"empty.txt: empty"):
+        read_drumroll(tmp_path / "empty.txt", num_lines=None)
+    with pytest.raises(DrumrollFormatError, match=r"e.mid: no drumroll lines"):
+        drumroll_to_midi([], tmp_path / "e.mid")
+    (tmp_path / "empty.mid").write_bytes(b"")
+    with pytest.raises(MidiReadError, match=r"empty.mid: empty file"):
+        midi_to_drumroll(tmp_path / "empty.mid")

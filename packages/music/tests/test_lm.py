@@ -76,15 +76,12 @@ def test_finetune_from_scratch_resumes_and_generates(train_jsonl, tmp_path):
     meta = json.loads((run / "run.json").read_text())
     assert meta["examples"] == 3 and len(meta["loss_history"]) == 2
     first = [r["loss"] for r in meta["loss_history"]]
-    # resume: remove the final model, ask for 3 steps; training continues from checkpoint-2
-    import shutil
-
-    shutil.rmtree(run / "final")
+    # a finished run asked for 3 steps continues from checkpoint-2 (it used to return final/ untouched)
     finetune(train_jsonl, run, scratch=TINY, cfg=LMTrainConfig(**{**cfg.__dict__, "max_steps": 3}))
     meta = json.loads((run / "run.json").read_text())
     # the history comes back from checkpoint-2 and one more step is trained
     assert [r["step"] for r in meta["loss_history"]] == [1, 2, 3]
-    assert [r["loss"] for r in meta["loss_history"][:2]] == first
+    assert [r["loss"] for r in meta["loss_history"][:2]] == first and meta["global_step"] == 3
     model, tok = load_model(run / "final")
     assert model.config.n_layer == 1 and tok.pad_token_id == 0
 
@@ -121,6 +118,75 @@ def test_finetune_from_scratch_resumes_and_generates(train_jsonl, tmp_path):
     res = CliRunner().invoke(music, args)
     assert res.exit_code == 0, res.output
     assert read_drumroll(tmp_path / "gen2" / "text" / "mine.txt")[:32] == _groove(2)[:32]
+
+
+def _weights(path):
+    return {k: v.clone() for k, v in load_model(path)[0].state_dict().items()}
+
+
+def test_resume_skips_a_partial_checkpoint(train_jsonl, tmp_path):
+    """A run killed while writing checkpoint-3/ (no trainer_state.json yet) resumes from checkpoint-2 and ends with
+    the weights of an uninterrupted run."""
+    import shutil
+
+    cfg = LMTrainConfig(max_steps=3, batch_size=2, save_steps=1, logging_steps=1, warmup_steps=0, progress=False)
+    whole = finetune(train_jsonl, tmp_path / "whole", scratch=TINY, cfg=cfg)
+    # the same run, killed while saving checkpoint-3: no final/, no run.json, checkpoint-3 without its state
+    run = tmp_path / "run"
+    shutil.copytree(tmp_path / "whole", run)
+    shutil.rmtree(run / "final")
+    (run / "run.json").unlink()
+    partial = run / "checkpoint-3"
+    (partial / "trainer_state.json").unlink()
+    from polyzoo.music.lm import _latest_checkpoint
+
+    assert _latest_checkpoint(run) == run / "checkpoint-2" and not partial.exists()
+    partial.mkdir()
+    (partial / "config.json").write_text("{}")  # a model file half written
+    finetune(train_jsonl, run, scratch=TINY, cfg=cfg)
+    meta = json.loads((run / "run.json").read_text())
+    assert [r["step"] for r in meta["loss_history"]] == [1, 2, 3] and meta["global_step"] == 3
+    assert (run / "checkpoint-3" / "trainer_state.json").is_file()
+    ours, ref = _weights(run / "final"), _weights(whole)
+    assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ref)
+
+
+def test_finished_run_continues_or_refuses(train_jsonl, tmp_path):
+    run = tmp_path / "ft"
+    cfg = LMTrainConfig(max_steps=2, batch_size=2, save_steps=100, logging_steps=1, warmup_steps=0, progress=False)
+    finetune(train_jsonl, run, scratch=TINY, cfg=cfg)
+    before = _weights(run / "final")
+    # the same request again: already done, nothing retrained
+    stamp = (run / "run.json").stat().st_mtime_ns
+    finetune(train_jsonl, run, scratch=TINY, cfg=cfg)
+    assert (run / "run.json").stat().st_mtime_ns == stamp
+    # more steps: continues from the checkpoint saved at the last step (save_steps=100 > 2)
+    finetune(train_jsonl, run, scratch=TINY, cfg=LMTrainConfig(**{**cfg.__dict__, "max_steps": 4}))
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["global_step"] == 4 and [r["step"] for r in meta["loss_history"]] == [1, 2, 3, 4]
+    after = _weights(run / "final")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # fewer steps than trained: refused
+    with pytest.raises(ValueError, match=r"ft: already trained for 4 steps, more than the 3 asked"):
+        finetune(train_jsonl, run, scratch=TINY, cfg=LMTrainConfig(**{**cfg.__dict__, "max_steps": 3}))
+    # no complete checkpoint left to continue from: refused
+    import shutil
+
+    for ck in run.glob("checkpoint-*"):
+        shutil.rmtree(ck)
+    with pytest.raises(ValueError, match="no complete checkpoint to continue from"):
+        finetune(train_jsonl, run, scratch=TINY, cfg=LMTrainConfig(**{**cfg.__dict__, "max_steps": 6}))
+    # the command says so in one line
+    from click.testing import CliRunner
+
+    from polyzoo.music.cli import music
+
+    res = CliRunner().invoke(
+        music,
+        ["finetune", "--train", str(train_jsonl), "--out", str(run), "--from-scratch", "--steps", "3", "--layers", "1"],
+    )
+    assert res.exit_code == 1 and res.output.startswith("Error: ") and "already trained for 4 steps" in res.output
+    assert "Traceback" not in res.output
 
 
 def test_pretrain_text_then_finetune(tmp_path, train_jsonl):
@@ -162,7 +228,29 @@ def test_cli_prepare_convert_evaluate(fake_gmd, tmp_path):
     runner = CliRunner()
     res = runner.invoke(music, ["prepare", "--data-root", str(fake_gmd), "--out", str(tmp_path / "d"), "--no-progress"])
     assert res.exit_code == 0, res.output
-    assert "'train': 4" in res.output and "too short" in res.output
+    assert "'train': 6" in res.output and "'train': 5" in res.output and "too short" in res.output
+    # the same folder with another merge table: one-line error naming the folder and the setting
+    res = runner.invoke(
+        music,
+        ["prepare", "--data-root", str(fake_gmd), "--out", str(tmp_path / "d"), "--merges", "early", "--no-progress"],
+    )
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.output.startswith(f"Error: {tmp_path / 'd'}: prepared with other settings") and "merges" in res.output
+    # official-order text plays the right drums: column 4 is the kick (36); the primary_notes reading makes it a snare
+    import symusic
+
+    (tmp_path / "kick.txt").write_text("---o--\n" + "------\n" * 15)
+    for order, pitch in (("official", 36), ("primary-notes", 38)):
+        res = runner.invoke(
+            music, ["convert", str(tmp_path / "kick.txt"), "--out", str(tmp_path / order), "--columns", order]
+        )
+        assert res.exit_code == 0, res.output
+        (track,) = symusic.Score(str(tmp_path / order / "kick.mid")).tracks
+        assert [(n.time, n.pitch) for n in track.notes] == [(0, pitch)]
+    # an empty drumroll file is an error, not an empty MIDI
+    (tmp_path / "empty.txt").write_text("")
+    res = runner.invoke(music, ["convert", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "ce")])
+    assert res.exit_code == 1 and "empty.txt: empty" in res.output and not (tmp_path / "ce" / "empty.mid").exists()
     txt = next((tmp_path / "d" / "text" / "test").glob("*.txt"))
     res = runner.invoke(music, ["convert", str(txt), "--out", str(tmp_path / "c")])
     assert res.exit_code == 0, res.output

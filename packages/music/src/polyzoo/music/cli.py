@@ -73,6 +73,36 @@ def music() -> None:
     _offline()
 
 
+def _user_errors(f):
+    """Bad input (a file's content, a missing path, a refused folder) ends the command with one ``Error:`` line."""
+    import functools
+
+    from polyzoo.music.drumroll import SkippedMidi
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except (ValueError, FileNotFoundError, SkippedMidi) as e:
+            raise click.ClickException(str(e)) from e
+        except OSError as e:
+            name = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            raise click.ClickException(f"{name}{e.strerror or e}") from e
+
+    return wrapper
+
+
+_COLUMNS_OPTION = click.option(
+    "--columns",
+    type=click.Choice(["official", "primary-notes"]),
+    default="official",
+    show_default=True,
+    help="Column order of the text: the official data's (crash, ride, snare, kick, hi-hat, tom), or the order of "
+    "the official primary_notes list (crash, ride, hi-hat, snare, kick, tom; some official text_to_midi.py versions "
+    "read text that way, so official text plays the wrong drums).",
+)
+
+
 @music.command()
 @click.option(
     "--data-root",
@@ -80,51 +110,124 @@ def music() -> None:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Groove MIDI Dataset folder (MIDI files and info.csv).",
 )
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@click.option("--all-types", is_flag=True, help="Keep fills too (default: beats only, as the paper).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option(
     "--merges",
-    type=click.Choice(["official", "extended"]),
+    type=click.Choice(["official", "early"]),
     default="official",
     show_default=True,
-    help="Articulation merge table: the official code's, or with splash/china/hi-hat edge/tom 58 added.",
+    help="Articulation merge table: the one the official data was made with, or the early committed one (without "
+    "55/52 → crash, 22/26 → hi-hat, 58 → tom).",
 )
+@_COLUMNS_OPTION
+@click.option(
+    "--time-signatures",
+    type=click.Choice(["x/4", "4/4"]),
+    default="x/4",
+    show_default=True,
+    help="x/4: every x/4 beat, 16 bars of its own length (official; 3/4 gives 192 lines); 4/4: only 4/4 files.",
+)
+@click.option(
+    "--include-eval-session",
+    is_flag=True,
+    help="Keep drummer1's eval_session re-recordings in the test split (official: left out; 37 vs 77 test beats).",
+)
+@click.option("--all-types", is_flag=True, help="Keep fills too (default: beats only, as the paper).")
+@click.option(
+    "--official-names",
+    is_flag=True,
+    help="Official file names (1_239_funk-purdieshuffle_130_beat_4-4.txt) and split folders train/dev/test, to "
+    "compare with the shipped data_text; default drummer1_session1_239_..., train/validation/test.",
+)
+@click.option(
+    "--strip",
+    type=click.Choice(["beat", "measure"]),
+    default="beat",
+    show_default=True,
+    help="Examples: drop leading empty quarter notes a beat at a time (the prompts of the shipped GPT-3 outputs) or "
+    "a measure at a time (the later official gpt3_*.jsonl).",
+)
+@click.option("--overwrite", is_flag=True, help="Rebuild an output folder prepared with other settings.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def prepare(data_root: Path, out: Path, all_types: bool, merges: str, progress: bool) -> None:
+@_user_errors
+def prepare(
+    data_root: Path,
+    out: Path,
+    merges: str,
+    columns: str,
+    time_signatures: str,
+    include_eval_session: bool,
+    all_types: bool,
+    official_names: bool,
+    strip: str,
+    overwrite: bool,
+    progress: bool,
+) -> None:
     """Convert a GMD-style folder into drumrolls (OUT/text/<split>/*.txt) and prompt/completion JSONL
-    (OUT/<split>.jsonl); skipped files and their reasons go to OUT/prepare_report.json."""
-    from polyzoo.music.dataset import prepare_gmd
-    from polyzoo.music.drumroll import MERGES_EXTENDED, MERGES_OFFICIAL
+    (OUT/<split>.jsonl); skipped files and their reasons go to OUT/prepare_report.json, the settings and inputs to
+    OUT/prepare_manifest.json. The defaults reproduce the official data (373 / 47 / 37 drumrolls on GMD v1.0.0)."""
+    from polyzoo.music.dataset import PrepareSettings, prepare_gmd
 
-    table = dict(MERGES_OFFICIAL if merges == "official" else MERGES_EXTENDED)
-    report = prepare_gmd(data_root, out, beats_only=not all_types, merges=table, progress=progress)
+    settings = PrepareSettings(
+        merges=merges,
+        columns=columns,
+        time_signatures=time_signatures,
+        include_eval_session=include_eval_session,
+        beats_only=not all_types,
+        names="official" if official_names else "polyzoo",
+        strip=strip,
+    )
+    report = prepare_gmd(data_root, out, settings, overwrite=overwrite, progress=progress)
+    click.echo(f"drumrolls: {report.converted}")
     click.echo(f"examples: {report.examples}")
-    click.echo(f"converted: {report.converted}")
     click.echo(f"skipped: {len(report.skipped)} {report.reasons()} (details in {out / 'prepare_report.json'})")
 
 
 @music.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--no-pad", is_flag=True, help="MIDI → text: stop at the last onset instead of padding to 16 bars.")
-def convert(inputs: tuple[Path, ...], out: Path, no_pad: bool) -> None:
-    """Convert files: .mid/.midi → drumroll .txt, .txt → .mid (480 tpq, 120 bpm, velocity 100, drum channel)."""
-    from polyzoo.music.drumroll import SkippedMidi, drumroll_to_midi, midi_to_drumroll, read_drumroll, write_drumroll
+@_COLUMNS_OPTION
+@click.option(
+    "--merges",
+    type=click.Choice(["official", "early"]),
+    default="official",
+    show_default=True,
+    help="MIDI → text: articulation merge table.",
+)
+@_user_errors
+def convert(inputs: tuple[Path, ...], out: Path, no_pad: bool, columns: str, merges: str) -> None:
+    """Convert files: .mid/.midi → drumroll .txt, .txt → .mid (480 tpq, 120 bpm, velocity 100, drum channel; column
+    i plays the --columns order's pitch i, so official text plays crash, ride, snare, kick, hi-hat, tom)."""
+    from polyzoo.music.drumroll import (
+        COLUMN_ORDERS,
+        MERGES,
+        SkippedMidi,
+        drumroll_to_midi,
+        midi_to_drumroll,
+        read_drumroll,
+        write_drumroll,
+    )
 
+    order = COLUMN_ORDERS[columns]
+    bad = [p for p in inputs if p.suffix.lower() not in (".mid", ".midi", ".txt")]
+    if bad:
+        raise click.BadParameter(f"{bad[0]}: expected a .mid, .midi or .txt file", param_hint="INPUTS")
     skipped = 0
     for path in inputs:
         if path.suffix.lower() in (".mid", ".midi"):
             try:
-                lines = midi_to_drumroll(path, pad=not no_pad)
+                lines = midi_to_drumroll(path, pad=not no_pad, columns=order, merges=MERGES[merges])
             except SkippedMidi as e:
                 click.echo(str(e), err=True)
                 skipped += 1
                 continue
-            write_drumroll(lines, out / f"{path.stem}.txt")
-        elif path.suffix.lower() == ".txt":
-            drumroll_to_midi(read_drumroll(path, num_lines=None), out / f"{path.stem}.mid")
+            write_drumroll(lines, out / f"{path.stem}.txt", columns=order)
         else:
-            raise click.BadParameter(f"{path}: expected a .mid, .midi or .txt file", param_hint="INPUTS")
+            lines = read_drumroll(path, num_lines=None, columns=order)
+            drumroll_to_midi(lines, out / f"{path.stem}.mid", columns=order)
+    if skipped == len(inputs):
+        raise click.ClickException(f"nothing converted: all {skipped} input(s) skipped")
     click.echo(f"converted {len(inputs) - skipped}, skipped {skipped} → {out}")
 
 
@@ -140,6 +243,7 @@ def convert(inputs: tuple[Path, ...], out: Path, no_pad: bool) -> None:
 @click.option("--max-chars", default=None, type=int, help="Read at most this many characters of the corpus.")
 @_model_options
 @_train_options
+@_user_errors
 def pretrain_text(corpus, out, block_size, max_chars, layers, dim, heads, **train) -> None:
     """Train the small character-level GPT-2 on local text; OUT/final is a model directory for `finetune --model`."""
     from polyzoo.music.lm import SmallGPT2Config, pretrain_text
@@ -173,6 +277,7 @@ def pretrain_text(corpus, out, block_size, max_chars, layers, dim, heads, **trai
 @click.option("--from-scratch", is_flag=True, help="A randomly initialised small GPT-2 with a character tokenizer.")
 @_model_options
 @_train_options
+@_user_errors
 def finetune(train_jsonl, out, model_path, from_scratch, layers, dim, heads, **train) -> None:
     """Finetune with transformers' Trainer, loss on completions only; resumes from OUT/checkpoint-*."""
     from polyzoo.music.lm import SmallGPT2Config, finetune
@@ -208,19 +313,22 @@ def finetune(train_jsonl, out, model_path, from_scratch, layers, dim, heads, **t
 @click.option("--temperature", default=0.9, show_default=True)
 @click.option("--max-new-tokens", type=int, default=None, help="Default: the longest possible completion + 10%.")
 @click.option("--seed", default=0, show_default=True)
+@_COLUMNS_OPTION
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def generate(model_path, prompts, out, limit, temperature, max_new_tokens, seed, progress) -> None:
+@_user_errors
+def generate(model_path, prompts, out, limit, temperature, max_new_tokens, seed, columns, progress) -> None:
     """Complete each 2-bar prompt until END, repair it into a 16-bar drumroll and write text and MIDI; grooves
     already written are kept (resumable)."""
     from polyzoo.music.dataset import prompt_from_drumroll, read_jsonl
-    from polyzoo.music.drumroll import midi_to_drumroll, read_drumroll
+    from polyzoo.music.drumroll import COLUMN_ORDERS, midi_to_drumroll, read_drumroll
     from polyzoo.music.generation import generate_from_jsonl
 
+    order = COLUMN_ORDERS[columns]
     suffix = prompts.suffix.lower()
     if suffix in (".mid", ".midi"):
-        examples = [prompt_from_drumroll(midi_to_drumroll(prompts), prompts.stem)]
+        examples = [prompt_from_drumroll(midi_to_drumroll(prompts, columns=order), prompts.stem)]
     elif suffix == ".txt":
-        examples = [prompt_from_drumroll(read_drumroll(prompts, num_lines=None), prompts.stem)]
+        examples = [prompt_from_drumroll(read_drumroll(prompts, num_lines=None, columns=order), prompts.stem)]
     else:
         examples = read_jsonl(prompts, required=("prompt", "name"))[:limit]
     stats = generate_from_jsonl(
@@ -230,6 +338,7 @@ def generate(model_path, prompts, out, limit, temperature, max_new_tokens, seed,
         temperature=temperature,
         max_new_tokens=max_new_tokens,
         seed=seed,
+        columns=order,
         progress=progress,
     )
     click.echo(json.dumps({k: v for k, v in stats.items() if k != "repairs"}))
@@ -262,6 +371,7 @@ def generate(model_path, prompts, out, limit, temperature, max_new_tokens, seed,
     help="1-D two-means: exact optimum, or the official scikit-learn KMeans call.",
 )
 @click.option("--out", "out_json", type=click.Path(dir_okay=False, path_type=Path), help="Also write rows as JSON.")
+@_user_errors
 def evaluate(human, generated, train_dir, kmeans, out_json) -> None:
     """Structural metrics (mean stability, two-means gap and spread) of human, random, repeat and each generated
     set, on the grooves they share; duplication of generated bars in the training set."""

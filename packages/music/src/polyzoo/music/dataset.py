@@ -1,10 +1,16 @@
 """Fine-tuning examples from drumrolls, after *Language Models are Drummers* (Zhang & Callison-Burch, arXiv
 2301.01162); official code https://github.com/zharry29/drums-with-llm (``source/text_to_data.py``).
 
-Per performance (256 drumroll lines, ``drumroll.py``):
+Per performance (a drumroll of ``drumroll.py``: 256 lines for 4/4, 192 for 3/4, 320 for 5/4), on text in the
+official column order:
 
 1. strip leading empty *beats*: while the first four lines (one quarter note) are all rests, drop them (the
-   official ``strip_empty_measure`` works on quarter notes despite its name);
+   official ``strip_empty_measure`` of commit 0684006 works on quarter notes despite its name). The repository
+   holds two versions: at commit 5e7a4c0 the same test drops a whole *measure* (16 lines, even when its later beats
+   hold notes), and its ``gpt3_*.jsonl`` follow that. We default to the beat version because the shipped GPT-3
+   outputs were generated from its prompts (``output_text_davinci/test/1_239_funk-purdieshuffle_130_beat_4-4.txt``
+   starts with lines 4.. of the groove, not 16..); ``strip="measure"`` (``PrepareSettings.strip``) gives the
+   other;
 2. length filter: keep the score only if more than 128 lines (8 bars) remain;
 3. prompt = the first 32 lines (2 bars) with ``SEP`` after every 16 lines (so it ends with ``SEP\\n``);
    completion = the remaining lines with ``SEP`` lines between bars, then ``\\nEND``.
@@ -13,9 +19,18 @@ The official completion is ``''.join(add_separator(rest)).strip('SEP\\n') + '\\n
 *characters* S, E, P and newline from both ends, not the token. Drumroll lines only hold ``o`` and ``-``, so that
 removes exactly the trailing newline and a trailing ``SEP`` line; we build the same string without the quirk.
 
-The Groove MIDI Dataset split comes from its ``info.csv`` (``train``/``validation``/``test``; the official code calls
-validation "dev"); by default only ``beat_type == beat`` rows, as the paper. Examples are written as JSONL with
-``prompt``, ``completion`` and ``name``, the official files' fields.
+``SEP`` goes after every 16 lines whatever the time signature (a 3/4 groove's 16-line blocks are not its bars), as
+the official code.
+
+GMD preparation (``prepare_gmd``, ``PrepareSettings``) reproduces the official ``data_text`` selection by default:
+the split of GMD's ``info.csv`` (``validation`` is the official "dev"), ``beat_type == beat`` rows, every x/4 time
+signature (3/4 and 5/4 beats are in the official train and dev sets), and drummer1's ``eval_session`` left out of
+the test split (40 beats that GMD's authors re-recorded for their listening tests; the official test set has the
+other 37). On GMD v1.0.0 that gives 373 / 47 / 37 drumrolls, the shipped counts; 372 / 47 / 37 examples after the
+length filter (the official ``gpt3_*.jsonl`` counts). Options: only 4/4, with the eval session, fills too, the
+official file names (``1_239_funk-purdieshuffle_130_beat_4-4``, split folders train/dev/test) to compare with the
+shipped files. Examples are written as JSONL with ``prompt``, ``completion`` and ``name`` (the official fields),
+sorted by name (the official order is ``os.listdir``'s).
 """
 
 from __future__ import annotations
@@ -32,14 +47,12 @@ from typing import Any
 
 from polyzoo.music.drumroll import (
     LINES_PER_BAR,
-    MERGES_OFFICIAL,
+    NUM_BARS,
     NUM_LINES,
     REST,
-    DrumrollFormatError,
     MidiReadError,
     SkippedMidi,
     midi_to_drumroll,
-    read_drumroll,
 )
 
 __all__ = [
@@ -49,11 +62,14 @@ __all__ = [
     "SEP",
     "CompletionDataset",
     "PrepareReport",
+    "PrepareSettings",
     "add_separators",
     "drumroll_from_example",
     "example_text",
     "full_length_completion_text",
+    "is_eval_session",
     "make_example",
+    "official_name",
     "pad_collate",
     "prepare_gmd",
     "prompt_from_drumroll",
@@ -71,12 +87,21 @@ MIN_LINES_EXCLUSIVE = 128  # official is_enough_length: len(score) > 128
 SPLITS = ("train", "validation", "test")
 
 
-def strip_empty_beats(lines: Sequence[str]) -> tuple[list[str], int]:
-    """Drop leading quarter notes (4 lines) that are all rests; returns (lines, number of beats dropped)."""
+STRIP_UNITS = {"beat": 4, "measure": LINES_PER_BAR}
+
+
+def strip_empty_beats(lines: Sequence[str], strip: str = "beat") -> tuple[list[str], int]:
+    """While the first quarter note (4 lines) is all rests, drop a beat (``strip="beat"``, 4 lines: the official
+    ``text_to_data.py`` of commit 0684006, whose prompts the shipped GPT-3 outputs start with) or a whole measure
+    (``"measure"``, 16 lines, rests or not: the version of commit 5e7a4c0 and its ``gpt3_*.jsonl``). Returns
+    (lines, number of drops)."""
+    if strip not in STRIP_UNITS:
+        raise ValueError(f"strip={strip!r}; expected one of {list(STRIP_UNITS)}")
+    unit = STRIP_UNITS[strip]
     lines = list(lines)
     dropped = 0
     while len(lines) >= 4 and all(set(line) <= {REST} for line in lines[:4]):
-        lines = lines[4:]
+        lines = lines[unit:]
         dropped += 1
     return lines, dropped
 
@@ -92,9 +117,9 @@ def add_separators(lines: Sequence[str]) -> str:
     return "".join(out)
 
 
-def make_example(lines: Sequence[str], name: str) -> dict[str, str] | None:
+def make_example(lines: Sequence[str], name: str, strip: str = "beat") -> dict[str, str] | None:
     """The official prompt/completion pair for a drumroll, or ``None`` when the stripped score is too short."""
-    stripped, _ = strip_empty_beats(lines)
+    stripped, _ = strip_empty_beats(lines, strip)
     if len(stripped) <= MIN_LINES_EXCLUSIVE:
         return None
     prompt = add_separators(stripped[:PROMPT_LINES])
@@ -145,7 +170,7 @@ def read_jsonl(path: str | os.PathLike, required: Sequence[str] = ("prompt", "co
 
 @dataclasses.dataclass
 class PrepareReport:
-    """What ``prepare_gmd`` did: examples per split and every skipped file with its reason."""
+    """What ``prepare_gmd`` did: drumrolls written and examples per split, every skipped file with its reason."""
 
     examples: dict[str, int] = dataclasses.field(default_factory=dict)
     converted: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -155,62 +180,264 @@ class PrepareReport:
         return dict(Counter(s["reason"].split(":")[0].split(" at tick")[0] for s in self.skipped))
 
 
+NAME_STYLES = ("polyzoo", "official")
+OFFICIAL_SPLIT_NAMES = {"train": "train", "validation": "dev", "test": "test"}
+MANIFEST = "prepare_manifest.json"
+REPORT = "prepare_report.json"
+MANIFEST_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareSettings:
+    """Everything that decides ``prepare_gmd``'s output; the defaults reproduce the official ``data_text``.
+
+    - ``merges``: ``"official"`` (the table the shipped text was made with) or ``"early"`` (``drumroll.MERGES``);
+    - ``columns``: the column order, ``"official"`` (crash, ride, snare, kick, hi-hat, tom) or ``"primary-notes"``;
+    - ``time_signatures``: ``"x/4"`` (official: 3/4 and 5/4 beats too, 16 bars of their own length) or ``"4/4"``;
+    - ``include_eval_session``: keep drummer1's ``eval_session`` re-recordings in the test split (official: no;
+      they are 40 test beats recorded again for GMD's own listening tests);
+    - ``beats_only``: ``beat_type == beat`` rows only (official), else fills too;
+    - ``names``: ``"polyzoo"`` (``drummer1_session1_239_funk-..._4-4``, splits train/validation/test) or
+      ``"official"`` (the shipped names ``1_239_funk-..._4-4`` and split folders train/dev/test);
+    - ``splits``: GMD splits to write (``info.csv``'s names);
+    - ``num_bars``: bars per drumroll (16);
+    - ``strip``: leading silence dropped from the examples a beat at a time (``"beat"``, the version the shipped
+      GPT-3 outputs were prompted with) or a measure at a time (``"measure"``, the later ``gpt3_*.jsonl``).
+    """
+
+    merges: str = "official"
+    columns: str = "official"
+    time_signatures: str = "x/4"
+    include_eval_session: bool = False
+    beats_only: bool = True
+    names: str = "polyzoo"
+    splits: tuple[str, ...] = SPLITS
+    num_bars: int = NUM_BARS
+    strip: str = "beat"
+
+    def __post_init__(self) -> None:
+        from polyzoo.music.drumroll import COLUMN_ORDERS, MERGES, TIME_SIGNATURE_RULES
+
+        for key, allowed in (
+            ("merges", tuple(MERGES)),
+            ("columns", tuple(COLUMN_ORDERS)),
+            ("time_signatures", TIME_SIGNATURE_RULES),
+            ("names", NAME_STYLES),
+            ("strip", tuple(STRIP_UNITS)),
+        ):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"prepare: {key}={getattr(self, key)!r}; expected one of {list(allowed)}")
+        unknown = set(self.splits) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"prepare: unknown split(s) {sorted(unknown)}; expected some of {list(SPLITS)}")
+        if self.num_bars < 1:
+            raise ValueError(f"prepare: num_bars={self.num_bars}; expected at least 1")
+
+    def split_name(self, split: str) -> str:
+        return OFFICIAL_SPLIT_NAMES[split] if self.names == "official" else split
+
+    def record(self) -> dict[str, Any]:
+        """The settings as JSON values, with the tables they name spelled out (so a changed table is seen)."""
+        from polyzoo.music.drumroll import COLUMN_ORDERS, MERGES
+
+        out = dataclasses.asdict(self)
+        out["splits"] = list(self.splits)
+        out["merge_table"] = {str(k): v for k, v in sorted(MERGES[self.merges].items())}
+        out["column_pitches"] = list(COLUMN_ORDERS[self.columns])
+        out["version"] = MANIFEST_VERSION
+        return out
+
+
 def _example_name(midi_filename: str) -> str:
     return midi_filename.removesuffix(".midi").removesuffix(".mid").replace("/", "_").replace("\\", "_")
+
+
+def official_name(row: dict[str, str]) -> str:
+    """The official file name of a GMD row: the drummer's number, ``_``, the MIDI file's stem
+    (``drummer1/session1/239_funk-purdieshuffle_130_beat_4-4.mid`` → ``1_239_funk-purdieshuffle_130_beat_4-4``)."""
+    midi = row["midi_filename"].replace("\\", "/")
+    drummer = row.get("drummer") or midi.split("/")[0]
+    stem = midi.rsplit("/", 1)[-1].removesuffix(".midi").removesuffix(".mid")
+    return f"{drummer.removeprefix('drummer')}_{stem}"
+
+
+def is_eval_session(row: dict[str, str]) -> bool:
+    """Whether a GMD row is one of drummer1's ``eval_session`` re-recordings."""
+    session = row.get("session") or row["midi_filename"].replace("\\", "/").rsplit("/", 1)[0]
+    return session.replace("\\", "/").rstrip("/").endswith("eval_session")
+
+
+def _fingerprint(paths: Sequence[Path]) -> str:
+    """A hash of the inputs' names, sizes and modification times (a missing file counts as missing)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            st = p.stat()
+            h.update(f"{p}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}\tmissing\n".encode())
+    return h.hexdigest()
+
+
+def _our_outputs(out_dir: Path) -> list[Path]:
+    names = [*SPLITS, "dev"]
+    found = [out_dir / "text"] if (out_dir / "text").is_dir() else []
+    found += [p for p in (out_dir / f"{s}.jsonl" for s in names) if p.exists()]
+    found += [p for p in (out_dir / REPORT, out_dir / MANIFEST) if p.exists()]
+    return found
+
+
+def _check_out_dir(out_dir: Path, settings: dict[str, Any], inputs: dict[str, Any], overwrite: bool) -> bool:
+    """Whether ``out_dir`` already holds a complete build of these settings and inputs. Raises ``ValueError`` when
+    it holds a build of other settings, or outputs of unknown provenance, unless ``overwrite``."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: is a file; expected an output folder")
+    manifest = out_dir / MANIFEST
+    if manifest.is_file():
+        try:
+            old = json.loads(manifest.read_text(encoding="utf-8"))
+            old_settings, old_inputs = dict(old["settings"]), dict(old["inputs"])
+        except (ValueError, KeyError, TypeError) as e:
+            if not overwrite:
+                raise ValueError(f"{manifest}: unreadable record of a previous prepare ({e}); pass --overwrite") from e
+            return False
+        differing = sorted(k for k in set(settings) | set(old_settings) if settings.get(k) != old_settings.get(k))
+        if differing and not overwrite:
+            shown = ", ".join(
+                f"{k}: {old_settings.get(k)!r} → {settings.get(k)!r}" if k != "merge_table" else "merge_table"
+                for k in differing
+            )
+            raise ValueError(
+                f"{out_dir}: prepared with other settings ({shown}); pass --overwrite to rebuild it, or use another "
+                "--out"
+            )
+        if not differing and old_inputs == inputs and old.get("complete"):
+            return True
+        if old_inputs != inputs:
+            log.info("%s: inputs changed since the last prepare; rebuilding", out_dir)
+        return False
+    if _our_outputs(out_dir) and not overwrite:
+        raise ValueError(
+            f"{out_dir}: holds drumroll text or JSONL without a record of the settings they were made with; pass "
+            "--overwrite to rebuild it, or use another --out"
+        )
+    return False
+
+
+def _remove_outputs(out_dir: Path) -> None:
+    import shutil
+
+    for p in _our_outputs(out_dir):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 def prepare_gmd(
     root: str | os.PathLike,
     out_dir: str | os.PathLike,
+    settings: PrepareSettings | None = None,
     *,
-    beats_only: bool = True,
-    splits: Sequence[str] = SPLITS,
-    merges: dict[int, int] | None = None,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> PrepareReport:
     """Convert a GMD-style folder (``info.csv`` with ``midi_filename``, ``split``, ``beat_type`` columns) into
     ``out_dir/text/<split>/<name>.txt`` drumrolls, ``out_dir/<split>.jsonl`` fine-tuning examples and
-    ``out_dir/prepare_report.json``. Files already converted are read back instead of converted again."""
+    ``out_dir/prepare_report.json``.
+
+    By default (``PrepareSettings()``) this is the official ``data_text``: GMD's beats in x/4, its split, drummer1's
+    ``eval_session`` left out of the test split, official columns and merges; on GMD v1.0.0 that is 373 / 47 / 37
+    drumrolls, as the shipped ``data_text/{train,dev,test}``.
+
+    ``out_dir/prepare_manifest.json`` records the settings and a hash of the inputs (``info.csv`` and every selected
+    MIDI file: name, size, modification time). A folder already prepared with the same settings from unchanged
+    inputs is kept as it is; changed inputs are rebuilt; other settings, or outputs without a record, raise
+    ``ValueError`` naming the folder and the differing settings unless ``overwrite`` (rebuild).
+    """
     from tqdm.auto import tqdm
 
-    from polyzoo.music.drumroll import write_drumroll
+    from polyzoo.music.drumroll import COLUMN_ORDERS, MERGES, write_drumroll
     from polyzoo.shared.io import write_json_atomic
 
+    settings = settings or PrepareSettings()
     root, out_dir = Path(root), Path(out_dir)
     info = root / "info.csv"
     if not info.is_file():
         raise FileNotFoundError(f"{info}: not found; expected the Groove MIDI Dataset's info.csv in {root}")
-    with open(info, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        needed = {"midi_filename", "split", "beat_type"}
-        if not needed <= set(reader.fieldnames or ()):
-            raise ValueError(f"{info}: expected columns {sorted(needed)}, found {reader.fieldnames}")
-        rows = [(i, r) for i, r in enumerate(reader, start=2)]
-    report = PrepareReport()
-    examples: dict[str, list[dict[str, str]]] = {s: [] for s in splits}
-    for line_no, row in tqdm(rows, desc="prepare", disable=not progress, unit="file"):
+    try:
+        with open(info, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            needed = {"midi_filename", "split", "beat_type"}
+            if not needed <= set(reader.fieldnames or ()):
+                raise ValueError(f"{info}: expected columns {sorted(needed)}, found {reader.fieldnames}")
+            rows = [(i, r) for i, r in enumerate(reader, start=2)]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{info}: not UTF-8 text ({e})") from e
+    for line_no, row in rows:
+        if None in row.values() or None in row:
+            raise ValueError(f"{info}:{line_no}: expected {len(reader.fieldnames or ())} fields")
+
+    selected = []  # (info.csv line, split, row)
+    for line_no, row in rows:
         split = row["split"]
-        if split not in examples or (beats_only and row["beat_type"] != "beat"):
+        if split not in settings.splits or (settings.beats_only and row["beat_type"] != "beat"):
             continue
+        if split == "test" and not settings.include_eval_session and is_eval_session(row):
+            continue
+        selected.append((line_no, split, row))
+    names: dict[tuple[str, str], str] = {}
+    for line_no, split, row in selected:
+        name = official_name(row) if settings.names == "official" else _example_name(row["midi_filename"])
+        key = (split, name)
+        if key in names:
+            raise ValueError(
+                f"{info}:{line_no}: {row['midi_filename']} has the same {settings.names} name {name!r} as "
+                f"{names[key]} in split {split}"
+            )
+        names[key] = row["midi_filename"]
+
+    record = settings.record()
+    inputs = {
+        "root": str(root.resolve()),
+        "files": 1 + len(selected),
+        "fingerprint": _fingerprint([info, *(root / r["midi_filename"] for _, _, r in selected)]),
+    }
+    if _check_out_dir(out_dir, record, inputs, overwrite) and (out_dir / REPORT).is_file():
+        saved = json.loads((out_dir / REPORT).read_text(encoding="utf-8"))
+        log.info("%s: up to date (same settings, unchanged inputs)", out_dir)
+        return PrepareReport(saved["examples"], saved["converted"], saved["skipped"])
+    _probe_writable(out_dir)
+    _remove_outputs(out_dir)
+    write_json_atomic(out_dir / MANIFEST, {"settings": record, "inputs": inputs, "complete": False})
+
+    merges, columns = MERGES[settings.merges], COLUMN_ORDERS[settings.columns]
+    report = PrepareReport()
+    examples: dict[str, list[dict[str, str]]] = {s: [] for s in settings.splits}
+    for line_no, split, row in tqdm(selected, desc="prepare", disable=not progress, unit="file"):
         midi = root / row["midi_filename"]
-        name = _example_name(row["midi_filename"])
-        text_path = out_dir / "text" / split / f"{name}.txt"
+        name = official_name(row) if settings.names == "official" else _example_name(row["midi_filename"])
+        folder = settings.split_name(split)
         try:
-            if text_path.is_file():
-                lines = read_drumroll(text_path)
-            else:
-                lines = midi_to_drumroll(midi, merges=merges or MERGES_OFFICIAL)
-                write_drumroll(lines, text_path)
+            lines = midi_to_drumroll(
+                midi,
+                merges=merges,
+                columns=columns,
+                time_signatures=settings.time_signatures,
+                num_bars=settings.num_bars,
+            )
         except SkippedMidi as e:
             report.skipped.append({"file": str(midi), "split": split, "reason": e.reason})
             continue
-        except (MidiReadError, DrumrollFormatError) as e:
-            report.skipped.append(
-                {"file": str(midi), "split": split, "reason": f"unreadable: {e} (info.csv:{line_no})"}
-            )
+        except MidiReadError as e:
+            reason = f"unreadable: {e} (info.csv:{line_no})"
+            report.skipped.append({"file": str(midi), "split": split, "reason": reason})
             continue
+        write_drumroll(lines, out_dir / "text" / folder / f"{name}.txt", columns=columns)
         report.converted[split] = report.converted.get(split, 0) + 1
-        example = make_example(lines, name)
+        example = make_example(lines, name, settings.strip)
         if example is None:
             report.skipped.append(
                 {"file": str(midi), "split": split, "reason": "too short: 128 lines or fewer after stripping"}
@@ -218,11 +445,23 @@ def prepare_gmd(
             continue
         examples[split].append(example)
     for split, rows_ in examples.items():
-        report.examples[split] = write_jsonl(rows_, out_dir / f"{split}.jsonl")
-    write_json_atomic(out_dir / "prepare_report.json", dataclasses.asdict(report) | {"reasons": report.reasons()})
+        rows_.sort(key=lambda r: r["name"])
+        report.examples[split] = write_jsonl(rows_, out_dir / f"{settings.split_name(split)}.jsonl")
+    write_json_atomic(out_dir / REPORT, dataclasses.asdict(report) | {"reasons": report.reasons()})
+    write_json_atomic(out_dir / MANIFEST, {"settings": record, "inputs": inputs, "complete": True})
     for s in report.skipped:
         log.info("skipped %s: %s", s["file"], s["reason"])
     return report
+
+
+def _probe_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write_probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"{out_dir}: cannot write there ({e.strerror or e}); expected a writable output folder") from e
 
 
 def drumroll_from_example(example: dict[str, str]) -> list[str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from polyzoo.music.dataset import END, SEP, full_length_completion_text
-from polyzoo.music.drumroll import HIT, NUM_COLUMNS, NUM_LINES, REST
+from polyzoo.music.drumroll import COLUMN_PITCHES, HIT, NUM_COLUMNS, NUM_LINES, REST
 
 __all__ = ["RepairStats", "generate_completion", "generate_from_jsonl", "repair"]
 
@@ -133,10 +133,13 @@ def generate_from_jsonl(
     temperature: float = TEMPERATURE,
     max_new_tokens: int | None = None,
     seed: int = 0,
+    columns: Sequence[int] = COLUMN_PITCHES,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Generate one groove per example prompt: ``out/text/<name>.txt`` (256 lines) and ``out/midi/<name>.mid``.
-    Grooves already written are kept (the run resumes). Returns counts and repair statistics."""
+    """Generate one groove per example prompt: ``out/text/<name>.txt`` (256 lines) and ``out/midi/<name>.mid``
+    (column *i* played on ``columns[i]``; the default is the official data order, the order the prompts of
+    ``prepare`` are in). Grooves already written are kept (the run resumes). Returns counts and repair
+    statistics."""
     import time
 
     from tqdm.auto import tqdm
@@ -160,8 +163,8 @@ def generate_from_jsonl(
         )
         stats["seconds"] += time.perf_counter() - t0
         lines, rep = repair(ex["prompt"] + completion)
-        drumroll_to_midi(lines, midi_path)
-        write_drumroll(lines, text_path)
+        drumroll_to_midi(lines, midi_path, columns=columns)
+        write_drumroll(lines, text_path, columns=columns)
         stats["generated"] += 1
         stats["tokens"] += n
         stats["ended"] += int(rep.ended)

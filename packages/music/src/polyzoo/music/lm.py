@@ -10,8 +10,9 @@ same architecture and tokenizer on both sides. Nothing is ever fetched from a hu
 reads a local directory with ``local_files_only=True``.
 
 Runs live in one folder: transformers' checkpoints ``checkpoint-<step>/`` (model, optimizer, scheduler, RNG states;
-training resumes from the latest one), then ``final/`` (model and tokenizer, written atomically) and
-``run.json``.
+training resumes from the newest complete one, i.e. one with ``trainer_state.json``), then ``final/`` (model and
+tokenizer, written atomically) and ``run.json`` (with ``global_step``). A finished run asked for more steps
+continues from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -162,29 +163,83 @@ def _training_arguments(out_dir: Path, cfg: LMTrainConfig):
     )
 
 
+def _checkpoint_step(path: Path) -> int | None:
+    head, _, step = path.name.rpartition("-")
+    return int(step) if head == "checkpoint" and step.isdigit() and path.is_dir() else None
+
+
 def _latest_checkpoint(out_dir: Path) -> Path | None:
-    cks = [p for p in out_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return max(cks, key=lambda p: int(p.name.split("-")[-1])) if cks else None
+    """The newest *complete* ``checkpoint-N/`` of a run: one holding ``trainer_state.json``, which transformers'
+    ``Trainer`` writes last (after weights, optimizer, scheduler and RNG states). Partial folders (a run killed while
+    saving) are skipped; those newer than the chosen one are removed, so that the resumed run can save there."""
+    import shutil
+
+    found = sorted((step, p) for p in out_dir.glob("checkpoint-*") if (step := _checkpoint_step(p)) is not None)
+    complete = [(step, p) for step, p in found if (p / "trainer_state.json").is_file()]
+    latest = complete[-1] if complete else None
+    for step, p in found:
+        if not (p / "trainer_state.json").is_file() and (latest is None or step > latest[0]):
+            log.warning("%s: incomplete checkpoint (no trainer_state.json), removed", p)
+            shutil.rmtree(p)
+    return latest[1] if latest else None
+
+
+def _trained_steps(out_dir: Path) -> int | None:
+    """Optimizer steps behind ``final/``: run.json's ``global_step``, else the newest complete checkpoint's."""
+    import json
+
+    try:
+        step = json.loads((out_dir / "run.json").read_text(encoding="utf-8")).get("global_step")
+        if isinstance(step, int):
+            return step
+    except (OSError, ValueError):
+        pass
+    ck = _latest_checkpoint(out_dir)
+    if ck is None:
+        return None
+    return int(json.loads((ck / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
 
 
 def _train(model, tokenizer, dataset, collate, out_dir: Path, cfg: LMTrainConfig, meta: dict) -> Path:
-    """Train with transformers' Trainer, resuming from the latest checkpoint; save ``final/``; returns it."""
+    """Train with transformers' Trainer, resuming from the newest complete checkpoint; save ``final/``; returns it.
+
+    A finished run (``final/`` present) asked for the steps it was trained for returns ``final/`` as it is; asked
+    for more, it continues from its newest complete checkpoint (transformers saves one at the last step) up to the
+    new ``max_steps`` and replaces ``final/``. The learning-rate schedule is then the one for the new total, taken
+    up at the step reached. Asked for fewer steps than it was trained for, or for more with no checkpoint to
+    continue from, it raises ``ValueError``.
+    """
     from transformers import Trainer
 
     from polyzoo.shared.io import atomic_dir, write_json_atomic
 
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: is a file; expected a run folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / "final"
+    resume = _latest_checkpoint(out_dir)
     if (final / "config.json").is_file():
-        log.info("%s already trained; delete it to train again", final)
-        return final
+        done = _trained_steps(out_dir)
+        if done is not None and done == cfg.max_steps:
+            log.info("%s: already trained for %d steps", final, done)
+            return final
+        if done is not None and done > cfg.max_steps:
+            raise ValueError(
+                f"{out_dir}: already trained for {done} steps, more than the {cfg.max_steps} asked; use another "
+                "run folder"
+            )
+        if resume is None:
+            raise ValueError(
+                f"{out_dir}: has a final model but no complete checkpoint to continue from to {cfg.max_steps} "
+                "steps; use another run folder"
+            )
+        log.info("%s: trained for %s steps; continuing to %d", out_dir, done, cfg.max_steps)
     trainer = Trainer(
         model=model,
         args=_training_arguments(out_dir, cfg),
         train_dataset=dataset,
         data_collator=collate,
     )
-    resume = _latest_checkpoint(out_dir)
     if resume is not None:
         log.info("resuming from %s", resume)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -194,7 +249,13 @@ def _train(model, tokenizer, dataset, collate, out_dir: Path, cfg: LMTrainConfig
     history = [r for r in trainer.state.log_history if "loss" in r]
     write_json_atomic(
         out_dir / "run.json",
-        {**meta, "train": dataclasses.asdict(cfg), "metrics": result.metrics, "loss_history": history},
+        {
+            **meta,
+            "train": dataclasses.asdict(cfg),
+            "global_step": int(trainer.state.global_step),
+            "metrics": result.metrics,
+            "loss_history": history,
+        },
     )
     return final
 

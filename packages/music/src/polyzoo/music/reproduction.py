@@ -13,7 +13,9 @@ kick, snare and hi-hat, repeated for 16 bars, a tom fill in every fourth bar, a 
 onsets jittered within ±1/64 note, written as MIDI and read back through the format), tiny models, a few
 generated grooves; a smoke test of the whole pipeline whose transfer row is not expected to show the paper's effect
 at that size. Full (``--data-root``): the Groove MIDI Dataset under ``<data-root>/drums/groove`` (or
-``<data-root>`` itself), its training beats, generation on the first test prompts.
+``<data-root>`` itself) prepared as the official data (``prepare_gmd``'s defaults: x/4 beats, official columns and
+merges, drummer1's eval session left out of the test split), finetuning on its 372 training examples, generation
+on every prompt of the official test set (37).
 """
 
 from __future__ import annotations
@@ -45,12 +47,12 @@ class ReproSizes:
     block_size: int
     finetune_steps: int
     finetune_batch: int
-    generate: int
+    generate: int | None  # test prompts to complete; None: all
     max_corpus_chars: int
 
 
 QUICK = ReproSizes(2, 48, 2, 60, 4, 128, 30, 1, 2, 200_000)
-FULL = ReproSizes(3, 96, 4, 300, 8, 256, 200, 1, 8, 1_000_000)
+FULL = ReproSizes(3, 96, 4, 300, 8, 256, 200, 1, None, 1_000_000)
 
 
 def synthetic_grooves(n: int, seed: int, out_dir: Path) -> dict[str, list[str]]:
@@ -139,13 +141,14 @@ def check(ctx: ReproContext) -> list[CheckResult]:
         human = read_drumroll_folder(work_root / "data" / "text" / "test", [t["name"] for t in test])
         reference = read_drumroll_folder(work_root / "data" / "text" / "train")
         data_desc = (
-            f"Groove MIDI Dataset at {gmd}: beats, official splits; {report.examples} examples after the 4/4 and "
-            f">128-line filters (skipped: {report.reasons()}); generation on the first {len(test)} test prompts."
+            f"Groove MIDI Dataset at {gmd} prepared as the official data (x/4 beats, GMD splits, drummer1's "
+            f"eval_session left out of test): drumrolls {report.converted}, examples {report.examples} after the "
+            f">128-line filter (skipped: {report.reasons()}); generation on {len(test)} official test prompts."
         )
     else:
         grooves = synthetic_grooves(24, ctx.seed, work_root / "midi")
         names = sorted(grooves)
-        train_names, test_names = names[:18], names[18 : 18 + sizes.generate]
+        train_names, test_names = names[:18], names[18 : 18 + (sizes.generate or 6)]
         train_jsonl = work_root / "train.jsonl"
         write_jsonl([make_example(grooves[n], n) for n in train_names], train_jsonl)
         test = [make_example(grooves[n], n) for n in test_names]
