@@ -21,6 +21,7 @@ from polyzoo.music.lm import (
     pretrain_text,
     read_text_corpus,
 )
+from polyzoo.shared.run import ConfigMismatchError
 
 TINY = SmallGPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=2048, dropout=0.0)
 
@@ -75,13 +76,8 @@ def test_finetune_from_scratch_resumes_and_generates(train_jsonl, tmp_path):
     assert (run / "final" / "config.json").is_file() and (run / "checkpoint-2").is_dir()
     meta = json.loads((run / "run.json").read_text())
     assert meta["examples"] == 3 and len(meta["loss_history"]) == 2
-    first = [r["loss"] for r in meta["loss_history"]]
-    # a finished run asked for 3 steps continues from checkpoint-2 (it used to return final/ untouched)
-    finetune(train_jsonl, run, scratch=TINY, cfg=LMTrainConfig(**{**cfg.__dict__, "max_steps": 3}))
-    meta = json.loads((run / "run.json").read_text())
-    # the history comes back from checkpoint-2 and one more step is trained
-    assert [r["step"] for r in meta["loss_history"]] == [1, 2, 3]
-    assert [r["loss"] for r in meta["loss_history"][:2]] == first and meta["global_step"] == 3
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in metrics if "loss" in r] == [1, 2]  # the run contract's log, from the callback
     model, tok = load_model(run / "final")
     assert model.config.n_layer == 1 and tok.pad_token_id == 0
 
@@ -151,31 +147,23 @@ def test_resume_skips_a_partial_checkpoint(train_jsonl, tmp_path):
     assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ref)
 
 
-def test_finished_run_continues_or_refuses(train_jsonl, tmp_path):
+def test_finished_run_is_kept_and_other_settings_refused(train_jsonl, tmp_path):
     run = tmp_path / "ft"
     cfg = LMTrainConfig(max_steps=2, batch_size=2, save_steps=100, logging_steps=1, warmup_steps=0, progress=False)
     finetune(train_jsonl, run, scratch=TINY, cfg=cfg)
-    before = _weights(run / "final")
     # the same request again: already done, nothing retrained
     stamp = (run / "run.json").stat().st_mtime_ns
     finetune(train_jsonl, run, scratch=TINY, cfg=cfg)
     assert (run / "run.json").stat().st_mtime_ns == stamp
-    # more steps: continues from the checkpoint saved at the last step (save_steps=100 > 2)
-    finetune(train_jsonl, run, scratch=TINY, cfg=LMTrainConfig(**{**cfg.__dict__, "max_steps": 4}))
-    meta = json.loads((run / "run.json").read_text())
-    assert meta["global_step"] == 4 and [r["step"] for r in meta["loss_history"]] == [1, 2, 3, 4]
-    after = _weights(run / "final")
-    assert any(not torch.equal(before[k], after[k]) for k in before)
-    # fewer steps than trained: refused
-    with pytest.raises(ValueError, match=r"ft: already trained for 4 steps, more than the 3 asked"):
-        finetune(train_jsonl, run, scratch=TINY, cfg=LMTrainConfig(**{**cfg.__dict__, "max_steps": 3}))
-    # no complete checkpoint left to continue from: refused
-    import shutil
-
-    for ck in run.glob("checkpoint-*"):
-        shutil.rmtree(ck)
-    with pytest.raises(ValueError, match="no complete checkpoint to continue from"):
-        finetune(train_jsonl, run, scratch=TINY, cfg=LMTrainConfig(**{**cfg.__dict__, "max_steps": 6}))
+    # more steps change the schedule: refused before anything is written, naming the key
+    config = (run / "config.json").read_bytes()
+    with pytest.raises(ConfigMismatchError, match=r"train\.max_steps \(2 → 4\)"):
+        finetune(train_jsonl, run, scratch=TINY, cfg=LMTrainConfig(**{**cfg.__dict__, "max_steps": 4}))
+    assert (run / "config.json").read_bytes() == config and (run / "run.json").stat().st_mtime_ns == stamp
+    # --overwrite starts again: the old checkpoints and final model go
+    finetune(train_jsonl, run, scratch=TINY, cfg=LMTrainConfig(**{**cfg.__dict__, "max_steps": 3}), overwrite=True)
+    assert json.loads((run / "run.json").read_text())["global_step"] == 3
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-3"]
     # the command says so in one line
     from click.testing import CliRunner
 
@@ -183,9 +171,10 @@ def test_finished_run_continues_or_refuses(train_jsonl, tmp_path):
 
     res = CliRunner().invoke(
         music,
-        ["finetune", "--train", str(train_jsonl), "--out", str(run), "--from-scratch", "--steps", "3", "--layers", "1"],
-    )
-    assert res.exit_code == 1 and res.output.startswith("Error: ") and "already trained for 4 steps" in res.output
+        ["finetune", "--train", str(train_jsonl), "--run-dir", str(run), "--from-scratch", "--steps", "5",
+         "--layers", "1"],
+    )  # fmt: skip
+    assert res.exit_code == 1 and res.output.startswith("Error: ") and "train.max_steps (3 → 5)" in res.output
     assert "Traceback" not in res.output
 
 
@@ -260,7 +249,7 @@ def test_cli_prepare_convert_evaluate(fake_gmd, tmp_path):
     res = runner.invoke(
         music,
         [
-            "evaluate",
+            "eval",
             "--human",
             str(txt.parent),
             "--train",
@@ -275,6 +264,6 @@ def test_cli_prepare_convert_evaluate(fake_gmd, tmp_path):
     rows = json.loads(out_json.read_text())
     assert [r["system"] for r in rows] == ["human", "random", "repeat", "copy"]
     res = runner.invoke(
-        music, ["finetune", "--train", str(tmp_path / "d" / "train.jsonl"), "--out", str(tmp_path / "f")]
+        music, ["finetune", "--train", str(tmp_path / "d" / "train.jsonl"), "--run-dir", str(tmp_path / "f")]
     )
     assert res.exit_code != 0 and "exactly one of --model PATH or --from-scratch" in res.output

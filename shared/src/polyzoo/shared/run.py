@@ -28,7 +28,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +150,9 @@ class RunDir:
         resume: continue from the last complete checkpoint when the config matches (the CLI default).
         overwrite: start again when the folder holds another run (or when ``resume`` is False).
         is_main: only the main process writes (several processes open the same folder).
+        engine_files: glob patterns of what an ecosystem engine writes into the folder besides the contract's files
+            (transformers' ``checkpoint-*``, mmengine's ``*.pth``): they count as the run's checkpoints for
+            ``--no-resume`` and are removed with the run on ``--overwrite``.
     """
 
     def __init__(
@@ -161,14 +164,17 @@ class RunDir:
         resume: bool = True,
         overwrite: bool = False,
         is_main: bool = True,
+        engine_files: Sequence[str] = (),
     ):
         self.path = Path(path)
+        self.engine_files = tuple(engine_files)
         self.config = jsonable(dict(config))
         self.run_info = jsonable(dict(run_info or {}))
         self.resume = resume
         self.overwrite = overwrite
         self.is_main = is_main
         self.checkpoint: Path | None = None  # the checkpoint to resume from, set by open()
+        self.action: str | None = None  # what open() did: "new", "resume" or "restart"
         self.opened = False
 
     # ------------------------------------------------------------------------------------------ opening
@@ -234,12 +240,17 @@ class RunDir:
             )
         if self.overwrite:
             return "restart"
-        if not self.resume and find_last_checkpoint(self.path) is not None:
+        if not self.resume and (find_last_checkpoint(self.path) is not None or self._engine_paths()):
             raise RunError(
                 f"{self.path}: the run has checkpoints and --no-resume was given; pass --overwrite to start it "
                 "again, or drop --no-resume to continue it"
             )
         return "resume" if self.resume else "new"
+
+    def _engine_paths(self) -> list[Path]:
+        if not self.path.is_dir():
+            return []
+        return sorted({p for pattern in self.engine_files for p in self.path.glob(pattern)})
 
     def open(self) -> RunDir:
         """Apply the contract (see :meth:`check`), write ``config.json`` when the run is new or restarted, remove
@@ -247,8 +258,7 @@ class RunDir:
         action = self.check()
         if self.is_main:
             if action == "restart":
-                for name in _RUN_FILES:
-                    target = self.path / name
+                for target in [*(self.path / name for name in _RUN_FILES), *self._engine_paths()]:
                     if target.is_dir():
                         shutil.rmtree(target)
                     elif target.exists():
@@ -260,6 +270,7 @@ class RunDir:
                 if self.metrics_path.exists():
                     self.metrics_path.unlink()
         self.checkpoint = find_last_checkpoint(self.path) if action == "resume" else None
+        self.action = action
         self.opened = True
         return self
 

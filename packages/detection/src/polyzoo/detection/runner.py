@@ -108,11 +108,9 @@ def apply_run_options(
     ``AmpOptimWrapper`` with that dtype, fp32 ``OptimWrapper`` (also for a config that asks AMP on a CPU machine);
     ``log_with`` adds the matching mmengine visualisation backend.
     """
-    import glob
-
     import torch
 
-    from polyzoo.shared.run import RunDir, RunError
+    from polyzoo.shared.run import RunDir
 
     if seed is not None:
         cfg.randomness = dict(seed=seed, deterministic=False)
@@ -141,17 +139,10 @@ def apply_run_options(
         cfg.visualizer = vis
     compared = {k: v for k, v in cfg.to_dict().items() if k not in RUN_ONLY_KEYS}
     config = {"mmengine_config": compared, "precision": precision}
-    run = RunDir(cfg.work_dir, config, resume=resume, overwrite=overwrite)
-    action = run.check()
-    if action != "restart" and not resume and osp.exists(osp.join(cfg.work_dir, "last_checkpoint")):
-        raise RunError(
-            f"{cfg.work_dir}: the run has checkpoints and --no-resume was given; pass --overwrite to start it again"
-        )
-    if action == "restart":
-        for f in [*glob.glob(osp.join(cfg.work_dir, "*.pth")), osp.join(cfg.work_dir, "last_checkpoint")]:
-            if osp.exists(f):
-                os.remove(f)
-    run.open()
+    run = RunDir(
+        cfg.work_dir, config, resume=resume, overwrite=overwrite, engine_files=("*.pth", "last_checkpoint")
+    ).open()
+    action = run.action
     cfg.resume = action == "resume" and osp.exists(osp.join(cfg.work_dir, "last_checkpoint"))
     return action
 

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import click
 
+from polyzoo.shared.cli import CommandGroup
+from polyzoo.shared.options import echo_result, format_option, run_options
+
 __all__ = ["music"]
 
 
@@ -30,7 +33,7 @@ def _train_options(f):
         click.option("--lr", default=5e-4, show_default=True, help="Peak learning rate (cosine, warm-up)."),
         click.option("--warmup", default=50, show_default=True, help="Warm-up steps."),
         click.option("--save-every", default=200, show_default=True, help="Checkpoint every N steps (resume point)."),
-        click.option("--seed", default=0, show_default=True),
+        run_options(),
     ]
     for option in reversed(options):
         f = option(f)
@@ -48,7 +51,7 @@ def _model_options(f):
     return f
 
 
-def _train_config(steps, batch_size, lr, warmup, save_every, seed):
+def _train_config(steps, batch_size, lr, warmup, save_every, seed, device, precision, log_with):
     from polyzoo.music.lm import LMTrainConfig
 
     return LMTrainConfig(
@@ -58,16 +61,19 @@ def _train_config(steps, batch_size, lr, warmup, save_every, seed):
         warmup_steps=min(warmup, steps // 10),  # short runs: at most a tenth of the steps
         save_steps=save_every,
         seed=seed,
+        device=device,
+        precision=precision,
+        log_with=log_with,
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def music() -> None:
     """Drum grooves as text: prepare data, pretrain, finetune, generate and evaluate (arXiv 2301.01162).
 
-    Typical run: prepare --data-root GMD --out data; pretrain-text --corpus /usr/share/common-licenses --out
-    runs/text; finetune --train data/train.jsonl --model runs/text/final --out runs/ft; generate --model
-    runs/ft/final --prompts data/test.jsonl --out gen; evaluate --human data/text/test --train data/text/train
+    Typical run: prepare --data-root GMD --out data; pretrain-text --corpus /usr/share/common-licenses --run-dir
+    runs/text; finetune --train data/train.jsonl --model runs/text/final --run-dir runs/ft; generate --model
+    runs/ft/final --prompts data/test.jsonl --out gen; eval --human data/text/test --train data/text/train
     --generated model=gen/text.
     """
     _offline()
@@ -238,23 +244,25 @@ def convert(inputs: tuple[Path, ...], out: Path, no_pad: bool, columns: str, mer
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder of local English text files (e.g. /usr/share/common-licenses).",
 )
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
 @click.option("--block-size", default=256, show_default=True, help="Characters per training block.")
 @click.option("--max-chars", default=None, type=int, help="Read at most this many characters of the corpus.")
 @_model_options
 @_train_options
 @_user_errors
-def pretrain_text(corpus, out, block_size, max_chars, layers, dim, heads, **train) -> None:
-    """Train the small character-level GPT-2 on local text; OUT/final is a model directory for `finetune --model`."""
+def pretrain_text(corpus, block_size, max_chars, layers, dim, heads, run_dir, resume, overwrite, **train) -> None:
+    """Train the small character-level GPT-2 on local text; RUN_DIR/final is a model directory for
+    `finetune --model`. Rerunning with the same settings resumes; others are refused unless --overwrite."""
     from polyzoo.music.lm import SmallGPT2Config, pretrain_text
 
     final = pretrain_text(
         corpus,
-        out,
+        run_dir,
         model_config=SmallGPT2Config(n_layer=layers, n_embd=dim, n_head=heads),
         cfg=_train_config(**train),
         block_size=block_size,
         max_chars=max_chars,
+        resume=resume,
+        overwrite=overwrite,
     )
     click.echo(f"model: {final}")
 
@@ -267,7 +275,6 @@ def pretrain_text(corpus, out, block_size, max_chars, layers, dim, heads, **trai
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Prompt/completion JSONL (from `prepare`).",
 )
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
 @click.option(
     "--model",
     "model_path",
@@ -278,14 +285,23 @@ def pretrain_text(corpus, out, block_size, max_chars, layers, dim, heads, **trai
 @_model_options
 @_train_options
 @_user_errors
-def finetune(train_jsonl, out, model_path, from_scratch, layers, dim, heads, **train) -> None:
-    """Finetune with transformers' Trainer, loss on completions only; resumes from OUT/checkpoint-*."""
+def finetune(train_jsonl, model_path, from_scratch, layers, dim, heads, run_dir, resume, overwrite, **train) -> None:
+    """Finetune with transformers' Trainer, loss on completions only, into RUN_DIR; rerunning with the same settings
+    resumes from RUN_DIR/checkpoint-*, other settings are refused unless --overwrite."""
     from polyzoo.music.lm import SmallGPT2Config, finetune
 
     if bool(model_path) == from_scratch:
         raise click.UsageError("give exactly one of --model PATH or --from-scratch")
     scratch = SmallGPT2Config(n_layer=layers, n_embd=dim, n_head=heads) if from_scratch else None
-    final = finetune(train_jsonl, out, model_path=model_path, scratch=scratch, cfg=_train_config(**train))
+    final = finetune(
+        train_jsonl,
+        run_dir,
+        model_path=model_path,
+        scratch=scratch,
+        cfg=_train_config(**train),
+        resume=resume,
+        overwrite=overwrite,
+    )
     click.echo(f"model: {final}")
 
 
@@ -344,7 +360,7 @@ def generate(model_path, prompts, out, limit, temperature, max_new_tokens, seed,
     click.echo(json.dumps({k: v for k, v in stats.items() if k != "repairs"}))
 
 
-@music.command()
+@music.command(name="eval")
 @click.option(
     "--human",
     required=True,
@@ -371,8 +387,9 @@ def generate(model_path, prompts, out, limit, temperature, max_new_tokens, seed,
     help="1-D two-means: exact optimum, or the official scikit-learn KMeans call.",
 )
 @click.option("--out", "out_json", type=click.Path(dir_okay=False, path_type=Path), help="Also write rows as JSON.")
+@format_option
 @_user_errors
-def evaluate(human, generated, train_dir, kmeans, out_json) -> None:
+def evaluate(human, generated, train_dir, kmeans, out_json, fmt) -> None:
     """Structural metrics (mean stability, two-means gap and spread) of human, random, repeat and each generated
     set, on the grooves they share; duplication of generated bars in the training set."""
     from polyzoo.music.evaluation import evaluate_systems, read_drumroll_folder
@@ -394,12 +411,13 @@ def evaluate(human, generated, train_dir, kmeans, out_json) -> None:
         systems = {n: {k: v for k, v in s.items() if k in shared} for n, s in systems.items()}
     reference = read_drumroll_folder(train_dir) if train_dir else None
     rows = evaluate_systems(human_rolls, systems, reference, kmeans)
-    keys = list(rows[0])
-    click.echo("| " + " | ".join(keys) + " |")
-    click.echo("|" + "---|" * len(keys))
-    for row in rows:
-        click.echo("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    echo_result(rows, fmt)
     if out_json:
         from polyzoo.shared.io import write_json_atomic
 
         write_json_atomic(out_json, rows)
+
+
+music.add_command(
+    click.Command("evaluate", callback=evaluate.callback, params=evaluate.params, hidden=True, help="Old name of eval.")
+)

@@ -9,10 +9,14 @@ pretrained on local text (``pretrain_text``), so the transfer claim (text pretra
 same architecture and tokenizer on both sides. Nothing is ever fetched from a hub: every ``from_pretrained`` call
 reads a local directory with ``local_files_only=True``.
 
-Runs live in one folder: transformers' checkpoints ``checkpoint-<step>/`` (model, optimizer, scheduler, RNG states;
+Runs follow the run contract of :mod:`polyzoo.shared.run` with transformers' ``Trainer`` as the engine: ``config.json``
+(the result-determining settings: optimisation, model source, data file and its hash), ``metrics.jsonl`` (written by
+a ``TrainerCallback``), transformers' checkpoints ``checkpoint-<step>/`` (model, optimizer, scheduler, RNG states;
 training resumes from the newest complete one, i.e. one with ``trainer_state.json``), then ``final/`` (model and
-tokenizer, written atomically) and ``run.json`` (with ``global_step``). A finished run asked for more steps
-continues from its last checkpoint.
+tokenizer, written atomically) and ``run.json`` (with ``global_step``). The same settings resume (a finished run is
+returned as it is); other settings, more steps included, are refused before anything is written unless
+``overwrite``. Device and precision are transformers' own (``use_cpu``, ``bf16``/``fp16``), trackers its
+``report_to``.
 """
 
 from __future__ import annotations
@@ -135,11 +139,24 @@ class LMTrainConfig:
     logging_steps: int = 20
     seed: int = 0
     progress: bool = True
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (transformers' mixed precision)
+    log_with: str = "none"  # none | tensorboard | wandb | mlflow (transformers' report_to)
+
+    def result_config(self) -> dict[str, Any]:
+        """The settings that determine the trained weights (compared with the run folder's config.json)."""
+        run_only = {"save_steps", "save_total_limit", "logging_steps", "progress", "device", "log_with"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in run_only}
 
 
 def _training_arguments(out_dir: Path, cfg: LMTrainConfig):
     from transformers import TrainingArguments
 
+    from polyzoo.shared.options import resolve_device
+
+    if cfg.precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision: expected fp32, bf16 or fp16, got {cfg.precision!r}")
+    device = resolve_device(cfg.device)
     return TrainingArguments(
         output_dir=str(out_dir),
         max_steps=cfg.max_steps,
@@ -155,9 +172,12 @@ def _training_arguments(out_dir: Path, cfg: LMTrainConfig):
         logging_steps=cfg.logging_steps,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        report_to="none",
-        use_cpu=True,
+        report_to="none" if cfg.log_with == "none" else [cfg.log_with],
+        use_cpu=device == "cpu",
+        bf16=cfg.precision == "bf16",
+        fp16=cfg.precision == "fp16",
         dataloader_num_workers=0,
+        dataloader_pin_memory=device != "cpu",
         remove_unused_columns=False,
         disable_tqdm=not cfg.progress,
     )
@@ -185,64 +205,72 @@ def _latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def _trained_steps(out_dir: Path) -> int | None:
-    """Optimizer steps behind ``final/``: run.json's ``global_step``, else the newest complete checkpoint's."""
+    """Optimizer steps behind ``final/``: run.json's ``global_step``, else None."""
     import json
 
     try:
         step = json.loads((out_dir / "run.json").read_text(encoding="utf-8")).get("global_step")
-        if isinstance(step, int):
-            return step
     except (OSError, ValueError):
-        pass
-    ck = _latest_checkpoint(out_dir)
-    if ck is None:
         return None
-    return int(json.loads((ck / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+    return step if isinstance(step, int) else None
 
 
-def _train(model, tokenizer, dataset, collate, out_dir: Path, cfg: LMTrainConfig, meta: dict) -> Path:
-    """Train with transformers' Trainer, resuming from the newest complete checkpoint; save ``final/``; returns it.
+def _metrics_callback(run: Any) -> Any:
+    """A transformers ``TrainerCallback`` appending every log record to the run's ``metrics.jsonl``."""
+    from transformers import TrainerCallback
 
-    A finished run (``final/`` present) asked for the steps it was trained for returns ``final/`` as it is; asked
-    for more, it continues from its newest complete checkpoint (transformers saves one at the last step) up to the
-    new ``max_steps`` and replaces ``final/``. The learning-rate schedule is then the one for the new total, taken
-    up at the step reached. Asked for fewer steps than it was trained for, or for more with no checkpoint to
-    continue from, it raises ``ValueError``.
-    """
+    class RunMetrics(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                run.log_metrics({"step": int(state.global_step), "split": "train", **logs})
+
+    return RunMetrics()
+
+
+def _train(
+    model,
+    tokenizer,
+    dataset,
+    collate,
+    out_dir: Path,
+    cfg: LMTrainConfig,
+    meta: dict,
+    *,
+    resume: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Train with transformers' Trainer under the run contract (``config.json`` = ``cfg``'s result settings and
+    ``meta``), resuming from the newest complete checkpoint; save ``final/``; returns it. A finished run with the
+    same settings is returned as it is."""
     from transformers import Trainer
 
     from polyzoo.shared.io import atomic_dir, write_json_atomic
+    from polyzoo.shared.run import RunDir
 
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"{out_dir}: is a file; expected a run folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run = RunDir(
+        out_dir,
+        {"train": cfg.result_config(), **meta},
+        run_info={"device": cfg.device, "log_with": cfg.log_with},
+        resume=resume,
+        overwrite=overwrite,
+        engine_files=("checkpoint-*", "final", "run.json", "runs"),  # runs/: transformers' TensorBoard logs
+    ).open()
     final = out_dir / "final"
-    resume = _latest_checkpoint(out_dir)
-    if (final / "config.json").is_file():
-        done = _trained_steps(out_dir)
-        if done is not None and done == cfg.max_steps:
-            log.info("%s: already trained for %d steps", final, done)
-            return final
-        if done is not None and done > cfg.max_steps:
-            raise ValueError(
-                f"{out_dir}: already trained for {done} steps, more than the {cfg.max_steps} asked; use another "
-                "run folder"
-            )
-        if resume is None:
-            raise ValueError(
-                f"{out_dir}: has a final model but no complete checkpoint to continue from to {cfg.max_steps} "
-                "steps; use another run folder"
-            )
-        log.info("%s: trained for %s steps; continuing to %d", out_dir, done, cfg.max_steps)
+    if run.action == "resume" and (final / "config.json").is_file() and _trained_steps(out_dir) == cfg.max_steps:
+        log.info("%s: already trained for %d steps", final, cfg.max_steps)
+        return final
+    checkpoint = _latest_checkpoint(out_dir) if run.action == "resume" else None
     trainer = Trainer(
         model=model,
         args=_training_arguments(out_dir, cfg),
         train_dataset=dataset,
         data_collator=collate,
+        callbacks=[_metrics_callback(run)],
     )
-    if resume is not None:
-        log.info("resuming from %s", resume)
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if checkpoint is not None:
+        log.info("resuming from %s", checkpoint)
+        run.trim_metrics(_checkpoint_step(checkpoint) or 0)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     with atomic_dir(final) as tmp:
         trainer.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -267,11 +295,14 @@ def finetune(
     model_path: str | os.PathLike | None = None,
     scratch: SmallGPT2Config | None = None,
     cfg: LMTrainConfig | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Finetune on prompt/completion JSONL (``dataset.prepare_gmd``) with the loss on completions only.
 
     Exactly one of ``model_path`` (a local causal LM directory, e.g. ``pretrain_text``'s ``final/``) and
     ``scratch`` (a small GPT-2 with the character tokenizer, random init) must be given. Returns ``out/final``.
+    ``resume``/``overwrite``: the run contract (see the module docstring).
     """
     from functools import partial
 
@@ -294,8 +325,20 @@ def finetune(
         raise ValueError(f"{train_jsonl}: no examples")
     dataset = CompletionDataset(examples, tokenizer, max_length=model_max_length(model))
     collate = partial(pad_collate, pad_token_id=tokenizer.pad_token_id)
-    meta = {"task": "finetune", "model": source, "train_jsonl": str(train_jsonl), "examples": len(dataset)}
-    return _train(model, tokenizer, dataset, collate, Path(out_dir), cfg, meta)
+    meta = {
+        "task": "finetune",
+        "model": source,
+        "train_jsonl": str(Path(train_jsonl).resolve()),
+        "train_jsonl_sha256": _sha256(train_jsonl),
+        "examples": len(dataset),
+    }
+    return _train(model, tokenizer, dataset, collate, Path(out_dir), cfg, meta, resume=resume, overwrite=overwrite)
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 TEXT_SUFFIXES = ("", ".txt", ".md", ".rst", ".text")
@@ -366,6 +409,8 @@ def pretrain_text(
     cfg: LMTrainConfig | None = None,
     block_size: int = 256,
     max_chars: int | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Train the small character-level GPT-2 as a language model on local text; returns ``out/final``, a model
     directory that ``finetune(model_path=...)`` accepts."""
@@ -386,11 +431,11 @@ def pretrain_text(
 
     meta = {
         "task": "pretrain-text",
-        "corpus": str(corpus),
+        "corpus": str(Path(corpus).resolve()),
         "files": len(texts),
         "characters": sum(map(len, texts)),
         "blocks": len(dataset),
         "block_size": block_size,
         "model": dataclasses.asdict(model_config),
     }
-    return _train(model, tokenizer, dataset, collate, Path(out_dir), cfg, meta)
+    return _train(model, tokenizer, dataset, collate, Path(out_dir), cfg, meta, resume=resume, overwrite=overwrite)
