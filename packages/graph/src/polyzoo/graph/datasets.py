@@ -416,8 +416,8 @@ class FairGraphDataset(InMemoryDataset):
     Args:
         root: folder holding the raw files (the standard names, see ``raw_file_names``).
         split_seed: seed of the split rule; ``None`` = the protocol's (reliant: German 0, others 20; pygdebias 20).
-        processed_dir: where to cache the processed graph; default ``<root>/processed`` when ``root`` is writable,
-            else ``$XDG_CACHE_HOME/polyzoo/graph/<name>-<hash of root>``.
+        processed_dir: where to cache the processed graph; default ``<root>/processed`` when ``root`` is writable
+            (and has write permission bits), else ``$XDG_CACHE_HOME/polyzoo/graph/<name>-<hash of root>``.
         transform: PyG transform applied on access.
         force_reload: re-process even when a matching cache exists.
         protocol: ``"reliant"`` (default) or ``"pygdebias"`` (see the module docstring).
@@ -449,7 +449,8 @@ class FairGraphDataset(InMemoryDataset):
         root = Path(root).expanduser().resolve()
         if processed_dir is None:
             processed_dir = root / "processed"
-            if not os.access(root, os.W_OK):
+            # a folder without write bits counts as read-only even for root (os.access says writable there)
+            if not os.access(root, os.W_OK) or not (root.stat().st_mode & 0o222):
                 cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                 tag = hashlib.sha1(str(root).encode()).hexdigest()[:10]
                 processed_dir = cache / "polyzoo" / "graph" / f"{self.name}-{tag}"
@@ -532,6 +533,9 @@ class FairGraphDataset(InMemoryDataset):
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; outputs follow the user's umask
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
