@@ -294,3 +294,16 @@ def test_cache_is_rebuilt_when_raw_files_or_settings_change(tmp_path):
     assert (g3.edge_index == 21).any() and not (g3.edge_index[:, g3.edge_index[0] == 0] == 20).any()
     # another protocol / seed is another cache entry with other contents
     assert int(Bail(root, protocol="pygdebias")[0].train_mask.sum()) != int(g3.train_mask.sum())
+
+
+def test_library_default_protocol_equals_cli_default():
+    import inspect
+
+    from polyzoo.graph.cli import teacher
+    from polyzoo.graph.datasets import DEFAULT_PROTOCOL, FairGraphDataset
+
+    assert DEFAULT_PROTOCOL == "reliant"
+    assert inspect.signature(FairGraphDataset.__init__).parameters["protocol"].default == DEFAULT_PROTOCOL
+    option = next(p for p in teacher.params if p.name == "protocol")
+    assert option.default == DEFAULT_PROTOCOL
+    assert next(p for p in teacher.params if p.name == "split_seed").default is None

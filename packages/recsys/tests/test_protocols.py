@@ -143,3 +143,12 @@ def test_empty_inputs_are_errors(tmp_path):
     (tmp_path / "ml-100k.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
     with pytest.raises(ValueError, match=r"ml-100k\.inter: no data rows"):
         MovieLensStream(tmp_path, FeatureMap(fmt.fields))
+
+
+def test_library_default_protocol_equals_cli_default():
+    import inspect
+
+    from polyzoo.recsys.cli import prepare
+
+    assert inspect.signature(criteo_format).parameters["protocol"].default == "official"
+    assert next(p for p in prepare.params if p.name == "protocol").default == "official"
