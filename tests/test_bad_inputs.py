@@ -198,7 +198,7 @@ def _recsys_cases() -> list[Case]:
 
     def prepare_non_utf8(t):
         f = _file(t / "train.txt", (_criteo_row() + "\n").encode() + b"1\t\xff\xfe" + b"\t" * 38 + b"\n")
-        return ["recsys", "prepare", str(f), "--out", str(t / "fm.json"), "--skip-bad"], str(f)
+        return ["recsys", "prepare", str(f), "--out", str(t / "fm.json")], f"{f}:2"  # --skip-bad counts it
 
     def prepare_empty(t):
         f = _file(t / "train.txt", b"")

@@ -39,7 +39,7 @@ def _mask_of(idx, n):
 
 def test_german_real(shared_graphs, tmp_path):
     root = shared_graphs / "german"
-    g = German(root, processed_dir=tmp_path)[0]
+    g = German(root, processed_dir=tmp_path, protocol="pygdebias")[0]
     df = pd.read_csv(root / "german.csv")
     assert g.num_nodes == 1000 and g.x.shape == (1000, 27)
     assert g.sens.tolist() == (df["Gender"] == "Female").astype(int).tolist()
@@ -56,7 +56,7 @@ def test_german_real(shared_graphs, tmp_path):
     expected = {(a, b) for a, b in raw} | {(b, a) for a, b in raw}
     assert set(map(tuple, g.edge_index.t().tolist())) == expected
     # a second load reads the processed cache
-    assert torch.equal(German(root, processed_dir=tmp_path)[0].x, g.x)
+    assert torch.equal(German(root, processed_dir=tmp_path, protocol="pygdebias")[0].x, g.x)
 
 
 def test_nba_real(shared_graphs, tmp_path):
@@ -107,7 +107,7 @@ def _write_indexed(root: Path, name: str, sens_col: str, label_col: str, extra: 
 )
 def test_indexed_formats(tmp_path, cls, sens, label, extra, label_number):
     df = _write_indexed(tmp_path / cls.name, cls.name, sens, label, extra)
-    g = cls(tmp_path / cls.name)[0]
+    g = cls(tmp_path / cls.name, protocol="pygdebias")[0]
     assert g.x.shape == (40, 3)  # f1, f2 and the sensitive column; the label and dropped columns are gone
     assert g.sens.tolist() == df[sens].tolist()
     train, _, test = official_per_class_split(df[label].to_numpy(), label_number)
@@ -158,7 +158,7 @@ def test_aminer_format(tmp_path):
         )
         rows, cols = np.arange(n), np.arange(n) % 4
         np.savez(root / f"X_{tag}.npz", data=np.ones(n), row=rows, col=cols)
-        g = cls(root)[0]
+        g = cls(root, protocol="pygdebias")[0]
         assert g.y.tolist() == (labels == 3).astype(int).tolist()
         assert g.sens.tolist() == (sens == 2).astype(int).tolist()
         assert g.x.shape == (n, 5) and torch.equal(g.x[:, :4].argmax(1), torch.as_tensor(cols))

@@ -51,13 +51,13 @@ def test_log_square_bin():
 
 def test_criteo_sample_shared(tmp_path):
     path = _shared_ctr() / "criteo_sample.txt"
-    fmap, stats = build_feature_map(path, criteo_format(threshold=1))
+    fmap, stats = build_feature_map(path, criteo_format(threshold=1, protocol="polyzoo"))
     assert stats == {"rows": 200, "skipped": 0}
     assert fmap.num_fields == 39 and fmap.names[12] == "I13"
     fmap.save(tmp_path / "fm.json")
     fmap2 = FeatureMap.load(tmp_path / "fm.json")
     assert fmap2.num_rows == fmap.num_rows and fmap2.vocabularies == fmap.vocabularies
-    batches = list(CTRStream(path, criteo_format(), fmap2, batch_size=64))
+    batches = list(CTRStream(path, criteo_format(protocol="polyzoo"), fmap2, batch_size=64))
     assert [b["ids"].shape[0] for b in batches] == [64, 64, 64, 8]
     ids = torch.cat([b["ids"] for b in batches])
     assert ids.max() < fmap.num_rows and ids.min() >= 0
@@ -77,11 +77,11 @@ def test_avazu_sample_shared():
 
 
 def test_tab_file_vocab_threshold_and_oov(criteo_tsv):
-    fmt = criteo_format(threshold=3)
+    fmt = criteo_format(threshold=3, protocol="polyzoo")
     fmap, _ = build_feature_map(criteo_tsv, fmt)
     assert fmap.vocabularies["C1"] == ["a0", "a1", "a2"]  # 4 each > 3
     assert fmap.vocabularies["C2"] == []  # missing everywhere
-    fmap_hi, _ = build_feature_map(criteo_tsv, criteo_format(threshold=4))
+    fmap_hi, _ = build_feature_map(criteo_tsv, criteo_format(threshold=4, protocol="polyzoo"))
     assert fmap_hi.vocabularies["C1"] == []  # count 4 is not > 4: OOV -> zero row
     batch = next(iter(CTRStream(criteo_tsv, fmt, fmap_hi, batch_size=100)))
     assert (batch["ids"][:, 13] == 0).all()
@@ -89,7 +89,7 @@ def test_tab_file_vocab_threshold_and_oov(criteo_tsv):
 
 
 def test_hashing_needs_no_prepare(criteo_tsv):
-    fmt = criteo_format(hash_buckets=16)
+    fmt = criteo_format(hash_buckets=16, protocol="polyzoo")
     fmap = FeatureMap(fmt.fields)
     assert fmap.num_rows == 1 + 13 * 64 + 26 * 16
     ids = next(iter(CTRStream(criteo_tsv, fmt, fmap, batch_size=4)))["ids"]
@@ -112,9 +112,10 @@ def test_malformed_rows_error_or_skip(tmp_path):
     stream = CTRStream(path, fmt, fmap, batch_size=8, skip_bad=True)
     rows = sum(b["ids"].shape[0] for b in stream)
     assert rows == 3 and stream.stats == {"rows": 3, "skipped": 2}
-    path.write_text(_criteo_line(2, [1] * 13, ["x"] * 26, ","))
+    other = tmp_path / "bad_label.txt"
+    other.write_text(_criteo_line(2, [1] * 13, ["x"] * 26, ","))
     with pytest.raises(ParseError, match="label: expected 0 or 1"):
-        list(CTRStream(path, fmt, fmap, batch_size=8, skip_bad=False))
+        list(CTRStream(other, fmt, fmap, batch_size=8, skip_bad=False))
 
 
 def test_sharding_across_ranks_is_a_partition(criteo_tsv):

@@ -111,7 +111,76 @@ def test_sparse_gradient_equals_dense_on_touched_rows(cls):
     touched = torch.tensor([1, 3, 7])
     torch.testing.assert_close(emb_s.weight[touched], emb_d.weight[touched])
     untouched = torch.tensor([0, 2, 4, 5, 6, 8, 9])
-    torch.testing.assert_close(emb_s.weight[untouched], initial[untouched])  # the sparse update is lazy
+    if cls is FTRL:  # FTRL's sparse update is lazy (as TF's sparse FTRL kernel)
+        torch.testing.assert_close(emb_s.weight[untouched], initial[untouched])
+    else:  # GroupFTRL: the official _apply_sparse re-solves every row, so unseen rows (z = 0) become 0
+        torch.testing.assert_close(emb_s.weight, emb_d.weight)
+        assert bool((emb_s.weight[untouched] == 0).all())
+
+
+# --- GFTRL's sparse path against an independent transcription of the official GFTRL (xdeepint/src/optimizer.py):
+# ``_apply_sparse`` = ``_apply_dense`` on the densified gradient, i.e. every step re-solves every row.
+
+
+def _official_gftrl_step(w, n, z, g, alpha, beta, lam1, lam2):
+    """One official GFTRL step on the whole table (numpy float64; g dense with zero rows outside the batch)."""
+    import numpy as np
+
+    d = w.shape[1]
+    g2 = g * g
+    sigma = (np.sqrt(n + g2) - np.sqrt(n)) / alpha
+    n = n + g2
+    z = z + g - sigma * w
+    znorm = np.tile(np.sqrt((z * z).sum(axis=1, keepdims=True)), (1, d))
+    thr = lam1 * np.sqrt(d)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        upd = z * ((thr / znorm - 1) / ((beta + np.sqrt(n)) / alpha + lam2))
+    w = np.where(znorm <= thr, np.zeros_like(w), upd)
+    return w, n, z
+
+
+@pytest.mark.parametrize("unseen_rows", ["zero", "keep"])
+def test_group_ftrl_sparse_equals_official_dense_with_late_rows(unseen_rows):
+    """Default: equal to the official dense re-solve at every step; the lazy option must differ at step 0."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows, dim = 12, 4
+    hp = {"alpha": 0.5, "beta": 1.0, "l1": 0.02, "l2": 0.1}
+    w0 = rng.normal(size=(rows, dim))
+    # batches of row ids (duplicates summed); rows 9, 10 appear only at step 2/3, row 11 never
+    batches = [np.array([0, 1, 1, 2, 3]), np.array([4, 5, 0, 9]), np.array([10, 2, 6, 7, 8])]
+    grads = [rng.normal(size=(len(b), dim)) * 3.0 for b in batches]
+
+    emb = torch.nn.Parameter(torch.tensor(w0))
+    opt = GroupFTRL([emb], **hp, unseen_rows=unseen_rows)
+    w, n, z = w0.copy(), np.zeros_like(w0), np.zeros_like(w0)
+    for step, (ids, gvals) in enumerate(zip(batches, grads, strict=True)):
+        emb.grad = torch.sparse_coo_tensor(torch.tensor(ids)[None], torch.tensor(gvals), (rows, dim))
+        opt.step()
+        dense_g = np.zeros_like(w0)
+        np.add.at(dense_g, ids, gvals)
+        w, n, z = _official_gftrl_step(w, n, z, dense_g, hp["alpha"], hp["beta"], hp["l1"], hp["l2"])
+        if unseen_rows == "keep":
+            assert not np.allclose(emb.detach().numpy(), w)  # rows 4..11 keep their random values
+            return
+        np.testing.assert_allclose(emb.detach().numpy(), w, rtol=0, atol=1e-12, err_msg=f"step {step}")
+        np.testing.assert_allclose(opt.state[emb]["z"].numpy(), z, rtol=0, atol=1e-12)
+        if step == 0:  # rows without state yet are zeroed at the first step
+            assert (emb.detach()[[4, 5, 6, 7, 8, 9, 10, 11]] == 0).all()
+    assert (emb.detach()[11] == 0).all() and bool((emb.detach()[10] != 0).any())
+
+
+def test_group_ftrl_sparse_lazy_option_keeps_unseen_rows():
+    torch.manual_seed(0)
+    emb = torch.nn.Parameter(torch.randn(6, 4, dtype=torch.float64))
+    initial = emb.detach().clone()
+    opt = GroupFTRL([emb], alpha=0.5, beta=1.0, l1=0.01, l2=0.1, unseen_rows="keep")
+    emb.grad = torch.sparse_coo_tensor(torch.tensor([[1, 2]]), torch.ones(2, 4, dtype=torch.float64), (6, 4))
+    opt.step()
+    torch.testing.assert_close(emb.detach()[[0, 3, 4, 5]], initial[[0, 3, 4, 5]])
+    with pytest.raises(ValueError, match="unseen_rows"):
+        GroupFTRL([emb], unseen_rows="lazy")
 
 
 def test_zero_weight_ratio():

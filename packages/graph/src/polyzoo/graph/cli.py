@@ -14,7 +14,7 @@ from typing import Any
 import click
 import torch
 
-from polyzoo.graph.datasets import DATASETS, load_dataset
+from polyzoo.graph.datasets import DATASETS, DEFAULT_PROTOCOL, PROTOCOLS, load_dataset
 from polyzoo.graph.metrics import fairness_report
 from polyzoo.graph.models import STUDENTS, TEACHERS, build_model
 from polyzoo.graph.reliant import BiasProxy
@@ -34,7 +34,8 @@ def _load_graph(spec: dict[str, Any]):
         raise click.UsageError(f"--data-root is required for dataset {spec['dataset']!r}")
     if not Path(spec["data_root"]).is_dir():
         raise FileNotFoundError(f"{spec['data_root']}: the data folder does not exist")
-    kwargs: dict[str, Any] = {"split_seed": spec["split_seed"]}
+    # a run folder written before the protocol option was built with the PyGDebias conventions
+    kwargs: dict[str, Any] = {"split_seed": spec["split_seed"], "protocol": spec.get("protocol", "pygdebias")}
     if spec["dataset"] in ("nba", "pokec_z", "pokec_n"):
         kwargs["split"] = spec["split"]
     return load_dataset(spec["dataset"], spec["data_root"], **kwargs)
@@ -59,7 +60,14 @@ def graph() -> None:
 @click.option(
     "--data-root", type=click.Path(path_type=Path, file_okay=False), help="folder holding the dataset's raw files"
 )
-@click.option("--split-seed", default=20, show_default=True, help="seed of the official split rule")
+@click.option(
+    "--protocol",
+    type=click.Choice(list(PROTOCOLS)),
+    default=DEFAULT_PROTOCOL,
+    show_default=True,
+    help="dataset protocol: RELIANT's own loaders (the paper) or PyGDebias' (normalisation, split, adjacency)",
+)
+@click.option("--split-seed", type=int, default=None, help="split seed [default: the protocol's: German 0, else 20]")
 @click.option("--split", type=click.Choice(["official", "disjoint"]), default="official", help="NBA/Pokec split")
 @click.option("--nodes", default=1000, show_default=True, help="synthetic graph: number of nodes")
 @click.option("--graph-seed", default=0, show_default=True, help="synthetic graph: generator seed")
@@ -75,7 +83,7 @@ def graph() -> None:
 @format_option
 def teacher(run_dir: Path, **opts: Any) -> None:
     """Train a GCN/GraphSAGE/GIN teacher with early stopping on validation accuracy; print its test metrics."""
-    spec = {k: opts[k] for k in ("dataset", "split_seed", "split", "nodes", "graph_seed")}
+    spec = {k: opts[k] for k in ("dataset", "protocol", "split_seed", "split", "nodes", "graph_seed")}
     spec["data_root"] = str(opts["data_root"].resolve()) if opts["data_root"] else None
     data = _load_graph(spec)
     cfg = TeacherConfig(

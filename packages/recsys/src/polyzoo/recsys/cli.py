@@ -19,12 +19,12 @@ log = logging.getLogger(__name__)
 FORMATS = ("criteo", "avazu", "movielens", "synthetic")
 
 
-def _format(name: str, threshold: int, hash_buckets: int, num_fields: int = 8) -> Any:
+def _format(name: str, threshold: int, hash_buckets: int, num_fields: int = 8, protocol: str = "official") -> Any:
     from polyzoo.recsys.data import avazu_format, criteo_format, movielens_format
     from polyzoo.recsys.synthetic import synthetic_format
 
     if name == "criteo":
-        return criteo_format(threshold, hash_buckets)
+        return criteo_format(threshold, hash_buckets, protocol=protocol)
     if name == "avazu":
         return avazu_format(threshold, hash_buckets)
     if name == "movielens":
@@ -36,11 +36,11 @@ def _format(name: str, threshold: int, hash_buckets: int, num_fields: int = 8) -
 
 
 def _stream(fmt_name: str, path: Path, fmap: Any, batch_size: int, split: str | None, skip_bad: bool, start: int = 0):
-    from polyzoo.recsys.data import CTRStream, MovieLensStream
+    from polyzoo.recsys.data import CTRStream, MovieLensStream, format_for_map
 
     if fmt_name == "movielens":
         return MovieLensStream(path, fmap, batch_size, split=split, skip_bad=skip_bad, start_line=start)
-    fmt = _format(fmt_name, 0, 0, fmap.num_fields)
+    fmt = format_for_map(_format(fmt_name, 0, 0, fmap.num_fields), fmap)
     return CTRStream(path, fmt, fmap, batch_size, split=split, skip_bad=skip_bad, start_line=start)
 
 
@@ -78,6 +78,13 @@ _skip_opt = click.option("--skip-bad", is_flag=True, help="count and skip malfor
     help="rows counted (official 80/20 rule)",
 )
 @click.option("--num-fields", default=8, show_default=True, help="fields of the synthetic format")
+@click.option(
+    "--protocol",
+    type=click.Choice(["official", "polyzoo"]),
+    default="official",
+    show_default=True,
+    help="Criteo: official = I1-I12, missing integer -> bucket 0, float32 binning; polyzoo = I1-I13, zero row",
+)
 @_skip_opt
 def prepare(
     input_path: Path,
@@ -87,6 +94,7 @@ def prepare(
     hash_buckets: int,
     split: str,
     num_fields: int,
+    protocol: str,
     skip_bad: bool,
 ) -> None:
     """Build the vocabularies of INPUT_PATH once (one streaming pass) and save the feature map."""
@@ -98,7 +106,7 @@ def prepare(
         fmap = build_movielens_feature_map(input_path, threshold, _split(split))
         stats = {}
     else:
-        fmt = _format(fmt_name, threshold, hash_buckets, num_fields)
+        fmt = _format(fmt_name, threshold, hash_buckets, num_fields, protocol)
         fmap, stats = build_feature_map(input_path, fmt, _split(split), skip_bad)
     fmap.save(out)
     click.echo(json.dumps({"feature_map": str(out), "num_rows": fmap.num_rows, "fields": fmap.num_fields, **stats}))

@@ -14,7 +14,9 @@ batch's last row, the resume position). Use it with ``DataLoader(stream, batch_s
 * Memory stays flat: one line, one batch and the feature map are all that is held.
 
 Formats (:class:`CTRFormat`): :func:`criteo_format` (``label, I1..I13, C1..C26``; tab- or comma-separated,
-header optional and detected), :func:`avazu_format` (``id, click, hour, C1, …, C21``; ``hour`` YYMMDDHH becomes
+header optional and detected; ``protocol="official"`` (default: I1–I12, missing integer → bucket 0, float32
+binning) or ``"polyzoo"`` (I1–I13, missing integer → zero row), see :mod:`polyzoo.recsys.features`),
+:func:`avazu_format` (``id, click, hour, C1, …, C21``; ``hour`` YYMMDDHH becomes
 hour-of-day and weekday fields), and MovieLens via :class:`MovieLensStream` (RecBole's ``ml-100k.inter``
 streamed, the small ``.user`` / ``.item`` side tables joined in memory; rating ≥ ``threshold`` is a click).
 """
@@ -34,7 +36,7 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from polyzoo.recsys.features import FeatureMap, FieldSpec, ParseError
+from polyzoo.recsys.features import FeatureMap, FieldSpec, ParseError, file_fingerprint
 
 __all__ = [
     "CTRFormat",
@@ -43,13 +45,15 @@ __all__ = [
     "avazu_format",
     "build_feature_map",
     "criteo_format",
+    "format_for_map",
     "in_split",
     "movielens_format",
 ]
 
 log = logging.getLogger(__name__)
 
-CRITEO_INTEGER = [f"I{i}" for i in range(1, 14)]  # all 13 (the official code drops I13)
+CRITEO_INTEGER = [f"I{i}" for i in range(1, 14)]  # all 13 (protocol "polyzoo"; the official code drops I13)
+CRITEO_PROTOCOLS = ("official", "polyzoo")
 CRITEO_CATEGORICAL = [f"C{i}" for i in range(1, 27)]
 AVAZU_COLUMNS = [
     "id",
@@ -109,6 +113,7 @@ class CTRFormat:
     extract: Callable[[list[str]], list[str]] | None = None
     delimiter: str | None = None
     header: bool | None = None
+    protocol: str = ""
 
     def values(self, columns: list[str]) -> list[str]:
         if self.extract is not None:
@@ -117,12 +122,41 @@ class CTRFormat:
 
 
 def criteo_format(
-    threshold: int = 20, hash_buckets: int = 0, num_buckets: int = 64, delimiter: str | None = None
+    threshold: int = 20,
+    hash_buckets: int = 0,
+    num_buckets: int = 64,
+    delimiter: str | None = None,
+    protocol: str = "official",
 ) -> CTRFormat:
-    """Raw Criteo: ``label, I1..I13, C1..C26`` (40 columns)."""
-    fields = [FieldSpec(n, "integer", num_buckets=num_buckets) for n in CRITEO_INTEGER]
+    """Raw Criteo: ``label, I1..I13, C1..C26`` (40 columns).
+
+    Args:
+        protocol: ``"official"`` (default; the xDeepInt reader: I1–I12 only, a missing integer read as 0 → bucket
+            0, float32 binning; 38 fields) or ``"polyzoo"`` (I1–I13, a missing integer → the zero row, exact
+            binning; 39 fields). See :mod:`polyzoo.recsys.features`. The official behaviour is the default because
+            it decides which rows exist and are trained, i.e. what the paper's numbers and GFTRL's feature
+            selection mean.
+    """
+    if protocol not in CRITEO_PROTOCOLS:
+        raise ValueError(f"criteo protocol: expected one of {CRITEO_PROTOCOLS}, got {protocol!r}")
+    official = protocol == "official"
+    integers = CRITEO_INTEGER[:12] if official else CRITEO_INTEGER
+    missing = "as_zero" if official else "zero_row"
+    fields = [FieldSpec(n, "integer", num_buckets=num_buckets, missing=missing, float32=official) for n in integers]
     fields += [FieldSpec(n, "categorical", threshold, hash_buckets) for n in CRITEO_CATEGORICAL]
-    return CTRFormat("criteo", 40, 0, fields, list(range(1, 40)), delimiter=delimiter)
+    columns = list(range(1, 1 + len(integers))) + list(range(14, 40))
+    return CTRFormat("criteo", 40, 0, fields, columns, delimiter=delimiter, protocol=protocol)
+
+
+def format_for_map(fmt: CTRFormat, feature_map: FeatureMap) -> CTRFormat:
+    """``fmt`` adjusted to the Criteo protocol a feature map was built with (recorded in its settings, or inferred
+    from its field names for maps that predate the record); other formats are returned unchanged."""
+    if fmt.name != "criteo":
+        return fmt
+    protocol = feature_map.settings.get("protocol") or ("polyzoo" if "I13" in feature_map.names else "official")
+    if protocol == fmt.protocol:
+        return fmt
+    return criteo_format(delimiter=fmt.delimiter, protocol=protocol)
 
 
 def _avazu_extract(columns: list[str]) -> list[str]:
@@ -179,9 +213,17 @@ class _RowSource:
         fmt, path = self.fmt, self.path
         delimiter, header = fmt.delimiter, fmt.header
         k = -1
-        with open(path, encoding="utf-8", newline="") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                line = line.rstrip("\r\n")
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as e:
+                    msg = f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                    if not self.skip_bad or lineno == 1:
+                        raise ParseError(msg) from None
+                    self.stats["skipped"] += 1
+                    log.debug("skipping malformed row: %s", msg)
+                    continue
                 if lineno == 1:
                     delimiter = delimiter or _detect_delimiter(line)
                     if header is None:
@@ -254,10 +296,14 @@ class CTRStream(IterableDataset):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"no data file at {self.path}")
-        if feature_map.num_fields != len(fmt.fields):
+        if feature_map.num_fields != len(fmt.fields) or feature_map.names != [f.name for f in fmt.fields]:
+            extra = f" (protocol {fmt.protocol!r})" if fmt.protocol else ""
             raise ValueError(
-                f"feature map has {feature_map.num_fields} fields, format {fmt.name} has {len(fmt.fields)}"
+                f"feature map has {feature_map.num_fields} fields, format {fmt.name}{extra} has {len(fmt.fields)}: "
+                f"fields {feature_map.names[:3]}… vs {[f.name for f in fmt.fields][:3]}…"
             )
+        feature_map.check_source(self.path)
+        require_data_rows(self.path, fmt)
         in_split(0, split)
         self.fmt, self.feature_map = fmt, feature_map
         self.batch_size, self.split, self.skip_bad = batch_size, split, skip_bad
@@ -309,6 +355,26 @@ def _batches(
         yield {"ids": torch.tensor(ids_buf, dtype=torch.int64), "label": torch.tensor(labels), "line": last}
 
 
+def require_data_rows(path: Path, fmt: CTRFormat) -> None:
+    """Raise ``ValueError`` naming ``path`` when it holds no data row (empty, blank or header only): training on it
+    would give a NaN loss."""
+    header = fmt.header
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            if lineno == 1 and header is None:
+                delimiter = fmt.delimiter or _detect_delimiter(line)
+                first = line.split(delimiter, fmt.label_column + 1)
+                header = not _is_number(first[fmt.label_column] if len(first) > fmt.label_column else "")
+                if header:
+                    continue
+            elif lineno == 1 and header:
+                continue
+            if line.strip():
+                return
+    raise ValueError(f"{path}: no data rows (the file is empty or holds only a header); expected {fmt.name} rows")
+
+
 def count_tokens(
     path: str | os.PathLike,
     fmt: CTRFormat,
@@ -350,8 +416,21 @@ def build_feature_map(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no data file at {path}")
+    source = file_fingerprint(path)
+    require_data_rows(path, fmt)
     counters, stats = count_tokens(path, fmt, split, skip_bad, max_rows)
-    return FeatureMap.from_counts(fmt.fields, counters), stats
+    if stats["rows"] == 0:
+        raise ValueError(f"{path}: no usable data rows in split {split!r} ({stats['skipped']} skipped)")
+    settings = {
+        "format": fmt.name,
+        "protocol": fmt.protocol,
+        "split": split,
+        "skip_bad": skip_bad,
+        "max_rows": max_rows,
+        "thresholds": sorted({f.threshold for f in fmt.fields if f.kind == "categorical"}),
+        "hash_buckets": sorted({f.hash_buckets for f in fmt.fields if f.kind == "categorical"}),
+    }
+    return FeatureMap.from_counts(fmt.fields, counters, source, settings), stats
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -421,6 +500,10 @@ class MovieLensStream(IterableDataset):
             raise FileNotFoundError(
                 f"no {self.inter}; fetch it with `uv run python tools/data/recsys_movielens.py --target {self.root}`"
             )
+        with open(self.inter, "rb") as fh:
+            fh.readline()  # the typed header
+            if not any(line.strip() for line in fh):
+                raise ValueError(f"{self.inter}: no data rows (the file is empty or holds only a header)")
         self.users = {
             k: _ml_user_values(v)
             for k, v in _read_atomic_table(self.root / f"{name}.user", "user_id", ML_USER_FIELDS).items()

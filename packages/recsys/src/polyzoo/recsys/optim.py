@@ -14,9 +14,19 @@ Per coordinate, with gradient g, both keep ``n`` (sum of squared gradients) and 
 * :class:`GroupFTRL` (one group per embedding row of width D: feature selection):
   ``w_row = 0`` if ``‖z_row‖₂ ≤ λ1·√D`` else ``w_row = z_row·(λ1·√D/‖z_row‖ − 1) / ((β + √n_row)/α + λ2)``.
 
-Sparse gradients (``nn.Embedding(sparse=True)``, :class:`~polyzoo.recsys.models.FieldEmbedding`) update only
-the rows present in the batch (duplicates summed first), the lazy form of FTRL. Dense gradients update every
-row, as the official ``_apply_dense`` does (so a row whose z is 0 becomes exactly 0 at the first step).
+Sparse gradients (``nn.Embedding(sparse=True)``, :class:`~polyzoo.recsys.models.FieldEmbedding`) update the
+rows present in the batch (duplicates summed first). Dense gradients update every row, as the official
+``_apply_dense`` does (so a row whose z is 0 becomes exactly 0 at the first step).
+
+Sparse path of :class:`GroupFTRL` against the official code: the official ``_apply_sparse`` calls
+``_apply_dense``, i.e. it densifies the gradient and re-solves **every** row at every step. A row outside the
+batch has g = 0, hence σ = 0 and unchanged (n, z), so re-solving it gives again the weight it got when it was last
+solved; the one visible effect is at the **first** step, where every row not yet in a batch has z = 0 and is set
+to exactly 0 (a row first seen later then starts from w = 0). ``unseen_rows="zero"`` (default) reproduces this
+without densifying each step: at a parameter's first step every row is solved once from its (n, z) (one O(rows·D)
+pass), afterwards only the batch rows are touched — bit-for-bit the official result. ``unseen_rows="keep"`` is
+the purely lazy form (rows keep their initial values until their first gradient; not the official behaviour).
+:class:`FTRL`'s sparse path is lazy, as TensorFlow's own sparse FTRL kernel is.
 
 Differences from TensorFlow's ``FtrlOptimizer`` (the official PIN optimiser), documented rather than copied:
 TF has no β (it is 0), starts ``n`` at ``initial_accumulator_value=0.1`` and uses ``2·λ2`` in the denominator.
@@ -152,12 +162,26 @@ class GroupFTRL(_FTRLBase):
 
     A row (one feature value's embedding, width D) is set exactly to zero when ``‖z_row‖₂ ≤ λ1·√D``.
     Defaults are the official Criteo experiment: α 0.02, β 1, λ1 10, λ2 10.
+
+    Args:
+        unseen_rows: sparse gradients only. ``"zero"`` (default, official ``_apply_sparse`` = ``_apply_dense``):
+            at a parameter's first step every row is solved from its state, so rows without a gradient yet
+            (z = 0) become exactly 0 and a row seen later starts from w = 0. ``"keep"``: lazy, untouched rows keep
+            their initial values.
     """
 
     def __init__(
-        self, params: Iterable[Any], alpha: float = 0.02, beta: float = 1.0, l1: float = 10.0, l2: float = 10.0
+        self,
+        params: Iterable[Any],
+        alpha: float = 0.02,
+        beta: float = 1.0,
+        l1: float = 10.0,
+        l2: float = 10.0,
+        unseen_rows: str = "zero",
     ) -> None:
-        super().__init__(params, {"alpha": alpha, "beta": beta, "l1": l1, "l2": l2})
+        if unseen_rows not in ("zero", "keep"):
+            raise ValueError(f"unseen_rows: expected 'zero' or 'keep', got {unseen_rows!r}")
+        super().__init__(params, {"alpha": alpha, "beta": beta, "l1": l1, "l2": l2, "unseen_rows": unseen_rows})
 
     @staticmethod
     def solve(z: torch.Tensor, n: torch.Tensor, alpha: float, beta: float, l1: float, l2: float) -> torch.Tensor:
@@ -181,12 +205,19 @@ class GroupFTRL(_FTRLBase):
             )
             n.index_copy_(0, rows, new_n)
             z.index_copy_(0, rows, new_z)
-            p.index_copy_(0, rows, self.solve(new_z, new_n, a, b, l1, l2).to(p.dtype))
+            if group.get("unseen_rows", "zero") == "zero" and not bool(state.get("all_solved", False)):
+                # the official dense re-solve, needed once: every row gets w = solve(z, n) (0 where z = 0); the
+                # batch rows get the same value as below, the others keep it until their next gradient
+                p.copy_(self.solve(z, n, a, b, l1, l2).to(p.dtype))
+            else:
+                p.index_copy_(0, rows, self.solve(new_z, new_n, a, b, l1, l2).to(p.dtype))
+            state["all_solved"] = True
         else:
             new_n, new_z = self._accumulate(p, grad, n, z, a)
             n.copy_(new_n)
             z.copy_(new_z)
             p.copy_(self.solve(new_z, new_n, a, b, l1, l2))
+            state["all_solved"] = True
 
 
 def zero_row_mask(weight: torch.Tensor) -> torch.Tensor:

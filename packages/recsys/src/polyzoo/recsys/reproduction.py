@@ -176,7 +176,11 @@ def _synthetic_check(ctx: ReproContext) -> CheckResult:
         verdict=verdict,
         paper="paper tables (Criteo/Avazu/KDD2012) not verified; no number quoted",
         figures=[_plot(results, ctx.figure_path("recsys_synthetic_auc"), "synthetic CTR: test AUC")],
-        notes=["Baselines use Adam (lr 1e-2, batch 256); xDeepInt uses the paper's optimisers (α 0.1, λ 0.01)."],
+        notes=[
+            "Baselines use Adam (lr 1e-2, batch 256); xDeepInt uses the paper's optimisers (α 0.1, λ 0.01).",
+            "Protocol: GFTRL sparse path = official (unseen_rows='zero': rows without a gradient are solved, hence "
+            "zeroed, at the first step); the Criteo reader protocol does not apply (synthetic data).",
+        ],
     )
 
 
@@ -212,6 +216,10 @@ def _movielens_check(ctx: ReproContext) -> CheckResult:
         + ("the claim held." if passed else "the claim did not hold in this run."),
         paper="paper tables not verified; no number quoted",
         figures=[_plot(results, ctx.figure_path("recsys_movielens_auc"), "MovieLens-100k: test AUC")],
+        notes=[
+            "Protocol: GFTRL sparse path = official (rows without a gradient are zeroed at the first step); the "
+            "Criteo reader protocol does not apply (MovieLens)."
+        ],
     )
 
 
