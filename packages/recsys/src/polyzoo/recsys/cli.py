@@ -224,6 +224,7 @@ def train(
         "feature_map_sha256": hashlib.sha256(feature_map.read_bytes()).hexdigest(),
     }
     RunDir(run_dir, {"train": dataclasses.asdict(spec), "data": data_spec}, resume=resume, overwrite=overwrite).check()
+    fmap.check_source(input_path)  # a changed input is refused before the run folder is written
     dev = resolve_device(device)
     seed_everything(spec.seed)
     net = build_model(spec, fmap.num_rows, fmap.num_fields).to(dev)
