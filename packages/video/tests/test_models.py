@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from polyzoo.shared.testing import randomize_
 from polyzoo.video.models import (
     ModelConfig,
     TemporalShift,
@@ -308,24 +309,6 @@ class OfficialTSN(nn.Module):
         return self.new_fc(self.base_model(x.view((-1, 3, *x.size()[-2:]))))  # video level: no consensus
 
 
-def _randomize(model: nn.Module, seed: int = 0) -> None:
-    """Random values everywhere (also the zero-initialised TSA γ and temporal conv), BN statistics included."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            elif name.endswith(("running_mean", "bias")):
-                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
-            elif t.dim() == 1:  # BN weights
-                t.copy_(torch.rand(t.shape, generator=g) * 0.5 + 0.5)
-            else:
-                fan_in = t[0].numel()
-                t.copy_(torch.randn(t.shape, generator=g) * (1.0 / fan_in) ** 0.5)
-
-
 # the older official names (before the module was renamed TCP), per ops/keys_mapping.py
 _OLD_NAMES = {
     "TCP_att.TCA.g1.": "att_module.conv_1.",
@@ -364,7 +347,7 @@ def official_pair(request):
     torch.manual_seed(0)
     shift = request.param == "tsm"
     official = OfficialTSN(num_class=5, num_segments=4, tcp_dim=8, is_shift=shift).double().eval()
-    _randomize(official)
+    randomize_(official)
     ours = (
         build_model(
             backbone=f"{request.param}_r50", num_classes=5, num_frames=4, tcp_dim=8, tcp_inner_dim=256, last_stride=1

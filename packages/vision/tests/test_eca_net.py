@@ -14,6 +14,7 @@ from timm.data import ImageDataset, create_transform, resolve_data_config
 from torch import nn
 
 from polyzoo.shared.ops.attention import ECA
+from polyzoo.shared.testing import randomize_
 from polyzoo.vision.cli import vision
 from polyzoo.vision.flops import count_macs_of
 from polyzoo.vision.models.eca_net import OFFICIAL_KERNELS, OFFICIAL_RELEASES, eca_kernels_from_state_dict
@@ -239,23 +240,6 @@ class OfficialECAMobileNetV2(nn.Module):
         return self.classifier(self.features(x).mean(-1).mean(-1))
 
 
-def _randomize(model: nn.Module, seed: int = 0) -> None:
-    """Random parameters and BN statistics (so that every tensor of the checkpoint matters)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            elif name.endswith(("running_mean", "bias")):
-                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
-            elif t.dim() == 1:
-                t.copy_(torch.rand(t.shape, generator=g) * 0.5 + 0.5)
-            else:
-                t.copy_(torch.randn(t.shape, generator=g) * (1.0 / t[0].numel()) ** 0.5)
-
-
 def _save_official(model: nn.Module, path):
     """As the official main.py saves it: DataParallel keys inside {"state_dict": ...}."""
     sd = {"module." + k: v for k, v in model.state_dict().items()}
@@ -271,7 +255,7 @@ def test_official_resnet_checkpoint_loads_through_pretrained_and_reproduces_the_
     tmp_path, name, block, layers
 ):
     official = OfficialResNet(block, layers, num_classes=10, k_size=OFFICIAL_KERNELS[name]).double().eval()
-    _randomize(official)
+    randomize_(official)
     path = tmp_path / OFFICIAL_RELEASES[name]
     sd = _save_official(official, path)
     assert eca_kernels_from_state_dict(sd) == list(OFFICIAL_KERNELS[name])
@@ -291,7 +275,7 @@ def test_official_resnet_checkpoint_loads_through_pretrained_and_reproduces_the_
 
 def test_official_mobilenetv2_checkpoint_loads_through_pretrained_and_reproduces_the_official_forward(tmp_path):
     official = OfficialECAMobileNetV2(num_classes=5).double().eval()
-    _randomize(official)
+    randomize_(official)
     path = tmp_path / OFFICIAL_RELEASES["eca_mobilenetv2"]
     sd = _save_official(official, path)
     model = timm.create_model("eca_mobilenetv2", pretrained=True, num_classes=5, pretrained_cfg_overlay={"file": path})
@@ -331,7 +315,7 @@ def image_folder(tmp_path):
 def test_eval_checkpoint_on_an_image_folder_equals_the_official_model(tmp_path, image_folder):
     torch.manual_seed(0)
     official = OfficialECAMobileNetV2(num_classes=2).eval()
-    _randomize(official)
+    randomize_(official)
     path = tmp_path / "eca_mobilenetv2_k13.pth.tar"
     _save_official(official, path)
     args = ["eval", "--checkpoint", str(path), "--model", "eca_mobilenetv2", "--model-arg", "num_classes=2"]

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from polyzoo.shared.testing import randomize_
 from polyzoo.vision.flops import count_macs_of
 from polyzoo.vision.models.emo import iRMB
 
@@ -290,25 +291,9 @@ OFFICIAL_EMO_1M = dict(  # official EMO_1M factory arguments
 )  # fmt: skip
 
 
-def _randomize(model: nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            elif name.endswith(("running_mean", "bias")):
-                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
-            elif t.dim() == 1:
-                t.copy_(torch.rand(t.shape, generator=g) * 0.5 + 0.5)
-            else:
-                t.copy_(torch.randn(t.shape, generator=g) * (1.0 / t[0].numel()) ** 0.5)
-
-
 def test_official_checkpoint_loads_through_pretrained_and_reproduces_the_official_forward(tmp_path):
     official = OfficialEMO(num_classes=5, **OFFICIAL_EMO_1M).double().eval()
-    _randomize(official)
+    randomize_(official)
     sd = official.state_dict()
     assert "stage3.1.qk.conv.weight" in sd and "stage0.1.se.conv_reduce.weight" in sd and "norm.norm.weight" in sd
     path = tmp_path / "net.pth"

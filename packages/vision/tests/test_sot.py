@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from polyzoo.shared.testing import randomize_
 from polyzoo.vision.flops import count_macs_of
 from polyzoo.vision.models.sot import MGCrP, SoTHead, sinusoid_position_embedding, sot_wrap
 
@@ -300,26 +301,10 @@ class OfficialSoT(nn.Module):
         return self.classifier(self.norm(x))
 
 
-def _randomize(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith("num_batches_tracked") or name == "pos_embed":
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            elif name.endswith(("running_mean", "bias")):
-                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
-            elif t.dim() == 1 and not name.endswith("norm.weight"):
-                t.copy_(torch.rand(t.shape, generator=g) * 0.5 + 0.5)
-            else:
-                t.copy_(torch.randn(t.shape, generator=g) * (1.0 / t[0].numel()) ** 0.5)
-
-
 def test_official_sot_tiny_checkpoint_loads_through_pretrained_and_reproduces_the_official_forward(tmp_path):
     official = OfficialSoT(5, embed_dim=240, depth=12, num_heads=4, mlp_ratio=2.5, head_heads=6, wr_dim=14)
     official = official.double().eval()
-    _randomize(official)
+    randomize_(official, skip=lambda name: name == "pos_embed")
     sd = official.state_dict()
     assert "visual_tokens.tokens.stage.0.denselayer1.norm1.running_var" in sd
     assert "classifier.representation.norm.weight" in sd and "blocks.11.mlp.fc2.bias" in sd
