@@ -20,6 +20,7 @@ from polyzoo.graph.reliant import BiasProxy
 from polyzoo.graph.synthetic import BiasedSBMConfig, biased_sbm
 from polyzoo.graph.training import DistillConfig, TeacherConfig, distill, train_teacher
 from polyzoo.shared.io import load_torch_file, read_json, write_json_atomic
+from polyzoo.shared.report import markdown_table
 
 ROWS = ("acc", "auc", "f1", "sp", "eo", "acc_s0", "acc_s1", "auc_s0", "auc_s1", "f1_s0", "f1_s1")
 
@@ -37,11 +38,8 @@ def _load_graph(spec: dict[str, Any]):
 
 def format_table(columns: dict[str, dict[str, float]]) -> str:
     """A markdown table: one row per metric, one column per model."""
-    names = list(columns)
-    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for row in ROWS:
-        lines.append(f"| {row} | " + " | ".join(f"{columns[n].get(row, float('nan')):.4f}" for n in names) + " |")
-    return "\n".join(lines)
+    rows = [[row, *(f"{columns[n].get(row, float('nan')):.4f}" for n in columns)] for row in ROWS]
+    return markdown_table(["metric", *columns], rows)
 
 
 @click.group("graph")

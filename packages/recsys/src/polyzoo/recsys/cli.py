@@ -48,7 +48,6 @@ def _split(value: str) -> str | None:
 @click.group(name="recsys")
 def recsys() -> None:
     """xDeepInt with group-lasso FTRL on streaming CTR data (Criteo, Avazu, MovieLens, synthetic)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
 _format_opt = click.option(

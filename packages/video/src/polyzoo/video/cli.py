@@ -75,7 +75,6 @@ def train(**kw) -> None:
     from polyzoo.video.models import ModelConfig
     from polyzoo.video.train import OptimConfig, build_trainer
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     train_samples = read_annotations(kw["train_list"], kw["root"])
     num_classes = kw["num_classes"] or max(s.label for s in train_samples) + 1
     clip_cfg = ClipConfig(
@@ -160,7 +159,6 @@ def test(run: Path, ann_list: Path, root, clips, crops, average, batch_size, wor
     from polyzoo.video.data import VideoDataset
     from polyzoo.video.train import load_run, multiview_predict_fn, topk_metrics
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model, _, clip_cfg = load_run(run, checkpoint)
     clip_cfg = dataclasses.replace(clip_cfg, num_clips=clips, num_crops=int(crops))
     data = VideoDataset(ann_list, root, clip_cfg, mode="test", skip_bad=skip_bad)

@@ -17,7 +17,6 @@ from typing import Any
 
 import timm
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from timm.optim import create_optimizer_v2
 from torch import nn
@@ -25,6 +24,7 @@ from torch import nn
 import polyzoo.vision  # noqa: F401  (registers our models)
 from polyzoo.shared.engine import TrainConfig, Trainer, find_last_checkpoint
 from polyzoo.shared.io import atomic_path, read_json
+from polyzoo.shared.metrics import topk_metrics
 from polyzoo.vision.data import ClassificationData, load_data
 
 __all__ = [
@@ -68,17 +68,6 @@ def build_model(name: str, num_classes: int, in_chans: int, img_size: int, **kwa
     if name.startswith(("sot_", "vit_", "deit_")):
         kwargs.setdefault("img_size", img_size)
     return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
-
-
-def topk_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-    """Cross-entropy, top-1 and top-5 (top-k with k = min(5, classes)) accuracy of logits (N, K)."""
-    k = min(5, outputs.shape[1])
-    top = outputs.topk(k, dim=1).indices
-    return {
-        "loss": float(F.cross_entropy(outputs, targets)),
-        "top1": float((top[:, 0] == targets).float().mean()),
-        "top5": float((top == targets[:, None]).any(1).float().mean()),
-    }
 
 
 def _cosine(total: int, warmup: int):
