@@ -60,7 +60,7 @@ def test_resume_is_exact_and_checkpoint_atomic(digits, tmp_path):
     assert resumed.iteration == 2
     out = resumed.run(progress=False)
     assert torch.equal(full.images, out.images)
-    assert torch.equal(load_synset(tmp_path / "b" / "synset.pt").images, out.images)
+    assert torch.equal(load_synset(tmp_path / "b" / "synset.safetensors").images, out.images)
     assert not list((tmp_path / "b").glob(".*tmp"))
 
 

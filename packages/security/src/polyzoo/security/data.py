@@ -259,7 +259,9 @@ def load_image_folder(
 
 
 def load_dataset(name: str, path: str | os.PathLike | None = None, seed: int = 0) -> ImageData:
-    """Dispatch on ``name`` (one of :data:`DATASETS`)."""
+    """Dispatch on ``name`` (one of :data:`DATASETS`; anything else raises ``ValueError`` naming the choices)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of: {', '.join(DATASETS)}")
     if name == "digits":
         return load_digits(seed=seed)
     if name == "fashion-mnist":
@@ -271,5 +273,4 @@ def load_dataset(name: str, path: str | os.PathLike | None = None, seed: int = 0
     if name == "imagefolder":
         if path is None:
             raise ValueError("imagefolder needs --data-path pointing at a folder of class subfolders")
-        return load_image_folder(path, seed=seed)
-    raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    return load_image_folder(path, seed=seed)
