@@ -48,10 +48,10 @@ def test_idx_splits_and_errors(tmp_path):
     bad = tmp_path / "bad.gz"
     with gzip.open(bad, "wb") as f:
         f.write(b"\x00\x00\x09\x03" + b"\x00" * 12)
-    with pytest.raises(ValueError, match="bad.gz: bad IDX magic"):
+    with pytest.raises(ValueError, match=r"bad\.gz: bad IDX magic"):
         read_idx(bad)
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([1, 2, 11]))
-    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz: label 11 outside 0..9"):
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte\.gz: label 11 outside 0\.\.9"):
         load_idx_splits(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(FileNotFoundError, match="missing t10k-labels-idx1-ubyte"):

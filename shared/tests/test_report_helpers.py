@@ -39,10 +39,10 @@ def test_figure_writes_a_png_and_closes(tmp_path):
     ctx = ReproContext(out_dir=tmp_path / "report")
     path = ctx.figure_path("bars")
     before = len(plt.get_fignums())
-    with figure(path, figsize=(3, 2)) as (fig, ax):
+    with figure(path, figsize=(3, 2)) as (_fig, ax):
         bars = mean_std_bars(ax, ["a", "b"], [mean_std([1.0, 2.0]), mean_std([3.0])])
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and len(plt.get_fignums()) == before
     assert [b.get_height() for b in bars] == [1.5, 3.0]
-    with pytest.raises(RuntimeError), figure(tmp_path / "fail.png") as (fig, ax):
+    with pytest.raises(RuntimeError), figure(tmp_path / "fail.png") as (_fig, _ax):
         raise RuntimeError("boom")
     assert not (tmp_path / "fail.png").exists() and len(plt.get_fignums()) == before

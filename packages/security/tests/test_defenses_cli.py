@@ -121,13 +121,25 @@ def test_cli_distill_evaluate_defend_resume(tmp_path):
 
     s = load_synset(out / "synset.safetensors")
     assert [h["iteration"] for h in s.history] == [1, 2, 3]
-    res = runner.invoke(security, ["evaluate", "--synset", str(out / "synset.safetensors"), "--num-eval", "1", "--epochs", "2"])
+    res = runner.invoke(
+        security, ["evaluate", "--synset", str(out / "synset.safetensors"), "--num-eval", "1", "--epochs", "2"]
+    )
     assert res.exit_code == 0, res.output
     ev = json.loads((out / "evaluation.json").read_text())
     assert set(ev["summary"]) == {"cta", "asr_all", "asr_nontarget"}
     res = runner.invoke(
         security,
-        ["defend", "--synset", str(out / "synset.safetensors"), "--defense", "strip", "--epochs", "2", "--clean-size", "60"],
+        [
+            "defend",
+            "--synset",
+            str(out / "synset.safetensors"),
+            "--defense",
+            "strip",
+            "--epochs",
+            "2",
+            "--clean-size",
+            "60",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "strip" in json.loads((out / "defense.json").read_text())["defenses"]

@@ -40,7 +40,7 @@ def test_state_roundtrip_keeps_tensors_and_json(tmp_path):
     back = read_state(tmp_path / "s.safetensors", "distillation checkpoint")
     assert torch.equal(back["x"], state["x"]) and back["cfg"] == state["cfg"] and back["i"] == 4
     assert torch.equal(back["opt"]["state"][0]["momentum_buffer"], opt.state_dict()["state"][0]["momentum_buffer"])
-    with pytest.raises(ValueError, match="s.safetensors: not a synthetic set"):
+    with pytest.raises(ValueError, match=r"s\.safetensors: not a synthetic set"):
         read_state(tmp_path / "s.safetensors", "synthetic set")
 
 
@@ -102,5 +102,5 @@ def test_evaluation_is_recomputed_when_settings_or_synset_change(digits, tmp_pat
 
 
 def test_unknown_dataset_names_the_choices():
-    with pytest.raises(ValueError, match="unknown dataset 'mnist'; expected one of: digits, fashion-mnist, cifar10"):
+    with pytest.raises(ValueError, match=r"unknown dataset 'mnist'; expected one of: digits, fashion-mnist, cifar10"):
         load_dataset("mnist")

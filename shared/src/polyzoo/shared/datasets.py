@@ -132,7 +132,10 @@ def load_idx_splits(folder: str | os.PathLike | None = None, num_classes: int = 
         raise FileNotFoundError(f"MNIST/Fashion-MNIST folder not found: {folder}")
     out = []
     for prefix in ("train", "t10k"):
-        images_path, labels_path = _find(folder, f"{prefix}-images-idx3-ubyte"), _find(folder, f"{prefix}-labels-idx1-ubyte")
+        images_path, labels_path = (
+            _find(folder, f"{prefix}-images-idx3-ubyte"),
+            _find(folder, f"{prefix}-labels-idx1-ubyte"),
+        )
         images, labels = read_idx(images_path), read_idx(labels_path)
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise ValueError(

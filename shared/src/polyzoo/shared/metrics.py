@@ -20,8 +20,10 @@ def topk_accuracy(outputs: torch.Tensor, targets: torch.Tensor, ks: Sequence[int
     """For each k in ``ks``, the fraction of rows of ``outputs`` ``(N, K)`` whose ``targets`` ``(N,)`` is among the
     ``min(k, K)`` highest scores."""
     if outputs.dim() != 2 or targets.shape != outputs.shape[:1]:
-        raise ValueError(f"topk_accuracy: expected scores (N, K) and targets (N,), got {tuple(outputs.shape)} and "
-                         f"{tuple(targets.shape)}")
+        raise ValueError(
+            f"topk_accuracy: expected scores (N, K) and targets (N,), got {tuple(outputs.shape)} and "
+            f"{tuple(targets.shape)}"
+        )
     if len(targets) == 0:
         raise ValueError("topk_accuracy: no samples (an empty evaluation has no accuracy)")
     maxk = min(max(ks), outputs.shape[1])
@@ -34,4 +36,7 @@ def topk_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, floa
     classes is 1 by construction and is left out)."""
     ks = (1, 5) if outputs.shape[1] >= 5 else (1,)
     accs = topk_accuracy(outputs, targets, ks)
-    return {"loss": float(F.cross_entropy(outputs.float(), targets)), **{f"top{k}": a for k, a in zip(ks, accs, strict=True)}}
+    return {
+        "loss": float(F.cross_entropy(outputs.float(), targets)),
+        **{f"top{k}": a for k, a in zip(ks, accs, strict=True)},
+    }

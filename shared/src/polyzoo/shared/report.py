@@ -48,7 +48,9 @@ log = logging.getLogger(__name__)
 
 GROUP = "polyzoo.reproductions"
 
-STD_NOTE = "mean ± std: the std is the sample standard deviation (ddof = 1) over the runs; one run shows its value alone"
+STD_NOTE = (
+    "mean ± std: the std is the sample standard deviation (ddof = 1) over the runs; one run shows its value alone"
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -270,7 +270,6 @@ def load_dataset(name: str, path: str | os.PathLike | None = None, seed: int = 0
         if path is None:
             raise ValueError("cifar10 needs --data-path pointing at the cifar-10-batches-py folder")
         return load_cifar10(path)
-    if name == "imagefolder":
-        if path is None:
-            raise ValueError("imagefolder needs --data-path pointing at a folder of class subfolders")
+    if path is None:  # imagefolder
+        raise ValueError("imagefolder needs --data-path pointing at a folder of class subfolders")
     return load_image_folder(path, seed=seed)

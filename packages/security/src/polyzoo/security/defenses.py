@@ -87,9 +87,7 @@ class DefenseData:
     std: tuple[float, ...]
 
 
-def defense_data(
-    data, synset, clean_size: int, seed: int, test_size: int = 0, test_seed: int = 12345
-) -> DefenseData:
+def defense_data(data, synset, clean_size: int, seed: int, test_size: int = 0, test_seed: int = 12345) -> DefenseData:
     """What the defender of ``synset`` (a :class:`~polyzoo.security.distill.SyntheticSet`) works with:
     ``clean_size`` clean training images of ``data`` (an :class:`~polyzoo.security.data.ImageData`) drawn with
     ``seed``, the synset's trigger and mask and the attack's target; measured on the whole test set, or on a fixed

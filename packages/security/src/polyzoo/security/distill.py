@@ -141,8 +141,11 @@ _SYNSET_FIELDS = ("images", "labels", "trigger", "mask", "config", "dataset", "h
 def save_synset(synset: SyntheticSet, path: str | os.PathLike) -> None:
     """Write ``synset`` atomically as safetensors (tensors) with its config, dataset and history as JSON."""
     state = {f: getattr(synset, f) for f in _SYNSET_FIELDS}
-    write_state(path, {**state, **{k: state[k].detach().cpu() for k in ("images", "labels", "trigger", "mask")}},
-                "synthetic set")
+    write_state(
+        path,
+        {**state, **{k: state[k].detach().cpu() for k in ("images", "labels", "trigger", "mask")}},
+        "synthetic set",
+    )
 
 
 def load_synset(path: str | os.PathLike) -> SyntheticSet:

@@ -66,7 +66,9 @@ def read_state(path: str | os.PathLike, kind: str) -> dict[str, Any]:
         raise ValueError(f"{path}: damaged {kind} metadata ({exc.msg})") from None
     if not isinstance(content, dict) or content.get("kind") != kind:
         found = content.get("kind") if isinstance(content, dict) else None
-        raise ValueError(f"{path}: not a {kind} written by `polyzoo security distill` (found {found or 'no polyzoo metadata'})")
+        raise ValueError(
+            f"{path}: not a {kind} written by `polyzoo security distill` (found {found or 'no polyzoo metadata'})"
+        )
     try:
         return unpack_tensors(content["state"], tensors)
     except (KeyError, TypeError) as exc:
