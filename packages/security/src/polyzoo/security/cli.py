@@ -70,14 +70,17 @@ def _load(synset_path: str):
     return s, data
 
 
-@security.command()
-@click.option(
+_synset_option = click.option(
     "--synset",
     "synset_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False),
     help="synset.safetensors written by `polyzoo security distill`",
 )
+
+
+@security.command()
+@_synset_option
 @click.option("--num-eval", default=10, show_default=True, help="fresh networks trained on the synthetic set")
 @click.option("--epochs", type=int, default=None, help="default: 300 (dc), 1000 with DSA augmentation (dsa/dm)")
 @click.option("--model", default=None, help="evaluation network (default: the distillation network)")
@@ -143,13 +146,7 @@ def _write(out: Path, obj: dict) -> None:
 
 
 @security.command()
-@click.option(
-    "--synset",
-    "synset_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="synset.safetensors written by `polyzoo security distill`",
-)
+@_synset_option
 @click.option(
     "--defense",
     "defenses",
