@@ -109,7 +109,8 @@ def evaluate(synset_path: str, num_eval: int, epochs: int | None, model: str | N
         runs.append(attack_metrics(net, data.test_x, data.test_y, s.trigger, s.mask, s.target))
         _write(out, {**basis, "runs": runs})
     summary = {k: mean_std(r[k] for r in runs) for k in ("cta", "asr_all", "asr_nontarget")}
-    _write(out, {**basis, "runs": runs, "summary": {k: dataclasses.asdict(v) for k, v in summary.items()}})
+    table = {k: {"mean": v.mean, "std": None if v.n < 2 else v.std, "n": v.n} for k, v in summary.items()}
+    _write(out, {**basis, "runs": runs, "summary": table})  # std: sample (ddof=1); none for a single network
     click.echo(f"{'metric':<15}{'mean':>8}{'std':>8}  (std: sample, ddof=1, over {len(runs)} networks)")
     for k, ms in summary.items():
         click.echo(f"{k:<15}{ms.mean:>8.4f}{ms.std:>8.4f}")

@@ -89,7 +89,7 @@ def train(
 ) -> dict[str, float]:
     """Train ``model_name`` on ``data`` (a spec for :func:`~polyzoo.vision.data.load_data` or loaded data) into
     ``runs_dir/name``; resumes from the newest checkpoint there when ``resume``. Returns the evaluation metrics
-    (``eval_top1``, ``eval_top5``, ``eval_loss``)."""
+    (``eval_top1``, ``eval_top5`` with 5 classes or more, ``eval_loss``)."""
     s = dataclasses.replace(settings or TrainSettings())
     data_spec = data if isinstance(data, str) else data.name
     ds = load_data(data, img_size=s.img_size, seed=s.seed, limit=s.limit) if isinstance(data, str) else data
