@@ -34,6 +34,8 @@ def test_finished_runs_are_reused(digits, tmp_path, monkeypatch):
     result = reproduction.read_json(tmp_path / "dc_doorping_s0" / "result.json")
     assert rows[3][3].mean == result["evals"][0]["asr_all"] and rows[3][3].n == 1
     assert all(isinstance(r[8], float) for r in defense_rows)
+    ok, text = reproduction._verdict(rows)  # the verdict reads the cells' numbers
+    assert f"DOORPING ASR {result['evals'][0]['asr_all']:.2f}" in text and ok == (" — claim held" in text)
     # the defenses run on the first seed's clean and DOORPING sets, every defense once
     assert [(r[1], r[2]) for r in defense_rows] == [
         (s, d) for s in ("clean", "DOORPING") for d in ("neural-cleanse", "strip", "fine-pruning")
