@@ -23,6 +23,7 @@ from pathlib import Path
 
 from polyzoo.security import reproduction as R
 from polyzoo.security.data import load_fashion_mnist
+from polyzoo.security.files import CHECKPOINT
 
 
 def main() -> None:
@@ -40,8 +41,8 @@ def main() -> None:
 
     src = args.runs / f"{args.method}_doorping_s{args.seed}"
     dst = args.out / src.name
-    if not (src / "checkpoint.pt").is_file() and not (dst / "checkpoint.pt").is_file():
-        parser.error(f"{src}/checkpoint.pt not found: run `polyzoo reproduce --only security` first")
+    if not (src / CHECKPOINT).is_file() and not (dst / CHECKPOINT).is_file():
+        parser.error(f"{src}/{CHECKPOINT} not found: run `polyzoo reproduce --only security` first")
     if not dst.exists():
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("claim", "result.json"))
     data = load_fashion_mnist(args.data_root)

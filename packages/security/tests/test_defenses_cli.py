@@ -114,22 +114,34 @@ def test_cli_distill_evaluate_defend_resume(tmp_path):
     ]
     res = runner.invoke(security, [*args, "--iterations", "2"])
     assert res.exit_code == 0, res.output
-    assert (out / "synset.pt").is_file() and (out / "checkpoint.pt").is_file()
+    assert (out / "synset.safetensors").is_file() and (out / "checkpoint.safetensors").is_file()
     res = runner.invoke(security, [*args, "--iterations", "3"])  # resumes at iteration 2
     assert res.exit_code == 0, res.output
     from polyzoo.security.distill import load_synset
 
-    s = load_synset(out / "synset.pt")
+    s = load_synset(out / "synset.safetensors")
     assert [h["iteration"] for h in s.history] == [1, 2, 3]
-    res = runner.invoke(security, ["evaluate", "--synset", str(out / "synset.pt"), "--num-eval", "1", "--epochs", "2"])
+    res = runner.invoke(
+        security, ["evaluate", "--synset", str(out / "synset.safetensors"), "--num-eval", "1", "--epochs", "2"]
+    )
     assert res.exit_code == 0, res.output
     ev = json.loads((out / "evaluation.json").read_text())
     assert set(ev["summary"]) == {"cta", "asr_all", "asr_nontarget"}
     res = runner.invoke(
         security,
-        ["defend", "--synset", str(out / "synset.pt"), "--defense", "strip", "--epochs", "2", "--clean-size", "60"],
+        [
+            "defend",
+            "--synset",
+            str(out / "synset.safetensors"),
+            "--defense",
+            "strip",
+            "--epochs",
+            "2",
+            "--clean-size",
+            "60",
+        ],
     )
     assert res.exit_code == 0, res.output
-    assert "strip" in json.loads((out / "defense.json").read_text())
+    assert "strip" in json.loads((out / "defense.json").read_text())["defenses"]
     bad = runner.invoke(security, ["distill", "--dataset", "nope", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "unknown dataset" in str(bad.exception)

@@ -60,7 +60,7 @@ def test_resume_is_exact_and_checkpoint_atomic(digits, tmp_path):
     assert resumed.iteration == 2
     out = resumed.run(progress=False)
     assert torch.equal(full.images, out.images)
-    assert torch.equal(load_synset(tmp_path / "b" / "synset.pt").images, out.images)
+    assert torch.equal(load_synset(tmp_path / "b" / "synset.safetensors").images, out.images)
     assert not list((tmp_path / "b").glob(".*tmp"))
 
 
@@ -117,3 +117,36 @@ def test_asr_conventions():
     assert m["cta"] == 6 / 8
     assert m["asr_all"] == 4 / 8
     assert abs(m["asr_nontarget"] - 2 / 6) < 1e-6
+
+
+def _official_evaluate_synset_loop(images, labels, cfg, seed):
+    """Own transcription of the official evaluate_synset/epoch training (one pass per epoch in a randperm order,
+    epochs + 1 passes, lr divided by 10 after epochs // 2 + 1 by building a new SGD optimiser)."""
+    from polyzoo.security.networks import get_network
+
+    torch.manual_seed(seed)
+    net = get_network(cfg.model, images.shape[1], 10, tuple(images.shape[2:]), norm=cfg.norm, width=cfg.width)
+    lr = cfg.lr
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    net.train()
+    for ep in range(cfg.epochs + 1):
+        order = torch.randperm(len(labels))
+        for start in range(0, len(labels), cfg.batch_size):
+            batch = order[start : start + cfg.batch_size]
+            loss = nn.functional.cross_entropy(net(images[batch]), labels[batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if ep == cfg.epochs // 2 + 1:
+            lr *= 0.1
+            opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return net
+
+
+def test_train_network_through_train_epoch_equals_the_official_loop(digits):
+    cfg = EvalConfig(width=8, norm="instancenorm", epochs=4, batch_size=16)
+    x, y = digits.train_x[:40], digits.train_y[:40]
+    ours = train_network(x, y, 10, cfg, seed=5)
+    ref = _official_evaluate_synset_loop(x, y, cfg, seed=5)
+    for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

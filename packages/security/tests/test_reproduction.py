@@ -1,13 +1,12 @@
-"""The reproduction table's run cache: finished runs are reused, claims let several processes share the runs."""
+"""The reproduction table: finished runs are reused, rows keep numbers, several processes share the runs."""
 
 import dataclasses
 import os
-import subprocess
-import sys
+import statistics
 
 import pytest
 
-from polyzoo.security import reproduction
+from polyzoo.security import jobs, reproduction
 from polyzoo.security.defenses import DefenseConfig
 from polyzoo.security.reproduction import QUICK, run_table, settings_key
 
@@ -31,6 +30,12 @@ def test_finished_runs_are_reused(digits, tmp_path, monkeypatch):
     rows, defense_rows = run_table(digits, TINY, run_root=tmp_path)
     assert [r[:2] for r in rows] == [["real init", "none"], ["dc", "none"], ["dc", "naive"], ["dc", "doorping"]]
     assert all(r[-1] == 1 for r in rows)  # one seed × one evaluation network
+    # cells are numbers: the row's mean is the stored evaluation's value
+    result = reproduction.read_json(tmp_path / "dc_doorping_s0" / "result.json")
+    assert rows[3][3].mean == result["evals"][0]["asr_all"] and rows[3][3].n == 1
+    assert all(isinstance(r[8], float) for r in defense_rows)
+    ok, text = reproduction._verdict(rows)  # the verdict reads the cells' numbers
+    assert f"DOORPING ASR {result['evals'][0]['asr_all']:.2f}" in text and ok == (" — claim held" in text)
     # the defenses run on the first seed's clean and DOORPING sets, every defense once
     assert [(r[1], r[2]) for r in defense_rows] == [
         (s, d) for s in ("clean", "DOORPING") for d in ("neural-cleanse", "strip", "fine-pruning")
@@ -57,20 +62,10 @@ def test_waits_for_a_run_held_by_a_live_process(digits, tmp_path, monkeypatch):
         polls.append(1)
         (held / "result.json").write_text(result)
 
-    monkeypatch.setattr(reproduction.time, "sleep", sleep)
+    monkeypatch.setattr(jobs.time, "sleep", sleep)
     monkeypatch.setattr(reproduction, "_distill", lambda *a, **k: pytest.fail("a held run was started twice"))
     rows, _ = run_table(digits, TINY, run_root=tmp_path)
     assert polls == [1] and len(rows) == 4
-
-
-def test_claim_of_a_dead_process_is_taken_over(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    run_dir = tmp_path / "dc_none_s0"
-    run_dir.mkdir()
-    (run_dir / "claim").write_text(dead.stdout.strip())
-    assert reproduction._claim(run_dir)
-    assert (run_dir / "claim").read_text() == str(os.getpid())
-    assert reproduction._claim(run_dir)  # this process's own claim
 
 
 def test_real_init_row_is_the_distillations_starting_point(digits):
@@ -86,3 +81,24 @@ def test_settings_key_follows_what_decides_a_run(digits):
     key = settings_key(digits, TINY)
     assert settings_key(digits, dataclasses.replace(TINY, seeds=(0, 1, 2), methods=("dc", "dm"))) == key
     assert settings_key(digits, dataclasses.replace(TINY, eval_epochs=3)) != key
+
+
+def test_rows_use_sample_std_over_seeds_and_nets(digits, tmp_path, monkeypatch):
+    """Two seeds × one net: the cell's ± is the sample std (ddof=1) of the two stored values."""
+    st = dataclasses.replace(TINY, seeds=(0, 1))
+    rows, _ = run_table(digits, st, run_root=tmp_path, defend=False)
+    vals = [reproduction.read_json(tmp_path / f"dc_none_s{s}" / "result.json")["evals"][0]["cta"] for s in (0, 1)]
+    cell = rows[1][2]
+    assert cell.n == 2 and cell.mean == pytest.approx(statistics.fmean(vals))
+    assert cell.std == pytest.approx(statistics.stdev(vals))
+
+
+def test_defense_and_evaluation_use_the_attacks_target(digits, monkeypatch):
+    """The table's evaluation and defenses measure the ASR at the synset's target, not at a fixed 0."""
+    s = reproduction._distill(digits, "real init", "none", 0, TINY, None)
+    s.config["attack"]["target"] = 7
+    seen = []
+    monkeypatch.setattr(reproduction, "attack_metrics", lambda *a: seen.append(a[-1]) or {})
+    reproduction.evaluate_net(digits, s, TINY, 0)
+    d = reproduction.defense_data(digits, s, 10, 0)
+    assert seen == [7] and d.target == 7

@@ -5,17 +5,23 @@ plots beside it.
 A check is a callable ``check(ctx: ReproContext) -> CheckResult | list[CheckResult]``. It states what it
 compared, on what data, the measured table, the paper's number where one applies, and whether the claim held.
 A check that raises is reported as an error (with its traceback), never hidden.
+
+What every reproduction shares lives here, once: :func:`mean_std` (a :class:`MeanStd` table cell; the std is the
+*sample* standard deviation, ddof = 1, and the report says so), :func:`markdown_table` (the report's and the CLIs'
+Markdown tables) and :func:`figure` / :func:`mean_std_bars` (matplotlib figures written beside the report).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import math
 import platform
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,11 +30,58 @@ import torch
 
 from polyzoo.shared.io import atomic_path
 
-__all__ = ["CheckResult", "ReproContext", "discover_checks", "run_checks", "write_report"]
+__all__ = [
+    "STD_NOTE",
+    "CheckResult",
+    "MeanStd",
+    "ReproContext",
+    "discover_checks",
+    "figure",
+    "markdown_table",
+    "mean_std",
+    "mean_std_bars",
+    "run_checks",
+    "write_report",
+]
 
 log = logging.getLogger(__name__)
 
 GROUP = "polyzoo.reproductions"
+
+STD_NOTE = (
+    "mean ± std: the std is the sample standard deviation (ddof = 1) over the runs; one run shows its value alone"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeanStd:
+    """Mean and sample standard deviation (ddof = 1) of ``n`` values; a table cell that keeps its numbers.
+
+    ``std`` is NaN when ``n < 2``; ``digits`` only decides how the cell is printed (``str``)."""
+
+    mean: float
+    std: float
+    n: int
+    digits: int = 4
+
+    def __str__(self) -> str:
+        if self.n == 0:
+            return "-"
+        if self.n < 2:
+            return f"{self.mean:.{self.digits}f}"
+        return f"{self.mean:.{self.digits}f} ± {self.std:.{self.digits}f}"
+
+
+def mean_std(values: Iterable[float], digits: int = 4, scale: float = 1.0) -> MeanStd:
+    """:class:`MeanStd` of ``values`` times ``scale`` (e.g. 100 for percent), NaN values left out; the one
+    definition of ± in every report: sample standard deviation, ddof = 1 (``statistics.stdev``)."""
+    vals = [scale * float(v) for v in values if not math.isnan(float(v))]
+    n = len(vals)
+    if n == 0:
+        return MeanStd(math.nan, math.nan, 0, digits)
+    mean = math.fsum(vals) / n
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else math.nan
+    return MeanStd(mean, std, n, digits)
 
 
 @dataclasses.dataclass
@@ -103,16 +156,50 @@ def run_checks(checks: dict[str, Any], ctx: ReproContext) -> list[_Outcome]:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
         if v == 0 or 1e-3 <= abs(v) < 1e5:
             return f"{v:.4g}"
         return f"{v:.3e}"
     return str(v)
 
 
-def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: Callable[[Any], str] = _fmt) -> str:
+    """A Markdown table: a header of ``columns``, one line per row; cells printed with ``fmt`` (default: floats
+    to 4 significant digits, :class:`MeanStd` as ``mean ± std``, anything else with ``str``)."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@contextlib.contextmanager
+def figure(path: str | Path, nrows: int = 1, ncols: int = 1, dpi: int = 110, **subplots_kw: Any) -> Iterator[tuple]:
+    """A matplotlib figure (Agg backend) ``(fig, axes)`` from ``plt.subplots(nrows, ncols, **subplots_kw)``; on
+    leaving the block it is laid out tightly and written to ``path`` (PNG, atomically); always closed."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(nrows, ncols, **subplots_kw)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
+
+
+def mean_std_bars(ax, labels: Sequence[str], stats: Sequence[MeanStd], **bar_kw: Any):
+    """Bars of the means with ± sample-std error bars (none where a single run has no std)."""
+    errs = [0.0 if math.isnan(s.std) else s.std for s in stats]
+    return ax.bar(list(labels), [s.mean for s in stats], yerr=errs, **bar_kw)
 
 
 def _versions() -> str:
@@ -134,10 +221,11 @@ def write_report(outcomes: list[_Outcome], ctx: ReproContext, command: str) -> P
         f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
         f"- packages: {_versions()}",
+        f"- {STD_NOTE}",
         "",
         "## Summary",
         "",
-        _table(
+        markdown_table(
             ["check", "status", "time (s)"],
             [[o.name, "PASS" if o.passed else ("ERROR" if o.error else "FAIL"), round(o.seconds, 1)] for o in outcomes],
         ),
@@ -164,7 +252,7 @@ def write_report(outcomes: list[_Outcome], ctx: ReproContext, command: str) -> P
                 "",
                 f"**Data.** {r.data}",
                 "",
-                _table(r.columns, r.rows),
+                markdown_table(r.columns, r.rows),
                 "",
             ]
             if r.paper:

@@ -14,7 +14,7 @@ import torch
 
 from polyzoo.shared.ops.matrix import isqrt_newton_schulz, sqrtm_eig
 from polyzoo.shared.ops.pooling import covariance
-from polyzoo.shared.report import CheckResult, ReproContext
+from polyzoo.shared.report import CheckResult, ReproContext, figure
 from polyzoo.shared.timing import time_interleaved
 
 
@@ -33,11 +33,6 @@ def _relative_error(approx: torch.Tensor, exact: torch.Tensor) -> float:
 
 
 def newton_schulz_vs_eig(ctx: ReproContext) -> CheckResult:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     batch, channels = (8, 64) if ctx.quick else (32, 128)
     iterations = [1, 2, 3, 4, 5, 6, 8, 10, 12, 15]
     cases = {"full rank (M=4C)": 4 * channels, "rank-deficient (M=C/2)": channels // 2}
@@ -73,24 +68,21 @@ def newton_schulz_vs_eig(ctx: ReproContext) -> CheckResult:
         "Newton–Schulz does not converge as claimed."
     )
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for label, errs in errors.items():
-        ax1.semilogy(iterations, errs, marker="o", label=label)
-    ax1.axvline(3, color="grey", ls=":", lw=1)
-    ax1.set(
-        xlabel="Newton–Schulz iterations",
-        ylabel="relative Frobenius error vs eigh",
-        title=f"Error (float64, B={batch}, C={channels})",
-    )
-    ax1.legend()
-    ax2.plot(iterations, [times[f"ns{n}"] * 1e3 for n in iterations], marker="o", label="Newton–Schulz")
-    ax2.axhline(times["eig"] * 1e3, color="C3", ls="--", label="eigendecomposition")
-    ax2.set(xlabel="Newton–Schulz iterations", ylabel="forward time (ms)", title="Time (float32, CPU)")
-    ax2.legend()
-    fig.tight_layout()
-    figure = ctx.figure_path("shared_newton_schulz")
-    fig.savefig(figure, dpi=110)
-    plt.close(fig)
+    figure_path = ctx.figure_path("shared_newton_schulz")
+    with figure(figure_path, 1, 2, figsize=(10, 4)) as (_, (ax1, ax2)):
+        for label, errs in errors.items():
+            ax1.semilogy(iterations, errs, marker="o", label=label)
+        ax1.axvline(3, color="grey", ls=":", lw=1)
+        ax1.set(
+            xlabel="Newton–Schulz iterations",
+            ylabel="relative Frobenius error vs eigh",
+            title=f"Error (float64, B={batch}, C={channels})",
+        )
+        ax1.legend()
+        ax2.plot(iterations, [times[f"ns{n}"] * 1e3 for n in iterations], marker="o", label="Newton–Schulz")
+        ax2.axhline(times["eig"] * 1e3, color="C3", ls="--", label="eigendecomposition")
+        ax2.set(xlabel="Newton–Schulz iterations", ylabel="forward time (ms)", title="Time (float32, CPU)")
+        ax2.legend()
 
     return CheckResult(
         title="Newton–Schulz matrix square root vs eigendecomposition",
@@ -106,7 +98,7 @@ def newton_schulz_vs_eig(ctx: ReproContext) -> CheckResult:
         verdict=verdict,
         paper="iSQRT-COV and TCP use N=3 (end of network) to 5 iterations; no error figure is given in the "
         "papers, only that the iteration converges and needs matrix products only.",
-        figures=[figure],
+        figures=[figure_path],
         notes=[
             "On CPUs an eigendecomposition can be faster than Newton–Schulz at larger C; the iteration exists "
             "for GPUs (matrix products only) and for its well-behaved gradients. See `tools/bench/` for "

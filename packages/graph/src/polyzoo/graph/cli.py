@@ -23,6 +23,7 @@ from polyzoo.graph.training import DistillConfig, TeacherConfig, distill, load_l
 from polyzoo.shared.cli import CommandGroup
 from polyzoo.shared.io import load_safetensors, read_json
 from polyzoo.shared.options import device_options, format_option, run_options
+from polyzoo.shared.report import markdown_table
 
 ROWS = ("acc", "auc", "f1", "sp", "eo", "acc_s0", "acc_s1", "auc_s0", "auc_s1", "f1_s0", "f1_s1")
 
@@ -43,11 +44,8 @@ def _load_graph(spec: dict[str, Any]):
 
 def format_table(columns: dict[str, dict[str, float]]) -> str:
     """A markdown table: one row per metric, one column per model."""
-    names = list(columns)
-    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for row in ROWS:
-        lines.append(f"| {row} | " + " | ".join(f"{columns[n].get(row, float('nan')):.4f}" for n in names) + " |")
-    return "\n".join(lines)
+    rows = [[row, *(f"{columns[n].get(row, float('nan')):.4f}" for n in columns)] for row in ROWS]
+    return markdown_table(["metric", *columns], rows)
 
 
 @click.group("graph", cls=CommandGroup)

@@ -20,6 +20,7 @@ import statistics
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch_geometric.data import Data
@@ -27,7 +28,7 @@ from torch_geometric.data import Data
 from polyzoo.graph.datasets import NBA, German
 from polyzoo.graph.synthetic import BiasedSBMConfig, biased_sbm, synthetic_name
 from polyzoo.graph.training import DistillConfig, TeacherConfig, distill, train_teacher
-from polyzoo.shared.report import CheckResult, ReproContext
+from polyzoo.shared.report import CheckResult, ReproContext, figure, mean_std
 
 __all__ = ["check", "compare_methods"]
 
@@ -69,14 +70,8 @@ def compare_methods(
     return out
 
 
-def _mean_std(vals: list[float]) -> str:
-    if len(vals) == 1:
-        return f"{vals[0]:.4f}"
-    return f"{statistics.mean(vals):.4f} ± {statistics.stdev(vals):.4f}"
-
-
-def _rows(dataset: str, results: dict[str, list[dict[str, float]]]) -> list[list[str]]:
-    return [[dataset, m, *(_mean_std([r[k] for r in results[m]]) for k in ("acc", "auc", "sp", "eo"))] for m in METHODS]
+def _rows(dataset: str, results: dict[str, list[dict[str, float]]]) -> list[list[Any]]:
+    return [[dataset, m, *(mean_std([r[k] for r in results[m]]) for k in ("acc", "auc", "sp", "eo"))] for m in METHODS]
 
 
 def _mean(results, method, key) -> float:
@@ -104,25 +99,18 @@ def _claims(results) -> tuple[bool, str]:
 
 
 def _figure(ctx: ReproContext, name: str, per_dataset: dict[str, dict[str, list[dict[str, float]]]]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(per_dataset), figsize=(5.5 * len(per_dataset), 3.6), squeeze=False)
-    for ax, (ds, res) in zip(axes[0], per_dataset.items(), strict=True):
-        width = 0.2
-        for j, m in enumerate(METHODS):
-            vals = [_mean(res, m, k) for k in ("acc", "sp", "eo")]
-            ax.bar([i + (j - 1.5) * width for i in range(3)], vals, width, label=m)
-        ax.set_xticks(range(3), ["accuracy", "ΔSP", "ΔEO"])
-        ax.set_title(ds)
-        ax.set_ylim(0, 1)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
     path = ctx.figure_path(name)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    n = len(per_dataset)
+    with figure(path, 1, n, figsize=(5.5 * n, 3.6), squeeze=False) as (_, axes):
+        for ax, (ds, res) in zip(axes[0], per_dataset.items(), strict=True):
+            width = 0.2
+            for j, m in enumerate(METHODS):
+                vals = [_mean(res, m, k) for k in ("acc", "sp", "eo")]
+                ax.bar([i + (j - 1.5) * width for i in range(3)], vals, width, label=m)
+            ax.set_xticks(range(3), ["accuracy", "ΔSP", "ΔEO"])
+            ax.set_title(ds)
+            ax.set_ylim(0, 1)
+        axes[0][0].legend(fontsize=7)
     return path
 
 

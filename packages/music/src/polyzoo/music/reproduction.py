@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from polyzoo.shared.report import CheckResult, ReproContext
+from polyzoo.shared.report import CheckResult, ReproContext, figure
 
 __all__ = ["ReproSizes", "check", "synthetic_grooves"]
 
@@ -107,21 +107,13 @@ def _gmd_root(data_root: Path) -> Path:
 
 
 def _stability_plot(path: Path, systems: dict[str, dict[str, list[str]]]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from polyzoo.music.evaluation import stabilities
 
-    fig, ax = plt.subplots(figsize=(8, 4))
     data = [[x for lines in grooves.values() for x in stabilities(lines)] for grooves in systems.values()]
-    ax.boxplot(data, showmeans=True)
-    ax.set_xticks(range(1, len(systems) + 1), list(systems))
-    ax.set(ylabel="stability (min Levenshtein to a neighbouring bar)", title="Stability distributions")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, figsize=(8, 4)) as (_, ax):
+        ax.boxplot(data, showmeans=True)
+        ax.set_xticks(range(1, len(systems) + 1), list(systems))
+        ax.set(ylabel="stability (min Levenshtein to a neighbouring bar)", title="Stability distributions")
     return path
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -29,7 +28,7 @@ import torch
 from polyzoo.recsys.data import CTRStream, MovieLensStream, build_feature_map, build_movielens_feature_map, in_split
 from polyzoo.recsys.synthetic import SyntheticConfig, generate_synthetic, synthetic_format
 from polyzoo.recsys.train import TrainSpec, build_model, build_optimizers, evaluate, fit, metrics
-from polyzoo.shared.report import CheckResult, ReproContext
+from polyzoo.shared.report import CheckResult, ReproContext, figure, mean_std, mean_std_bars
 from polyzoo.shared.seed import seed_everything
 
 __all__ = ["check", "compare_models", "default_specs"]
@@ -89,44 +88,27 @@ def compare_models(
     return results
 
 
-def _summary(values: list[float]) -> str:
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.4f} ± {std:.4f}"
-
-
 def _plot(results: dict[str, list[dict[str, float]]], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(results)
-    means = [statistics.fmean(r["auc"] for r in results[n]) for n in names]
-    errs = [statistics.stdev([r["auc"] for r in results[n]]) if len(results[n]) > 1 else 0.0 for n in names]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.bar(names, means, yerr=errs, color=["tab:red" if n == "xDeepInt" else "tab:blue" for n in names])
-    ax.set_ylim(min(means) - 0.03, max(means) + 0.02)
-    ax.set_ylabel("test AUC (mean ± std, 3 seeds)")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    stats = [mean_std(r["auc"] for r in results[n]) for n in names]
+    with figure(path, figsize=(7, 3.5)) as (_, ax):
+        mean_std_bars(ax, names, stats, color=["tab:red" if n == "xDeepInt" else "tab:blue" for n in names])
+        ax.set_ylim(min(s.mean for s in stats) - 0.03, max(s.mean for s in stats) + 0.02)
+        ax.set_ylabel(f"test AUC (mean ± std, {stats[0].n} seeds)")
+        ax.set_title(title)
     return path
 
 
-def _table(results: dict[str, list[dict[str, float]]]) -> list[list[Any]]:
-    rows = []
-    for name, runs in results.items():
-        rows.append(
-            [
-                name,
-                _summary([r["auc"] for r in runs]),
-                _summary([r["logloss"] for r in runs]),
-                f"{statistics.fmean(r['seconds'] for r in runs):.1f}",
-            ]
-        )
-    return rows
+def _rows(results: dict[str, list[dict[str, float]]]) -> list[list[Any]]:
+    return [
+        [
+            name,
+            mean_std(r["auc"] for r in runs),
+            mean_std(r["logloss"] for r in runs),
+            mean_std((r["seconds"] for r in runs), digits=1).mean,
+        ]
+        for name, runs in results.items()
+    ]
 
 
 def _synthetic_check(ctx: ReproContext) -> CheckResult:
@@ -149,10 +131,10 @@ def _synthetic_check(ctx: ReproContext) -> CheckResult:
         labels = np.loadtxt(path, delimiter=",", skiprows=1, usecols=0)
     test = np.array([not in_split(k, "train") for k in range(cfg.rows)])
     oracle = metrics(labels[test], 1.0 / (1.0 + np.exp(-logit[test])))
-    rows = _table(results)
-    rows.append(["Bayes (true logits)", f"{oracle['auc']:.4f}", f"{oracle['logloss']:.4f}", "-"])
-    auc = {n: statistics.fmean(r["auc"] for r in runs) for n, runs in results.items()}
-    std = {n: statistics.stdev([r["auc"] for r in runs]) for n, runs in results.items()}
+    rows = _rows(results)
+    rows.append(["Bayes (true logits)", oracle["auc"], oracle["logloss"], "-"])
+    auc = {n: mean_std(r["auc"] for r in runs).mean for n, runs in results.items()}
+    std = {n: mean_std(r["auc"] for r in runs).std for n, runs in results.items()}
     best_baseline = max((n for n in auc if n != "xDeepInt"), key=auc.get)
     gap = 2 * max(std["xDeepInt"], std["FM"], std["LR"], 1e-3)
     beats_limited = auc["xDeepInt"] > auc["FM"] + gap and auc["xDeepInt"] > auc["LR"] + gap
@@ -201,7 +183,7 @@ def _movielens_check(ctx: ReproContext) -> CheckResult:
         lambda: MovieLensStream(root, fmap, 8192, split="test"),
         seeds,
     )
-    auc = {n: statistics.fmean(r["auc"] for r in runs) for n, runs in results.items()}
+    auc = {n: mean_std(r["auc"] for r in runs).mean for n, runs in results.items()}
     best = max((n for n in auc if n != "xDeepInt"), key=auc.get)
     passed = auc["xDeepInt"] >= auc[best] - 0.005
     return CheckResult(
@@ -210,7 +192,7 @@ def _movielens_check(ctx: ReproContext) -> CheckResult:
         data=f"MovieLens-100k (RecBole atomic files under {root}), rating ≥ 4 = click, user/item side features, "
         f"official 80/20 row split, seeds {seeds}",
         columns=["model", "test AUC", "test log loss", "train+eval s"],
-        rows=_table(results),
+        rows=_rows(results),
         passed=passed,
         verdict=f"xDeepInt AUC {auc['xDeepInt']:.4f}, best baseline {best} {auc[best]:.4f}: "
         + ("the claim held." if passed else "the claim did not hold in this run."),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -36,10 +35,11 @@ def security() -> None:
 @click.option("--checkpoint-every", default=50, show_default=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run folder (resumes)")
 def distill(**kw) -> None:
-    """Distil a data set (resumes from OUT/checkpoint.pt; writes OUT/synset.pt)."""
+    """Distil a data set (resumes from OUT/checkpoint.safetensors; writes OUT/synset.safetensors)."""
     from polyzoo.security.attacks import AttackConfig
     from polyzoo.security.data import load_dataset
     from polyzoo.security.distill import DistillConfig, Distiller
+    from polyzoo.security.files import SYNSET
 
     data = load_dataset(kw["dataset"], kw["data_path"], seed=0)
     cfg = DistillConfig(
@@ -58,7 +58,7 @@ def distill(**kw) -> None:
         attack=AttackConfig(kind=kw["attack"], target=kw["target"], size=kw["trigger_size"], portion=kw["portion"]),
     )
     Distiller(data, cfg, run_dir=kw["out_dir"], dataset_path=kw["data_path"]).run(progress=True)
-    click.echo(f"wrote {Path(kw['out_dir']) / 'synset.pt'}")
+    click.echo(f"wrote {Path(kw['out_dir']) / SYNSET}")
 
 
 def _load(synset_path: str):
@@ -70,51 +70,84 @@ def _load(synset_path: str):
     return s, data
 
 
-@security.command()
-@click.option(
+_synset_option = click.option(
     "--synset",
     "synset_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="synset.pt written by `polyzoo security distill`",
+    help="synset.safetensors written by `polyzoo security distill`",
 )
+
+
+@security.command()
+@_synset_option
 @click.option("--num-eval", default=10, show_default=True, help="fresh networks trained on the synthetic set")
 @click.option("--epochs", type=int, default=None, help="default: 300 (dc), 1000 with DSA augmentation (dsa/dm)")
 @click.option("--model", default=None, help="evaluation network (default: the distillation network)")
 @click.option("--out", "out_path", default=None, help="JSON results (default: beside the synset); resumes")
 def evaluate(synset_path: str, num_eval: int, epochs: int | None, model: str | None, out_path: str | None) -> None:
-    """Train fresh networks on a synthetic set; report CTA and ASR (with and without target-class images)."""
+    """Train fresh networks on a synthetic set; report CTA and ASR (with and without target-class images).
+
+    OUT records the evaluation settings and the synthetic set's SHA-256; it is resumed only when both match, and
+    recomputed from scratch otherwise (another --epochs/--model, or the set distilled again)."""
+    import dataclasses
+
     from tqdm.auto import tqdm
 
-    from polyzoo.security.evaluate import attack_metrics, default_eval_config, mean_std, train_network
-    from polyzoo.shared.io import write_json_atomic
+    from polyzoo.security.evaluate import attack_metrics, default_eval_config, train_network
+    from polyzoo.shared.report import mean_std
 
     s, data = _load(synset_path)
     cfg = default_eval_config(
         s.config["method"], model or s.config["model"], s.config["norm"], epochs, s.config.get("width", 128)
     )
     out = Path(out_path) if out_path else Path(synset_path).with_name("evaluation.json")
-    runs = json.loads(out.read_text())["runs"] if out.is_file() else []
+    basis = _basis(synset_path, {"eval": dataclasses.asdict(cfg), "target": s.target})
+    runs = _resumable(out, basis).get("runs", [])[:num_eval]
     for i in tqdm(range(len(runs), num_eval), desc="evaluate", initial=len(runs), total=num_eval):
         net = train_network(s.images, s.labels, data.num_classes, cfg, seed=i)
-        runs.append(attack_metrics(net, data.test_x, data.test_y, s.trigger, s.mask, s.config["attack"]["target"]))
-        write_json_atomic(out, {"synset": str(synset_path), "runs": runs})
-    summary = {k: mean_std([r[k] for r in runs]) for k in ("cta", "asr_all", "asr_nontarget")}
-    write_json_atomic(out, {"synset": str(synset_path), "runs": runs, "summary": summary})
-    click.echo(f"{'metric':<15}{'mean':>8}{'std':>8}")
-    for k, (m, sd) in summary.items():
-        click.echo(f"{k:<15}{m:>8.4f}{sd:>8.4f}")
+        runs.append(attack_metrics(net, data.test_x, data.test_y, s.trigger, s.mask, s.target))
+        _write(out, {**basis, "runs": runs})
+    summary = {k: mean_std(r[k] for r in runs) for k in ("cta", "asr_all", "asr_nontarget")}
+    table = {k: {"mean": v.mean, "std": None if v.n < 2 else v.std, "n": v.n} for k, v in summary.items()}
+    _write(out, {**basis, "runs": runs, "summary": table})  # std: sample (ddof=1); none for a single network
+    click.echo(f"{'metric':<15}{'mean':>8}{'std':>8}  (std: sample, ddof=1, over {len(runs)} networks)")
+    for k, ms in summary.items():
+        click.echo(f"{k:<15}{ms.mean:>8.4f}{ms.std:>8.4f}")
     click.echo(f"wrote {out}")
 
 
+def _basis(synset_path: str, settings: dict) -> dict:
+    """What a results file was computed from: the synthetic set (path and SHA-256) and the settings."""
+    from polyzoo.security.files import file_sha256
+
+    return {"synset": str(synset_path), "synset_sha256": file_sha256(synset_path), "settings": settings}
+
+
+def _resumable(out: Path, basis: dict) -> dict:
+    """``out``'s content when it was computed from ``basis`` (same synthetic set and settings), else ``{}``."""
+    import logging
+
+    from polyzoo.shared.io import read_json
+
+    if not out.is_file():
+        return {}
+    old = read_json(out)
+    same = isinstance(old, dict) and all(old.get(k) == basis[k] for k in ("synset_sha256", "settings"))
+    if not same:
+        logging.getLogger(__name__).warning("%s was computed from another synthetic set or settings: recomputing", out)
+        return {}
+    return old
+
+
+def _write(out: Path, obj: dict) -> None:
+    from polyzoo.shared.io import write_json_atomic
+
+    write_json_atomic(out, obj)
+
+
 @security.command()
-@click.option(
-    "--synset",
-    "synset_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="synset.pt written by `polyzoo security distill`",
-)
+@_synset_option
 @click.option(
     "--defense",
     "defenses",
@@ -132,36 +165,24 @@ def defend(synset_path: str, defenses, clean_size: int, epochs: int | None, seed
     """Train a network on a synthetic set, apply defenses, report CTA/ASR before and after."""
     from tqdm.auto import tqdm
 
-    from polyzoo.security.defenses import DefenseData, run_defense
+    from polyzoo.security.defenses import defense_data, run_defense
     from polyzoo.security.evaluate import default_eval_config, train_network
-    from polyzoo.shared.io import write_json_atomic
 
     s, data = _load(synset_path)
     cfg = default_eval_config(
         s.config["method"], s.config["model"], s.config["norm"], epochs, s.config.get("width", 128)
     )
-    net = train_network(s.images, s.labels, data.num_classes, cfg, seed=seed)
-    g = _generator(seed)
-    pick = _randperm(len(data.train_y), g)[:clean_size]
-    d = DefenseData(
-        data.train_x[pick],
-        data.train_y[pick],
-        data.test_x,
-        data.test_y,
-        s.trigger,
-        s.mask,
-        s.config["attack"]["target"],
-        data.num_classes,
-        tuple(s.dataset["mean"]),
-        tuple(s.dataset["std"]),
-    )
     out = Path(out_path) if out_path else Path(synset_path).with_name("defense.json")
-    results = json.loads(out.read_text()) if out.is_file() else {}
-    for name in tqdm(defenses, desc="defend"):
-        if name in results:
-            continue
-        results[name] = run_defense(name, net, d)
-        write_json_atomic(out, results)
+    basis = _basis(synset_path, {"epochs": cfg.epochs, "clean_size": clean_size, "seed": seed, "target": s.target})
+    results = _resumable(out, basis).get("defenses", {})
+    if any(name not in results for name in defenses):
+        net = train_network(s.images, s.labels, data.num_classes, cfg, seed=seed)
+        d = defense_data(data, s, clean_size, seed)
+        for name in tqdm(defenses, desc="defend"):
+            if name in results:
+                continue
+            results[name] = run_defense(name, net, d)
+            _write(out, {**basis, "defenses": results})
     click.echo(f"{'defense':<16}{'CTA before':>11}{'CTA after':>10}{'ASR before':>11}{'ASR after':>10}  (ASR: all)")
     for name in defenses:
         r = results[name]
@@ -170,15 +191,3 @@ def defend(synset_path: str, defenses, clean_size: int, epochs: int | None, seed
             f"{r['before']['asr_all']:>11.4f}{r['after']['asr_all']:>10.4f}"
         )
     click.echo(f"wrote {out}")
-
-
-def _generator(seed: int):
-    import torch
-
-    return torch.Generator().manual_seed(seed)
-
-
-def _randperm(n: int, g):
-    import torch
-
-    return torch.randperm(n, generator=g)

@@ -13,17 +13,17 @@ and the numpy array/dtype constructors such a batch needs; anything else raises 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import io
 import os
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
+
+from polyzoo.shared.datasets import default_fashion_mnist_root, digits, digits_split, load_idx_splits, read_idx
 
 __all__ = [
     "DATASETS",
@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "imagefolder")
-FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
 
 class UnsafePickleError(ValueError):
@@ -92,16 +91,12 @@ def _resize(raw: torch.Tensor, size: int | None) -> torch.Tensor:
 
 
 def load_digits(test_fraction: float = 0.3, seed: int = 0) -> ImageData:
-    """scikit-learn's 1,797 handwritten digits (8×8, values 0–16 scaled to [0, 1]), stratified split."""
-    from sklearn.datasets import load_digits as _sk_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = _sk_digits()
-    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(bunch.target, dtype=torch.long)
-    idx_train, idx_test = train_test_split(
-        np.arange(len(y)), test_size=test_fraction, random_state=seed, stratify=bunch.target
-    )
+    """scikit-learn's 1,797 handwritten digits (8×8, values 0–16 scaled to [0, 1]), stratified split
+    (:func:`polyzoo.shared.datasets.digits_split`)."""
+    images, labels = digits()
+    x = torch.from_numpy(images).unsqueeze(1)
+    y = torch.from_numpy(labels)
+    idx_train, idx_test = digits_split(labels, test_fraction, seed)
     mean = (float(x[idx_train].mean()),)
     std = (float(x[idx_train].std()),)
     xn = _normalise(x, mean, std)
@@ -109,76 +104,19 @@ def load_digits(test_fraction: float = 0.3, seed: int = 0) -> ImageData:
     return ImageData("digits", xn[idx_train], y[idx_train], xn[idx_test], y[idx_test], mean, std, 10)
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (``*-ubyte`` or ``*-ubyte.gz``) of unsigned bytes: labels (N,) or images (N, H, W)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"IDX file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"{path}: cannot read IDX data ({exc})") from exc
-    if len(data) < 4:
-        raise ValueError(f"{path}: file too short for an IDX header ({len(data)} bytes)")
-    zero, dtype_code, ndim = data[0:2], data[2], data[3]
-    if zero != b"\x00\x00" or dtype_code != 0x08 or ndim not in (1, 3):
-        raise ValueError(
-            f"{path}: bad IDX magic {data[:4].hex()} (expected 00000801 for labels or 00000803 for images)"
-        )
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX header")
-    dims = struct.unpack(">" + "I" * ndim, data[4:header])
-    expected = int(np.prod(dims))
-    if len(data) - header != expected:
-        raise ValueError(f"{path}: IDX header says {dims} = {expected} bytes of data, file holds {len(data) - header}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def default_fashion_mnist_root() -> Path | None:
-    """Debian's ``dataset-fashion-mnist`` location when installed, else ``None``."""
-    return FASHION_MNIST_DEBIAN if (FASHION_MNIST_DEBIAN / "train-images-idx3-ubyte.gz").is_file() else None
-
-
 def load_fashion_mnist(root: str | os.PathLike | None = None, resize: int | None = 32) -> ImageData:
-    """Fashion-MNIST from ``root/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`` (60k/10k)."""
-    root = Path(root) if root is not None else default_fashion_mnist_root()
-    if root is None:
-        raise FileNotFoundError(
-            "Fashion-MNIST not found: pass a folder with train-images-idx3-ubyte.gz etc., or install Debian's "
-            f"dataset-fashion-mnist ({FASHION_MNIST_DEBIAN})"
-        )
-    arrays = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        imgs = _find(root, f"{prefix}-images-idx3-ubyte")
-        labs = _find(root, f"{prefix}-labels-idx1-ubyte")
-        x, y = read_idx(imgs), read_idx(labs)
-        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise ValueError(f"{imgs} / {labs}: expected images (N, H, W) and labels (N,), got {x.shape} / {y.shape}")
-        if y.max() >= 10:
-            raise ValueError(f"{labs}: label {int(y.max())} outside 0..9")
-        raw = _resize(torch.from_numpy(x.copy()).float().unsqueeze(1) / 255.0, resize)
-        arrays[split] = (raw, torch.from_numpy(y.astype(np.int64)))
+    """Fashion-MNIST from ``root/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`` (60k/10k; default: Debian's
+    copy), read by :func:`polyzoo.shared.datasets.load_idx_splits`."""
+    splits = load_idx_splits(root)
     mean, std = (0.2861,), (0.3530,)
-    return ImageData(
-        "fashion-mnist",
-        _normalise(arrays["train"][0], mean, std),
-        arrays["train"][1],
-        _normalise(arrays["test"][0], mean, std),
-        arrays["test"][1],
-        mean,
-        std,
-        10,
-    )
 
+    def tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        raw = _resize(torch.from_numpy(images.copy()).float().unsqueeze(1) / 255.0, resize)
+        return _normalise(raw, mean, std), torch.from_numpy(labels)
 
-def _find(root: Path, stem: str) -> Path:
-    for name in (f"{stem}.gz", stem):
-        if (root / name).is_file():
-            return root / name
-    raise FileNotFoundError(f"{root}: missing {stem}.gz (or {stem})")
+    train_x, train_y = tensors(splits.train_images, splits.train_labels)
+    test_x, test_y = tensors(splits.test_images, splits.test_labels)
+    return ImageData("fashion-mnist", train_x, train_y, test_x, test_y, mean, std, 10)
 
 
 _ALLOWED_GLOBALS = {
@@ -321,7 +259,9 @@ def load_image_folder(
 
 
 def load_dataset(name: str, path: str | os.PathLike | None = None, seed: int = 0) -> ImageData:
-    """Dispatch on ``name`` (one of :data:`DATASETS`)."""
+    """Dispatch on ``name`` (one of :data:`DATASETS`; anything else raises ``ValueError`` naming the choices)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of: {', '.join(DATASETS)}")
     if name == "digits":
         return load_digits(seed=seed)
     if name == "fashion-mnist":
@@ -330,8 +270,6 @@ def load_dataset(name: str, path: str | os.PathLike | None = None, seed: int = 0
         if path is None:
             raise ValueError("cifar10 needs --data-path pointing at the cifar-10-batches-py folder")
         return load_cifar10(path)
-    if name == "imagefolder":
-        if path is None:
-            raise ValueError("imagefolder needs --data-path pointing at a folder of class subfolders")
-        return load_image_folder(path, seed=seed)
-    raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    if path is None:  # imagefolder
+        raise ValueError("imagefolder needs --data-path pointing at a folder of class subfolders")
+    return load_image_folder(path, seed=seed)

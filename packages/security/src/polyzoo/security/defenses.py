@@ -31,13 +31,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from polyzoo.security.attacks import stamp
-from polyzoo.security.evaluate import accuracy, attack_metrics, predict
+from polyzoo.security.evaluate import accuracy, attack_metrics, predict, train_epoch
 
 __all__ = [
     "DEFENSES",
     "DefenseConfig",
     "DefenseData",
     "anomaly_index",
+    "defense_data",
     "fine_pruning",
     "neural_cleanse",
     "reverse_engineer_trigger",
@@ -86,6 +87,29 @@ class DefenseData:
     std: tuple[float, ...]
 
 
+def defense_data(data, synset, clean_size: int, seed: int, test_size: int = 0, test_seed: int = 12345) -> DefenseData:
+    """What the defender of ``synset`` (a :class:`~polyzoo.security.distill.SyntheticSet`) works with:
+    ``clean_size`` clean training images of ``data`` (an :class:`~polyzoo.security.data.ImageData`) drawn with
+    ``seed``, the synset's trigger and mask and the attack's target; measured on the whole test set, or on a fixed
+    random ``test_size`` of it (drawn with ``test_seed``) when ``0 < test_size < len(test set)``."""
+    pick = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))[:clean_size]
+    test = torch.arange(len(data.test_y))
+    if 0 < test_size < len(test):
+        test = torch.randperm(len(test), generator=torch.Generator().manual_seed(test_seed))[:test_size]
+    return DefenseData(
+        data.train_x[pick],
+        data.train_y[pick],
+        data.test_x[test],
+        data.test_y[test],
+        synset.trigger,
+        synset.mask,
+        synset.target,
+        data.num_classes,
+        tuple(data.mean),
+        tuple(data.std),
+    )
+
+
 def _metrics(net: nn.Module, d: DefenseData) -> dict[str, float]:
     return attack_metrics(net, d.test_x, d.test_y, d.trigger, d.mask, d.target)
 
@@ -94,16 +118,7 @@ def _finetune(net: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr:
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     net.train()
     for _ in range(epochs):
-        perm = torch.randperm(len(y))
-        for s in range(0, len(y), batch):
-            idx = perm[s : s + batch]
-            xb, yb = x[idx], y[idx]
-            if make_batch is not None:
-                xb = make_batch(xb)
-            loss = F.cross_entropy(net(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        train_epoch(net, opt, x, y, batch, make_batch)
     net.eval()
     return net
 

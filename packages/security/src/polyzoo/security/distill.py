@@ -26,13 +26,13 @@ Deviation (no official code exists for DM with DOORPING): with ``method="dm"`` a
 
 Loop defaults follow ``get_loops`` (ipc 1: 1/1, 10: 10/50, 20: 20/25, 30: 30/20, 40: 40/15, 50: 50/10).
 Runs are resumable: the synthetic set, the optimiser state, the trigger and the poison indices are checkpointed
-atomically; each iteration reseeds the RNG from (seed, iteration), so a resumed run repeats the same draws.
+atomically (``checkpoint.safetensors``, JSON state in its header; no pickle, see :mod:`polyzoo.security.files`);
+each iteration reseeds the RNG from (seed, iteration), so a resumed run repeats the same draws.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
@@ -45,8 +45,9 @@ from tqdm.auto import tqdm
 from polyzoo.security.attacks import AttackConfig, doorping_trigger, naive_trigger, poison, stamp, update_trigger
 from polyzoo.security.augment import DEFAULT_STRATEGY, diff_augment
 from polyzoo.security.data import ImageData
+from polyzoo.security.evaluate import train_epoch
+from polyzoo.security.files import CHECKPOINT, SYNSET, read_state, refuse_legacy, write_state
 from polyzoo.security.networks import get_network
-from polyzoo.shared.io import atomic_path, load_torch_file
 
 __all__ = [
     "DistillConfig",
@@ -128,35 +129,32 @@ class SyntheticSet:
     dataset: dict[str, Any]  # name, path, mean, std, num_classes
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
+    @property
+    def target(self) -> int:
+        """The backdoor's target label (the attack's ``target``; also set, unused, for attack ``none``)."""
+        return int(self.config["attack"]["target"])
+
+
+_SYNSET_FIELDS = ("images", "labels", "trigger", "mask", "config", "dataset", "history")
+
 
 def save_synset(synset: SyntheticSet, path: str | os.PathLike) -> None:
-    """Write ``synset`` atomically (tensors plus JSON-encoded metadata; loadable with ``weights_only=True``)."""
-    payload = {
-        "images": synset.images.detach().cpu(),
-        "labels": synset.labels.detach().cpu(),
-        "trigger": synset.trigger.detach().cpu(),
-        "mask": synset.mask.detach().cpu(),
-        "meta": json.dumps({"config": synset.config, "dataset": synset.dataset, "history": synset.history}),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    """Write ``synset`` atomically as safetensors (tensors) with its config, dataset and history as JSON."""
+    state = {f: getattr(synset, f) for f in _SYNSET_FIELDS}
+    write_state(
+        path,
+        {**state, **{k: state[k].detach().cpu() for k in ("images", "labels", "trigger", "mask")}},
+        "synthetic set",
+    )
 
 
 def load_synset(path: str | os.PathLike) -> SyntheticSet:
-    payload = load_torch_file(path)
-    missing = {"images", "labels", "trigger", "mask", "meta"} - set(payload)
+    """Read a ``synset.safetensors`` (never a pickle: anything else raises ``ValueError`` naming ``path``)."""
+    state = read_state(path, "synthetic set")
+    missing = set(_SYNSET_FIELDS) - set(state)
     if missing:
         raise ValueError(f"{path}: not a synthetic-set file (missing fields {sorted(missing)})")
-    meta = json.loads(payload["meta"])
-    return SyntheticSet(
-        payload["images"],
-        payload["labels"],
-        payload["trigger"],
-        payload["mask"],
-        meta["config"],
-        meta["dataset"],
-        meta.get("history", []),
-    )
+    return SyntheticSet(*(state[f] for f in _SYNSET_FIELDS))
 
 
 def distance_wb(gwr: torch.Tensor, gws: torch.Tensor) -> torch.Tensor:
@@ -197,7 +195,8 @@ def random_real_subset(data: ImageData, ipc: int, generator: torch.Generator) ->
 class Distiller:
     """Distils ``data`` into ``config.ipc`` images per class, optionally planting a backdoor.
 
-    ``run_dir`` (optional) holds ``checkpoint.pt`` (resumable state) and ``synset.pt`` (the result)."""
+    ``run_dir`` (optional) holds ``checkpoint.safetensors`` (resumable state) and ``synset.safetensors`` (the
+    result); a run folder with a pickle-based ``checkpoint.pt``/``synset.pt`` of an earlier version is refused."""
 
     def __init__(
         self,
@@ -241,8 +240,10 @@ class Distiller:
         self.labels = torch.arange(k).repeat_interleave(cfg.ipc)
         self.optimizer = torch.optim.SGD([self.images], lr=cfg.lr_img, momentum=0.5)
         self.iteration = 0
-        if self.run_dir is not None and (self.run_dir / "checkpoint.pt").is_file():
-            self._load_checkpoint(self.run_dir / "checkpoint.pt")
+        if self.run_dir is not None:
+            refuse_legacy(self.run_dir)
+            if (self.run_dir / CHECKPOINT).is_file():
+                self._load_checkpoint(self.run_dir / CHECKPOINT)
 
     # ----------------------------------------------------------------------------------------------- real data
     def _build_real(self) -> None:
@@ -272,19 +273,18 @@ class Distiller:
             "iteration": self.iteration,
             "trigger": self.trigger.clone(),
             "poison_idx": self.poison_idx.clone(),
-            "config": json.dumps(self.config.to_dict()),
-            "history": json.dumps(self.history),
+            "config": self.config.to_dict(),
+            "history": list(self.history),
         }
 
     def _save_checkpoint(self) -> None:
         if self.run_dir is None:
             return
-        with atomic_path(self.run_dir / "checkpoint.pt") as tmp:
-            torch.save(self._state(), tmp)
+        write_state(self.run_dir / CHECKPOINT, self._state(), "distillation checkpoint")
 
     def _load_checkpoint(self, path: Path) -> None:
-        state = load_torch_file(path)
-        saved = json.loads(state["config"])
+        state = read_state(path, "distillation checkpoint")
+        saved = state["config"]
         mine = self.config.to_dict()
         diff = {k: (saved.get(k), v) for k, v in mine.items() if k not in ("iterations", "checkpoint_every")}
         diff = {k: pair for k, pair in diff.items() if pair[0] != pair[1]}
@@ -296,7 +296,7 @@ class Distiller:
         self.iteration = int(state["iteration"])
         self.trigger = state["trigger"]
         self.poison_idx = state["poison_idx"]
-        self.history = json.loads(state["history"])
+        self.history = list(state["history"])
         self._build_real()
         log.info("resumed distillation from %s at iteration %d", path, self.iteration)
 
@@ -326,19 +326,9 @@ class Distiller:
         )
 
     def _train_net(self, net: torch.nn.Module, opt: torch.optim.Optimizer, epochs: int, augment: bool) -> None:
-        x, y = self.images.detach(), self.labels
-        bs = self.config.batch_train
+        transform = (lambda xb: diff_augment(xb, self.config.dsa_strategy)) if augment else None
         for _ in range(epochs):
-            perm = torch.randperm(len(y))
-            for s in range(0, len(y), bs):
-                idx = perm[s : s + bs]
-                xb = x[idx]
-                if augment:
-                    xb = diff_augment(xb, self.config.dsa_strategy)
-                loss = F.cross_entropy(net(xb), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+            train_epoch(net, opt, self.images.detach(), self.labels, self.config.batch_train, transform)
 
     def _doorping_update(self, net: torch.nn.Module) -> dict[str, float]:
         self.trigger, info = update_trigger(net, self.trigger, self.mask, self.config.attack)
@@ -416,7 +406,7 @@ class Distiller:
 
     def run(self, progress: bool = True, callback=None) -> SyntheticSet:
         """Run the remaining iterations (resuming from ``run_dir``), checkpointing every ``checkpoint_every``
-        iterations; writes ``run_dir/synset.pt`` at the end. ``callback(distiller, stats)`` runs after each
+        iterations; writes ``run_dir/synset.safetensors`` at the end. ``callback(distiller, stats)`` runs after each
         iteration."""
         cfg = self.config
         bar = tqdm(
@@ -440,5 +430,5 @@ class Distiller:
         self._save_checkpoint()
         result = self.synset()
         if self.run_dir is not None:
-            save_synset(result, self.run_dir / "synset.pt")
+            save_synset(result, self.run_dir / SYNSET)
         return result

@@ -12,13 +12,18 @@ by 10 after epoch ``epochs // 2``, then measures on the real test set:
   convention, target-class images included).
 - ASR (non-target): the same over test images whose true class is not the target (BackdoorBench's ``bd_test``).
 
-Both ASR conventions are always reported together.
+Both ASR conventions are always reported together. Means ± std over evaluation networks use
+:func:`polyzoo.shared.report.mean_std` (sample std, ddof = 1; the official code prints NumPy's ``np.std``, ddof = 0).
+
+:func:`train_epoch` is the one minibatch loop of the package: evaluation networks, the distillation's inner network
+updates and the defenses' fine-tuning all train through it (shuffle with ``torch.randperm``, optional batch
+transform, cross-entropy, one optimiser step per batch), as the official ``epoch`` function does.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +33,7 @@ from polyzoo.security.attacks import stamp
 from polyzoo.security.augment import DEFAULT_STRATEGY, diff_augment
 from polyzoo.security.networks import get_network
 
-__all__ = ["EvalConfig", "accuracy", "attack_metrics", "mean_std", "predict", "train_network"]
+__all__ = ["EvalConfig", "accuracy", "attack_metrics", "default_eval_config", "predict", "train_epoch", "train_network"]
 
 
 @dataclasses.dataclass
@@ -58,6 +63,28 @@ def default_eval_config(
     )
 
 
+def train_epoch(
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> None:
+    """One epoch over ``(x, y)`` in a ``torch.randperm`` order: batches of ``batch_size`` (the last one smaller),
+    ``transform`` applied to each image batch (augmentation, trigger stamping), cross-entropy, one ``opt`` step."""
+    perm = torch.randperm(len(y))
+    for s in range(0, len(y), batch_size):
+        idx = perm[s : s + batch_size]
+        xb = x[idx]
+        if transform is not None:
+            xb = transform(xb)
+        loss = F.cross_entropy(net(xb), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def train_network(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -76,18 +103,10 @@ def train_network(
     lr = config.lr
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
     decay_at = config.epochs // 2 + 1
+    transform = (lambda x: diff_augment(x, config.augment)) if config.augment else None
     net.train()
     for ep in range(config.epochs + 1):
-        perm = torch.randperm(len(labels))
-        for s in range(0, len(labels), config.batch_size):
-            idx = perm[s : s + config.batch_size]
-            x = images[idx]
-            if config.augment:
-                x = diff_augment(x, config.augment)
-            loss = F.cross_entropy(net(x), labels[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        train_epoch(net, opt, images, labels, config.batch_size, transform)
         if ep == decay_at:  # the official code divides lr by 10 by building a new optimiser (momentum restarts)
             lr *= 0.1
             opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -124,11 +143,3 @@ def attack_metrics(
         "asr_all": float(hit.float().mean()),
         "asr_nontarget": float(hit[nontarget].float().mean()) if nontarget.any() else float("nan"),
     }
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    vals = [v for v in values if not math.isnan(v)]
-    if not vals:
-        return float("nan"), float("nan")
-    m = sum(vals) / len(vals)
-    return m, (sum((v - m) ** 2 for v in vals) / len(vals)) ** 0.5

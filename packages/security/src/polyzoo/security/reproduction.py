@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,12 @@ import torch
 
 from polyzoo.security.attacks import AttackConfig
 from polyzoo.security.data import ImageData, load_digits, load_fashion_mnist
-from polyzoo.security.defenses import DEFENSES, DefenseConfig, DefenseData, run_defense
+from polyzoo.security.defenses import DEFENSES, DefenseConfig, defense_data, run_defense
 from polyzoo.security.distill import DistillConfig, Distiller
-from polyzoo.security.evaluate import EvalConfig, attack_metrics, mean_std, train_network
+from polyzoo.security.evaluate import EvalConfig, attack_metrics, train_network
+from polyzoo.security.jobs import RESULT, run_claimed
 from polyzoo.shared.io import read_json, write_json_atomic
-from polyzoo.shared.report import CheckResult, ReproContext
+from polyzoo.shared.report import CheckResult, MeanStd, ReproContext, mean_std
 
 __all__ = [
     "FULL",
@@ -143,29 +143,13 @@ def evaluate_net(data: ImageData, s, st: ReproSettings, seed: int, k: int = 0):
     set; returns ``(net, {cta, asr_all, asr_nontarget})``."""
     ecfg = EvalConfig(width=st.width, norm=st.norm, epochs=st.eval_epochs)
     net = train_network(s.images, s.labels, data.num_classes, ecfg, seed=1000 * seed + k)
-    return net, attack_metrics(net, data.test_x, data.test_y, s.trigger, s.mask, 0)
+    return net, attack_metrics(net, data.test_x, data.test_y, s.trigger, s.mask, s.target)
 
 
 def run_defenses(data: ImageData, net: torch.nn.Module, s, seed: int, st: ReproSettings) -> list[dict[str, Any]]:
     """Every defense on ``net`` (trained on the distilled set ``s``): the defender holds ``st.defense_clean`` clean
     training images (drawn with ``seed``); measured on a fixed random ``st.defense_test`` test images (0: all)."""
-    g = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(data.train_y), generator=g)[: st.defense_clean]
-    test = torch.arange(len(data.test_y))
-    if 0 < st.defense_test < len(test):
-        test = torch.randperm(len(test), generator=torch.Generator().manual_seed(12345))[: st.defense_test]
-    d = DefenseData(
-        data.train_x[pick],
-        data.train_y[pick],
-        data.test_x[test],
-        data.test_y[test],
-        s.trigger,
-        s.mask,
-        0,
-        data.num_classes,
-        data.mean,
-        data.std,
-    )
+    d = defense_data(data, s, st.defense_clean, seed, test_size=st.defense_test)
     rows = []
     for name in DEFENSES:
         r = run_defense(name, net, d, st.defense)
@@ -179,7 +163,7 @@ def run_config(
     """Distil one set, train ``st.num_eval`` networks on it and measure them; with ``defend`` also run every
     defense on the first of them. With a ``run_dir`` the distillation checkpoints there and the finished result
     is written to ``result.json`` (atomically) and returned as is by later calls."""
-    result_path = run_dir / "result.json" if run_dir is not None else None
+    result_path = run_dir / RESULT if run_dir is not None else None
     if result_path is not None and result_path.exists():
         return read_json(result_path)
     t0 = time.perf_counter()
@@ -206,39 +190,6 @@ def run_config(
     return result
 
 
-def _claim(run_dir: Path) -> bool:
-    """Take ``run_dir`` for this process (an exclusive ``claim`` file holding the pid); a claim whose process has
-    died is taken over (its distillation resumes from the checkpoint)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    claim = run_dir / "claim"
-    for _ in range(2):
-        try:
-            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(claim.read_text().strip() or "0")
-            except (OSError, ValueError):
-                pid = 0
-            if pid == os.getpid() or (pid and _alive(pid)):
-                return pid == os.getpid()
-            claim.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return True
-    return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def run_table(
     data: ImageData,
     st: ReproSettings,
@@ -246,47 +197,34 @@ def run_table(
     defend: bool = True,
     poll_seconds: float = 10.0,
 ) -> tuple[list[list[Any]], list[list[Any]]]:
-    """Rows ``[method, attack, CTA, ASR all, ASR non-target, n]`` (mean±std over seeds × nets; the first row is the
-    undistilled real-image initialisation, evaluated the same way) and the defense rows
-    ``[method, set, defense, CTA before, CTA after, ASR before, ASR after, statistic]``; the defenses run on the first
-    seed's clean and DOORPING sets.
+    """Rows ``[method, attack, CTA, ASR all, ASR non-target, nets]`` (the three metrics as
+    :class:`~polyzoo.shared.report.MeanStd` over seeds × nets; the first row is the undistilled real-image
+    initialisation, evaluated the same way) and the defense rows ``[method, set, defense, CTA before, CTA after,
+    ASR before, ASR after, statistic, value]``; the defenses run on the first seed's clean and DOORPING sets.
+    Cells are numbers; the report formats them.
 
-    With a ``run_root``, each (method, attack, seed) run lives in its own folder there: finished runs are reused, and
-    several processes given the same ``run_root`` share the work (each claims a run before starting it and waits for
-    the runs others hold), so the table can be computed on several cores at once."""
+    With a ``run_root``, each (method, attack, seed) run lives in its own folder there: finished runs are reused,
+    and several processes given the same ``run_root`` share the work (:func:`polyzoo.security.jobs.run_claimed`)."""
     configs = [(REAL_INIT, "none", seed) for seed in st.seeds]
     configs += [(m, a, seed) for m in st.methods for a in ("none", "naive", "doorping") for seed in st.seeds]
-    results: dict[tuple[str, str, int], dict[str, Any]] = {}
 
     def wants_defense(method: str, attack: str, seed: int) -> bool:
         return defend and method != REAL_INIT and seed == st.seeds[0] and attack in ("none", "doorping")
 
-    pending = list(configs)
-    while pending:
-        waiting = []
-        for m, a, seed in pending:
-            run_dir = run_root / f"{m.replace(' ', '_')}_{a}_s{seed}" if run_root is not None else None
-            if run_dir is not None and (run_dir / "result.json").exists():
-                results[(m, a, seed)] = read_json(run_dir / "result.json")
-            elif run_dir is None or _claim(run_dir):
-                results[(m, a, seed)] = run_config(data, m, a, seed, st, run_dir, wants_defense(m, a, seed))
-            else:
-                waiting.append((m, a, seed))
-        if waiting:
-            log.info("waiting for %d run(s) held by other processes", len(waiting))
-            time.sleep(poll_seconds)
-        pending = waiting
+    def folder(m: str, a: str, seed: int) -> Path | None:
+        return run_root / f"{m.replace(' ', '_')}_{a}_s{seed}" if run_root is not None else None
+
+    def run(key: tuple[str, str, int], run_dir: Path | None) -> dict[str, Any]:
+        return run_config(data, *key, st, run_dir, wants_defense(*key))
+
+    results = run_claimed({key: folder(*key) for key in configs}, run, poll_seconds)
 
     rows, defense_rows = [], []
     for method in (REAL_INIT, *st.methods):
         for attack in ("none",) if method == REAL_INIT else ("none", "naive", "doorping"):
             runs = [e for seed in st.seeds for e in results[(method, attack, seed)]["evals"]]
-            cells = [method, attack]
-            for key in ("cta", "asr_all", "asr_nontarget"):
-                m, sd = mean_std([r[key] for r in runs])
-                cells.append(f"{m:.3f} ± {sd:.3f}")
-            cells.append(len(runs))
-            rows.append(cells)
+            metrics = [mean_std((r[key] for r in runs), digits=3) for key in ("cta", "asr_all", "asr_nontarget")]
+            rows.append([method, attack, *metrics, len(runs)])
         for attack in ("none", "doorping") if method != REAL_INIT else ():
             for r in results[(method, attack, st.seeds[0])]["defenses"]:
                 defense_rows.append(
@@ -298,15 +236,16 @@ def run_table(
                         r["after"]["cta"],
                         r["before"]["asr_all"],
                         r["after"]["asr_all"],
-                        f"{r['statistic_name']}: {r['statistic']:.3g}",
+                        r["statistic_name"],
+                        r["statistic"],
                     ]
                 )
     return rows, defense_rows
 
 
 def _verdict(rows: list[list[Any]]) -> tuple[bool, str]:
-    def val(cell: str) -> float:
-        return float(cell.split(" ± ")[0])
+    def val(cell: MeanStd) -> float:
+        return cell.mean
 
     ok, parts = True, []
     by = {(r[0], r[1]): r for r in rows}
@@ -337,7 +276,8 @@ def check(ctx: ReproContext) -> list[CheckResult]:
     settings = (
         f"ConvNet width {st.width} ({st.norm} norm), ipc {st.ipc}, iterations {st.iterations}, outer/inner "
         f"{st.outer_loop}/{st.inner_loop}, batch_real {st.batch_real}, poison portion {st.portion}, trigger 2×2 "
-        f"bottom-right, target 0, real init, {len(st.seeds)} seed(s) × {st.num_eval} evaluation nets "
+        f"bottom-right, target {AttackConfig().target}, real init, {len(st.seeds)} seed(s) × {st.num_eval} "
+        "evaluation nets "
         f"({st.eval_epochs} epochs, no augmentation, for DC and DM sets alike)"
     )
     main = CheckResult(
@@ -376,6 +316,7 @@ def check(ctx: ReproContext) -> list[CheckResult]:
             "ASR before",
             "ASR after",
             "statistic",
+            "value",
         ],
         rows=defense_rows,
         passed=True,

@@ -16,7 +16,7 @@ import logging
 import time
 
 from polyzoo.shared.engine import TrainConfig
-from polyzoo.shared.report import CheckResult, ReproContext
+from polyzoo.shared.report import CheckResult, ReproContext, figure
 from polyzoo.video.data import ClipConfig, VideoDataset
 from polyzoo.video.models import ModelConfig
 from polyzoo.video.synthetic import CLASS_NAMES, SyntheticConfig, make_dataset
@@ -99,11 +99,7 @@ def run_gap_vs_tcp(ctx: ReproContext, setting: QuickSetting) -> dict[str, dict[s
 
 
 def gap_vs_tcp(ctx: ReproContext) -> CheckResult:
-    import matplotlib
     import torch
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     setting = QuickSetting() if ctx.quick else QuickSetting(per_class_train=96, per_class_val=32, epochs=25)
     # tiny tensors: one intra-op thread is faster than several (and far faster on a shared, loaded CPU)
@@ -120,17 +116,14 @@ def gap_vs_tcp(ctx: ReproContext) -> CheckResult:
     ]
     passed = tcp >= gap + 0.25 and tcp >= 0.8
     fig_path = ctx.figure_path("video_gap_vs_tcp")
-    fig, ax = plt.subplots(figsize=(4, 3))
-    ax.bar(["GAP", "TCP"], [gap * 100, tcp * 100], color=["tab:gray", "tab:blue"])
-    ax.axhline(50, ls="--", c="k", lw=1, label="order-invariant cap (50 %)")
-    ax.axhline(25, ls=":", c="k", lw=1, label="chance (25 %)")
-    ax.set_ylabel("val top-1 (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.set_title("temporal-order clips")
-    fig.tight_layout()
-    fig.savefig(fig_path, dpi=110)
-    plt.close(fig)
+    with figure(fig_path, figsize=(4, 3)) as (_, ax):
+        ax.bar(["GAP", "TCP"], [gap * 100, tcp * 100], color=["tab:gray", "tab:blue"])
+        ax.axhline(50, ls="--", c="k", lw=1, label="order-invariant cap (50 %)")
+        ax.axhline(25, ls=":", c="k", lw=1, label="chance (25 %)")
+        ax.set_ylabel("val top-1 (%)")
+        ax.set_ylim(0, 100)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.set_title("temporal-order clips")
     n_train, n_val = setting.per_class_train * 4, setting.per_class_val * 4
     return CheckResult(
         title="TCP vs GAP on temporal-order clips (video)",

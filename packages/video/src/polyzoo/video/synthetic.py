@@ -21,7 +21,6 @@ ffmpeg of ``imageio-ffmpeg``) at high quality.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from polyzoo.shared.datasets import digits
 from polyzoo.shared.io import atomic_path, write_json_atomic
 
 __all__ = ["CLASS_NAMES", "SyntheticConfig", "make_clip", "make_dataset", "write_video"]
@@ -89,25 +89,6 @@ class SyntheticConfig:
     fps: int = 10
 
 
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 1,797 8×8 digits in [0, 1] and their labels.
-
-    Read from the CSV that ``sklearn.datasets.load_digits`` reads (inside the installed scikit-learn), without
-    importing scikit-learn (its import costs seconds); falls back to ``load_digits`` if the file moved.
-    """
-    spec = importlib.util.find_spec("sklearn")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for root in locations:
-        csv = Path(root) / "datasets" / "data" / "digits.csv.gz"
-        if csv.is_file():
-            table = np.loadtxt(csv, delimiter=",", dtype=np.float32)
-            return (table[:, :64].reshape(-1, 8, 8) / 16.0).astype(np.float32), table[:, 64].astype(np.int64)
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    return (d.images / 16.0).astype(np.float32), d.target
-
-
 def make_clip(digit: np.ndarray, label: int, cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
     """One clip (F, size, size, 3) uint8 of ``digit`` (8×8 in [0, 1]) for class ``label``."""
     if label not in range(len(CLASS_NAMES)):
@@ -155,7 +136,7 @@ def make_dataset(
     meta_path = out / "meta.json"
     if meta_path.is_file() and json.loads(meta_path.read_text()) == meta and all(p.is_file() for p in lists.values()):
         return lists
-    images, _ = _digits()
+    images, _ = digits()
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(images))
     chunks = np.array_split(order, len(per_class))

@@ -23,6 +23,7 @@ from torch import nn
 
 from polyzoo.shared.engine import TrainConfig, Trainer, find_last_checkpoint
 from polyzoo.shared.io import read_json
+from polyzoo.shared.metrics import topk_metrics
 from polyzoo.shared.seed import seed_everything
 from polyzoo.video.data import ClipConfig, VideoDataset, normalize
 from polyzoo.video.models import ModelConfig, VideoClassifier, build_model
@@ -121,18 +122,6 @@ def multiview_predict_fn(fusion: str = "max_prob") -> Callable:
         return fuse_views(logits, fusion), labels
 
     return predict
-
-
-def topk_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-    """Loss, top-1 and (with ≥ 5 classes) top-5 accuracy of (N, K) scores."""
-    metrics = {
-        "loss": float(F.cross_entropy(outputs, targets)),
-        "top1": float((outputs.argmax(1) == targets).float().mean()),
-    }
-    if outputs.shape[1] >= 5:
-        top5 = outputs.topk(5, dim=1).indices
-        metrics["top5"] = float((top5 == targets[:, None]).any(1).float().mean())
-    return metrics
 
 
 def build_trainer(

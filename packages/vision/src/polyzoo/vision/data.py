@@ -14,18 +14,15 @@ Grey data sets are normalised with their training-set mean and standard deviatio
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import struct
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
-__all__ = ["FASHION_MNIST_DIR", "ClassificationData", "TensorImages", "load_data", "read_idx"]
+from polyzoo.shared.datasets import FASHION_MNIST_DIR, digits, digits_split, load_idx_splits, read_idx
 
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+__all__ = ["FASHION_MNIST_DIR", "ClassificationData", "TensorImages", "load_data", "read_idx"]
 
 
 class TensorImages(Dataset):
@@ -62,33 +59,6 @@ class ClassificationData:
     name: str
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (the MNIST/Fashion-MNIST format; gzip or plain) into a uint8 array."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {data[:4].hex()}, expected 000008xx)")
-    ndim = data[3]
-    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: header says {dims} ({int(np.prod(dims))} values) but the file holds {arr.size}")
-    return arr.reshape(dims)
-
-
-def _find(folder: Path, stem: str) -> Path:
-    for name in (f"{stem}.gz", stem):
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(
-        f"{folder}: missing {stem}(.gz). Fashion-MNIST needs train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (install Debian's dataset-fashion-mnist or pass "
-        "fashion-mnist:FOLDER)"
-    )
-
-
 def _grey(train_x, train_y, eval_x, eval_y, img_size, name, num_classes) -> ClassificationData:
     mean, std = float(train_x.float().mean()), float(train_x.float().std())
     size = img_size or train_x.shape[-1]
@@ -106,15 +76,10 @@ def load_data(spec: str, img_size: int | None = None, seed: int = 0, limit: int 
     """Load ``spec`` (see the module docstring). ``limit`` keeps the first ``limit`` training and evaluation
     samples (for quick runs)."""
     if spec == "digits":
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
-        d = load_digits()
-        idx_train, idx_eval = train_test_split(
-            np.arange(len(d.target)), test_size=0.2, random_state=seed, stratify=d.target
-        )
-        images = torch.from_numpy(d.images.astype(np.float32)).unsqueeze(1)  # (N, 1, 8, 8), values 0..16
-        labels = torch.from_numpy(d.target)
+        images_np, labels_np = digits()
+        idx_train, idx_eval = digits_split(labels_np, 0.2, seed)
+        images = torch.from_numpy(images_np).unsqueeze(1)  # (N, 1, 8, 8), values in [0, 1]
+        labels = torch.from_numpy(labels_np)
         data = _grey(images[idx_train], labels[idx_train], images[idx_eval], labels[idx_eval], img_size, spec, 10)
     elif spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):
         folder = Path(spec.split(":", 1)[1]) if ":" in spec else FASHION_MNIST_DIR
@@ -123,15 +88,12 @@ def load_data(spec: str, img_size: int | None = None, seed: int = 0, limit: int 
                 f"Fashion-MNIST folder {folder} does not exist (install Debian's dataset-fashion-mnist, or pass "
                 "fashion-mnist:FOLDER with the *-ubyte.gz files)"
             )
-        arrays = {
-            k: torch.from_numpy(read_idx(_find(folder, f"{k}-ubyte")).copy())
-            for k in ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1")
-        }
+        idx = load_idx_splits(folder)
         data = _grey(
-            arrays["train-images-idx3"].unsqueeze(1),
-            arrays["train-labels-idx1"],
-            arrays["t10k-images-idx3"].unsqueeze(1),
-            arrays["t10k-labels-idx1"],
+            torch.from_numpy(idx.train_images.copy()).unsqueeze(1),
+            torch.from_numpy(idx.train_labels),
+            torch.from_numpy(idx.test_images.copy()).unsqueeze(1),
+            torch.from_numpy(idx.test_labels),
             img_size,
             "fashion-mnist",
             10,

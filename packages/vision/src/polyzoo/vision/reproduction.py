@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from polyzoo.shared.report import CheckResult, ReproContext
+from polyzoo.shared.report import CheckResult, MeanStd, ReproContext, figure, mean_std, mean_std_bars
 
 __all__ = ["SmallResNet", "eca_vs_se_check", "emo_vs_mobilenetv2_check", "run_checks", "sot_head_check"]
 
@@ -111,29 +111,19 @@ def _params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _summary(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{100 * values[0]:.2f}"
-    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+def _summary(values: list[float]) -> MeanStd:
+    """Top-1 in percent, mean ± sample std over the seeds."""
+    return mean_std(values, digits=2, scale=100)
 
 
 def _plot(ctx: ReproContext, name: str, labels: list[str], accs: list[list[float]], title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     path = ctx.figure_path(name)
-    fig, ax = plt.subplots(figsize=(4.5, 3))
-    means = [100 * statistics.mean(a) for a in accs]
-    errs = [100 * statistics.stdev(a) if len(a) > 1 else 0.0 for a in accs]
-    ax.bar(labels, means, yerr=errs, color=["#999999", "#4477aa", "#cc6677", "#228833"][: len(labels)])
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_ylim(max(0.0, min(means) - 10), 100)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    stats = [_summary(a) for a in accs]
+    with figure(path, figsize=(4.5, 3), dpi=120) as (_, ax):
+        mean_std_bars(ax, labels, stats, color=["#999999", "#4477aa", "#cc6677", "#228833"][: len(labels)])
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_ylim(max(0.0, min(s.mean for s in stats) - 10), 100)
+        ax.set_title(title, fontsize=9)
     return path
 
 

@@ -17,13 +17,13 @@ from typing import Any
 
 import timm
 import torch
-import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 from torch import nn
 
 import polyzoo.vision  # noqa: F401  (registers our models)
 from polyzoo.shared.engine import TrainConfig, Trainer, find_last_checkpoint
 from polyzoo.shared.io import atomic_path, load_safetensors, read_json
+from polyzoo.shared.metrics import topk_metrics
 from polyzoo.vision.data import ClassificationData, load_data
 
 __all__ = [
@@ -83,17 +83,6 @@ def build_model(name: str, num_classes: int, in_chans: int, img_size: int, **kwa
     return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-def topk_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-    """Cross-entropy, top-1 and top-5 (top-k with k = min(5, classes)) accuracy of logits (N, K)."""
-    k = min(5, outputs.shape[1])
-    top = outputs.topk(k, dim=1).indices
-    return {
-        "loss": float(F.cross_entropy(outputs, targets)),
-        "top1": float((top[:, 0] == targets).float().mean()),
-        "top5": float((top == targets[:, None]).any(1).float().mean()),
-    }
-
-
 def _cosine(total: int, warmup: int):
     def factor(step: int) -> float:
         if warmup and step < warmup:
@@ -115,7 +104,7 @@ def train(
     """Train ``model_name`` on ``data`` (a spec for :func:`~polyzoo.vision.data.load_data` or loaded data) into
     the run folder (``settings.run_dir``, default ``runs_dir/name``) under the run contract
     (:mod:`polyzoo.shared.run`): the same settings resume, others are refused unless ``overwrite``. Returns the
-    evaluation metrics (``eval_top1``, ``eval_top5``, ``eval_loss``)."""
+    evaluation metrics (``eval_top1``, ``eval_top5`` with 5 classes or more, ``eval_loss``)."""
     s = dataclasses.replace(settings or TrainSettings())
     data_spec = data if isinstance(data, str) else data.name
     ds = load_data(data, img_size=s.img_size, seed=s.seed, limit=s.limit) if isinstance(data, str) else data

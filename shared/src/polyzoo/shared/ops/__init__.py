@@ -2,21 +2,19 @@
 
 Public API: ``polyzoo.shared.ops.matrix`` (``isqrt_newton_schulz``, ``sqrtm_eig``, ``svpn``, ``triu_vec``),
 ``polyzoo.shared.ops.pooling`` (``CovariancePool``, ``CrossCovariancePool``, ``GlobalAvgPool``) and
-``polyzoo.shared.ops.attention`` (``ECA``, ``SqueezeExcite``, ``MultiHeadAttention``, ``CrossAttention``).
+``polyzoo.shared.ops.attention`` (``ECA``, ``SqueezeExcite``).
 """
 
 from polyzoo.shared.ops import attention, matrix, pooling
-from polyzoo.shared.ops.attention import ECA, CrossAttention, MultiHeadAttention, SqueezeExcite, eca_kernel_size
+from polyzoo.shared.ops.attention import ECA, SqueezeExcite, eca_kernel_size
 from polyzoo.shared.ops.matrix import isqrt_newton_schulz, sqrtm_eig, svpn, triu_vec
 from polyzoo.shared.ops.pooling import CovariancePool, CrossCovariancePool, GlobalAvgPool
 
 __all__ = [
     "ECA",
     "CovariancePool",
-    "CrossAttention",
     "CrossCovariancePool",
     "GlobalAvgPool",
-    "MultiHeadAttention",
     "SqueezeExcite",
     "attention",
     "eca_kernel_size",
