@@ -108,21 +108,31 @@ def test_cli_distill_evaluate_defend_resume(tmp_path):
         "--portion",
         "0.05",
         "--checkpoint-every",
-        "1",
-        "--out",
+        "2",
+        "--iterations",
+        "3",
+        "--run-dir",
         str(out),
     ]
-    res = runner.invoke(security, [*args, "--iterations", "2"])
+    res = runner.invoke(security, args)
     assert res.exit_code == 0, res.output
     assert (out / "synset.safetensors").is_file() and (out / "checkpoint.safetensors").is_file()
-    res = runner.invoke(security, [*args, "--iterations", "3"])  # resumes at iteration 2
-    assert res.exit_code == 0, res.output
     from polyzoo.security.distill import load_synset
+    from polyzoo.security.files import read_state
 
-    s = load_synset(out / "synset.safetensors")
+    full = load_synset(out / "synset.safetensors")
+    assert read_state(out / "checkpoint.safetensors", "distillation checkpoint")["iteration"] == 3
+    again = runner.invoke(security, args)  # the same settings: the finished run is resumed and kept
+    assert again.exit_code == 0, again.output
+    assert load_synset(out / "synset.safetensors").history == full.history
+    before = (out / "config.json").read_bytes()
+    refused = runner.invoke(security, [*args[:-3], "4", "--run-dir", str(out)])  # 3 → 4 iterations: refused
+    assert refused.exit_code == 1 and "distill.iterations (3 → 4)" in refused.output, refused.output
+    assert (out / "config.json").read_bytes() == before
+    s = full
     assert [h["iteration"] for h in s.history] == [1, 2, 3]
     res = runner.invoke(
-        security, ["evaluate", "--synset", str(out / "synset.safetensors"), "--num-eval", "1", "--epochs", "2"]
+        security, ["eval", "--synset", str(out / "synset.safetensors"), "--num-eval", "1", "--epochs", "2"]
     )
     assert res.exit_code == 0, res.output
     ev = json.loads((out / "evaluation.json").read_text())
@@ -143,5 +153,5 @@ def test_cli_distill_evaluate_defend_resume(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert "strip" in json.loads((out / "defense.json").read_text())["defenses"]
-    bad = runner.invoke(security, ["distill", "--dataset", "nope", "--out", str(tmp_path / "x")])
-    assert bad.exit_code != 0 and "unknown dataset" in str(bad.exception)
+    bad = runner.invoke(security, ["distill", "--dataset", "nope", "--run-dir", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "unknown dataset" in bad.output and "Traceback" not in bad.output

@@ -6,17 +6,20 @@ from pathlib import Path
 
 import click
 
+from polyzoo.shared.cli import CommandGroup
+from polyzoo.shared.options import data_root_option, echo_result, format_option, run_options
+
 DATASET_HELP = "digits (scikit-learn, built in), fashion-mnist, cifar10 (python batches) or imagefolder"
 
 
-@click.group(name="security")
+@click.group(name="security", cls=CommandGroup)
 def security() -> None:
     """Backdoor attacks against dataset distillation (NAIVEATTACK, DOORPING), DC/DSA/DM, defenses."""
 
 
 @security.command()
 @click.option("--dataset", default="digits", show_default=True, help=DATASET_HELP)
-@click.option("--data-path", default=None, help="folder of the data set (fashion-mnist: defaults to Debian's copy)")
+@data_root_option(help="folder of the data set (fashion-mnist: defaults to Debian's copy)")
 @click.option("--method", type=click.Choice(["dc", "dsa", "dm"]), default="dc", show_default=True)
 @click.option("--attack", type=click.Choice(["none", "naive", "doorping"]), default="none", show_default=True)
 @click.option("--ipc", default=10, show_default=True, help="images per class")
@@ -31,17 +34,25 @@ def security() -> None:
 @click.option("--target", default=0, show_default=True, help="target label of the backdoor")
 @click.option("--trigger-size", default=2, show_default=True)
 @click.option("--portion", default=0.01, show_default=True, help="share of real training images poisoned")
-@click.option("--seed", default=0, show_default=True)
 @click.option("--checkpoint-every", default=50, show_default=True)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run folder (resumes)")
+@run_options()
 def distill(**kw) -> None:
-    """Distil a data set (resumes from OUT/checkpoint.safetensors; writes OUT/synset.safetensors)."""
+    """Distil a data set into RUN_DIR (RUN_DIR/synset.safetensors). Rerunning with the same settings resumes from
+    RUN_DIR/checkpoint.safetensors; other settings are refused unless --overwrite. CPU only for now."""
+    import dataclasses
+
     from polyzoo.security.attacks import AttackConfig
     from polyzoo.security.data import load_dataset
     from polyzoo.security.distill import DistillConfig, Distiller
-    from polyzoo.security.files import SYNSET
+    from polyzoo.security.files import CHECKPOINT, SYNSET
+    from polyzoo.shared.options import resolve_device
+    from polyzoo.shared.run import RunDir
 
-    data = load_dataset(kw["dataset"], kw["data_path"], seed=0)
+    if kw["device"] != "auto" and resolve_device(kw["device"]) != "cpu":
+        raise click.BadParameter("security's distillation runs on the CPU only for now", param_hint="--device")
+    if kw["precision"] != "fp32":
+        raise click.BadParameter("security's distillation computes in fp32 only", param_hint="--precision")
+    data_path = str(kw["data_root"]) if kw["data_root"] else None
     cfg = DistillConfig(
         method=kw["method"],
         ipc=kw["ipc"],
@@ -57,8 +68,20 @@ def distill(**kw) -> None:
         checkpoint_every=kw["checkpoint_every"],
         attack=AttackConfig(kind=kw["attack"], target=kw["target"], size=kw["trigger_size"], portion=kw["portion"]),
     )
-    Distiller(data, cfg, run_dir=kw["out_dir"], dataset_path=kw["data_path"]).run(progress=True)
-    click.echo(f"wrote {Path(kw['out_dir']) / SYNSET}")
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "checkpoint_every"}
+    data_spec = {"dataset": kw["dataset"], "data_root": str(Path(data_path).resolve()) if data_path else None}
+    run = RunDir(
+        kw["run_dir"],
+        {"distill": settings, "data": data_spec},
+        resume=kw["resume"],
+        overwrite=kw["overwrite"],
+        engine_files=(CHECKPOINT, SYNSET, "evaluation.json", "defense.json"),
+    )
+    run.check()  # a changed configuration is refused before the data is loaded or anything is written
+    data = load_dataset(kw["dataset"], data_path, seed=0)
+    run.open()
+    Distiller(data, cfg, run_dir=kw["run_dir"], dataset_path=data_path).run(progress=True)
+    click.echo(f"wrote {Path(kw['run_dir']) / SYNSET}")
 
 
 def _load(synset_path: str):
@@ -79,13 +102,16 @@ _synset_option = click.option(
 )
 
 
-@security.command()
+@security.command(name="eval")
 @_synset_option
 @click.option("--num-eval", default=10, show_default=True, help="fresh networks trained on the synthetic set")
 @click.option("--epochs", type=int, default=None, help="default: 300 (dc), 1000 with DSA augmentation (dsa/dm)")
 @click.option("--model", default=None, help="evaluation network (default: the distillation network)")
 @click.option("--out", "out_path", default=None, help="JSON results (default: beside the synset); resumes")
-def evaluate(synset_path: str, num_eval: int, epochs: int | None, model: str | None, out_path: str | None) -> None:
+@format_option
+def evaluate(
+    synset_path: str, num_eval: int, epochs: int | None, model: str | None, out_path: str | None, fmt: str
+) -> None:
     """Train fresh networks on a synthetic set; report CTA and ASR (with and without target-class images).
 
     OUT records the evaluation settings and the synthetic set's SHA-256; it is resumed only when both match, and
@@ -111,10 +137,10 @@ def evaluate(synset_path: str, num_eval: int, epochs: int | None, model: str | N
     summary = {k: mean_std(r[k] for r in runs) for k in ("cta", "asr_all", "asr_nontarget")}
     table = {k: {"mean": v.mean, "std": None if v.n < 2 else v.std, "n": v.n} for k, v in summary.items()}
     _write(out, {**basis, "runs": runs, "summary": table})  # std: sample (ddof=1); none for a single network
-    click.echo(f"{'metric':<15}{'mean':>8}{'std':>8}  (std: sample, ddof=1, over {len(runs)} networks)")
-    for k, ms in summary.items():
-        click.echo(f"{k:<15}{ms.mean:>8.4f}{ms.std:>8.4f}")
-    click.echo(f"wrote {out}")
+    rows = [{"metric": k, **v} for k, v in table.items()]
+    echo_result(rows, fmt)
+    if fmt == "table":
+        click.echo(f"(std: sample, ddof=1, over {len(runs)} networks; wrote {out})")
 
 
 def _basis(synset_path: str, settings: dict) -> dict:
@@ -191,3 +217,8 @@ def defend(synset_path: str, defenses, clean_size: int, epochs: int | None, seed
             f"{r['before']['asr_all']:>11.4f}{r['after']['asr_all']:>10.4f}"
         )
     click.echo(f"wrote {out}")
+
+
+security.add_command(
+    click.Command("evaluate", callback=evaluate.callback, params=evaluate.params, hidden=True, help="Old name of eval.")
+)
