@@ -11,6 +11,7 @@ from polyzoo's names; they go through the checkpoint filter and load strictly.
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -562,3 +563,72 @@ def test_official_detector_checkpoint_loads_strictly_through_the_scheme(tmp_path
     # a missing file is a one-line error naming it
     with pytest.raises(FileNotFoundError, match=r"missing\.pth"):
         load_checkpoint(fresh, f"cmt-official://{tmp_path / 'missing.pth'}", strict=True)
+
+
+def t_coords_bev(grid_size: tuple[int, int], downsample: int) -> torch.Tensor:
+    """Official ``CmtHead.coords_bev`` for ``grid_size = [x_len, y_len]``: (H·W, 2) normalised (x, y)."""
+    x_size, y_size = grid_size[1] // downsample, grid_size[0] // downsample
+    a = torch.linspace(0, x_size - 1, x_size)
+    b = torch.linspace(0, y_size - 1, y_size)
+    batch_y, batch_x = torch.meshgrid(a, b, indexing="ij")
+    batch_x = (batch_x + 0.5) / x_size
+    batch_y = (batch_y + 0.5) / y_size
+    return torch.stack([batch_x, batch_y]).view(2, -1).T
+
+
+def test_bev_cell_centres_match_official_on_square_grids():
+    from polyzoo.detection.cmt.positional import bev_cell_centers
+
+    torch.testing.assert_close(bev_cell_centers(6, 6), t_coords_bev((48, 48), 8))
+    # the documented deviation: on a non-square grid the official code swaps the two cell counts
+    h, w = 4, 6  # rows (y), columns (x) of the BEV map; the official grid_size is [x_len, y_len] = [48, 32]
+    ours, official = bev_cell_centers(h, w), t_coords_bev((w * 8, h * 8), 8)
+    assert ours.shape == official.shape
+    assert not torch.allclose(ours, official)
+    torch.testing.assert_close(ours[:, 0].max(), torch.tensor((w - 0.5) / w))  # x spans the columns
+
+
+def test_paper_configs_use_the_official_classes_and_safe_readers():
+    pytest.importorskip("mmdet3d")
+    from mmengine.config import Config
+
+    from polyzoo.detection.cmt.learning_check import CONFIG_DIR
+
+    for name in ("cmt_voxel0075_vov_1600x640_cbgs.py", "cmt_voxel0100_r50_800x320_cbgs.py"):
+        cfg = Config.fromfile(str(CONFIG_DIR / name))
+        assert tuple(cfg.class_names) == OFFICIAL_CLASSES, name
+        assert tuple(cfg.train_dataloader.dataset.dataset.metainfo.classes) == OFFICIAL_CLASSES
+        assert cfg.train_dataloader.dataset.dataset.type == "CmtNuScenesDataset"
+        assert cfg.val_dataloader.dataset.type == "CmtNuScenesDataset"
+        assert cfg.val_evaluator.type == "CmtNuScenesMetric"
+        head = cfg.model.pts_bbox_head
+        for option in ("box_code_order", "pos_form", "group_norm_eps", "cross_attn_weight_dropout", "ffn_dropout"):
+            assert option not in head, f"{name} overrides the official default {option}"
+        assert head.dropout == 0.1
+
+
+def test_official_class_order_in_metainfo_relabels_mmdet3d_infos(tmp_path):
+    """mmdet3d 1.x infos store labels in its own nuScenes order; the paper configs' metainfo maps them to the
+    official order the official weights predict."""
+    pytest.importorskip("mmdet3d")
+    import polyzoo.detection.cmt.mmdet3d_plugin as plugin
+    from polyzoo.detection.cmt.toy_scenes import NUSCENES_CLASSES, ToySceneConfig, write_toy_dataset
+
+    path = write_toy_dataset(tmp_path, ToySceneConfig(num_scenes=3, seed=4))
+    ds = plugin.CmtNuScenesDataset(
+        data_root=str(tmp_path) + "/",
+        ann_file=path.name,
+        pipeline=[],
+        metainfo=dict(classes=list(OFFICIAL_CLASSES)),
+        modality=dict(use_lidar=True, use_camera=True),
+        data_prefix=dict(pts="", img=""),
+        test_mode=False,
+    )
+    raw = pickle.loads(path.read_bytes())  # our own freshly written file
+    moved = 0
+    for i in range(len(ds)):
+        raw_labels = [inst["bbox_label_3d"] for inst in raw["data_list"][i]["instances"]]
+        expected = [OFFICIAL_CLASSES.index(NUSCENES_CLASSES[label]) for label in raw_labels]
+        assert list(ds.get_data_info(i)["ann_info"]["gt_labels_3d"]) == expected
+        moved += sum(e != r for e, r in zip(expected, raw_labels, strict=True))
+    assert moved > 0  # pedestrians / traffic cones change index between the two orders

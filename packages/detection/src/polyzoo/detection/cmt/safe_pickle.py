@@ -5,11 +5,12 @@ info file, so a crafted ``.pkl`` in a data folder could run arbitrary code when 
 and metric (:mod:`polyzoo.detection.cmt.mmdet3d_plugin`) read info files through :func:`load_info_pickle` instead.
 
 Allowed globals: builtin containers and scalars (``dict``, ``list``, ``tuple``, ``set``, ``frozenset``, ``str``,
-``bytes``, ``bytearray``, ``int``, ``float``, ``complex``, ``bool``, ``slice``, ``range``), ``collections.OrderedDict``
-and what NumPy needs to rebuild arrays, dtypes and scalars (``ndarray``, ``dtype``, the concrete ``numpy.dtypes``
-classes, ``multiarray._reconstruct``, ``multiarray.scalar``, ``numeric._frombuffer``, under ``numpy.core`` and
-``numpy._core``). Anything else (``os.system``, ``builtins.eval``, ``getattr``, any class) is refused with a
-one-line ``ValueError`` naming the file and the refused global, before it is called.
+``bytes``, ``bytearray``, ``int``, ``float``, ``complex``, ``bool``, ``slice``, ``range``), ``collections.OrderedDict``,
+``_codecs.encode`` (protocol 2 stores ``bytes`` through it) and what NumPy needs to rebuild arrays, dtypes and
+scalars (``ndarray``, ``dtype``, the concrete ``numpy.dtypes`` classes, ``multiarray._reconstruct``,
+``multiarray.scalar``, ``numeric._frombuffer``, under ``numpy.core`` and ``numpy._core``). Anything else
+(``os.system``, ``builtins.eval``, ``getattr``, any class) is refused with a one-line ``ValueError`` naming the file
+and the refused global, before it is called.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         import numpy as np
 
-        if module == "builtins" and name in _BUILTINS:
+        if module in ("builtins", "__builtin__") and name in _BUILTINS:  # __builtin__: protocols 0-2
             return super().find_class(module, name)
-        if module == "collections" and name == "OrderedDict":
+        if (module, name) in (("collections", "OrderedDict"), ("_codecs", "encode")):  # encode: protocol-2 bytes
             return super().find_class(module, name)
         if module == "numpy" and name in ("ndarray", "dtype"):
             return getattr(np, name)
