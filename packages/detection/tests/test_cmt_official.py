@@ -632,3 +632,53 @@ def test_official_class_order_in_metainfo_relabels_mmdet3d_infos(tmp_path):
         assert list(ds.get_data_info(i)["ann_info"]["gt_labels_3d"]) == expected
         moved += sum(e != r for e, r in zip(expected, raw_labels, strict=True))
     assert moved > 0  # pedestrians / traffic cones change index between the two orders
+
+
+@pytest.mark.slow
+def test_tools_test_py_runs_an_official_checkpoint(tmp_path, monkeypatch):
+    """``tools/test.py CONFIG cmt-official://PATH`` (runner.test_main) loads an official-layout checkpoint."""
+    pytest.importorskip("mmdet3d")
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import CheckpointLoader
+
+    import polyzoo.detection.cmt.mmdet3d_plugin  # noqa: F401
+    from polyzoo.detection.cmt.learning_check import config_path
+    from polyzoo.detection.cmt.official_checkpoint import SCHEME, load_official_checkpoint
+    from polyzoo.detection.cmt.toy_scenes import ToySceneConfig, write_toy_dataset
+    from polyzoo.detection.runner import test_main
+
+    init_default_scope("mmdet3d")
+    from mmdet3d.registry import MODELS
+
+    cfg_file = config_path("cmt_toy_cpu.py")
+    model = MODELS.build(Config.fromfile(str(cfg_file)).model)
+    sizes = dict(in_ch=64, h=64, depth=16, queries=40, layers=2, ffn=128, head_conv=32, classes=3)
+    official = {**official_head_state_dict(**sizes), **official_cpfpn_state_dict([64, 128], 64)}
+    ours = model.state_dict()
+    passthrough = ("img_backbone.", "pts_middle_encoder.", "pts_backbone.", "pts_neck.")  # mmdet/mmdet3d modules
+    official.update({k: v.clone() for k, v in ours.items() if k.startswith(passthrough)})
+    from collections import OrderedDict
+
+    official = OrderedDict(official)
+    official._metadata = OrderedDict((k, v) for k, v in ours._metadata.items() if k.startswith(passthrough))
+    path = tmp_path / "official.pth"
+    torch.save({"meta": {"epoch": 20}, "state_dict": official}, path)
+
+    loaded: list[set] = []
+
+    def spy(filename, map_location=None):
+        out = load_official_checkpoint(filename, map_location)
+        loaded.append(set(out["state_dict"]))
+        return out
+
+    monkeypatch.setitem(CheckpointLoader._schemes, SCHEME, spy)
+    monkeypatch.delenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", raising=False)
+    data = str(write_toy_dataset(tmp_path / "data", ToySceneConfig(num_scenes=1, seed=5)).parent) + "/"
+    metrics = test_main(
+        [str(cfg_file), f"{SCHEME}{path}", "--work-dir", str(tmp_path / "work"), "--cfg-options",
+         f"test_dataloader.dataset.data_root={data}", f"val_dataloader.dataset.data_root={data}",
+         f"train_dataloader.dataset.data_root={data}"]
+    )  # fmt: skip
+    assert loaded == [set(ours)]  # the runner read the file through the filter, and every model key was in it
+    assert {"cda/AP@0.5", "cda/mAP"} <= set(metrics)
