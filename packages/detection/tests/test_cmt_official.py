@@ -682,3 +682,32 @@ def test_tools_test_py_runs_an_official_checkpoint(tmp_path, monkeypatch):
     )  # fmt: skip
     assert loaded == [set(ours)]  # the runner read the file through the filter, and every model key was in it
     assert {"cda/AP@0.5", "cda/mAP"} <= set(metrics)
+
+
+def t_rv_pe(feat_hw, pad_hw, lidar2img: np.ndarray, sd: dict, depth_num: int) -> torch.Tensor:
+    """Official ``_rv_pe`` + the transformer's '(bs v) h w c -> (v h w) bs c': (B, V·H·W, hidden)."""
+    (h, w), (pad_h, pad_w) = feat_hw, pad_hw
+    lo, hi = torch.tensor(PC_RANGE[:3]), torch.tensor(PC_RANGE[3:])
+    depths = 1 + torch.arange(depth_num, dtype=torch.float32) * (PC_RANGE[3] - 1) / depth_num
+    b_n, v_n = lidar2img.shape[:2]
+    out = []
+    for b in range(b_n):
+        tokens = []
+        for v in range(v_n):
+            i2l = torch.from_numpy(np.linalg.inv(lidar2img[b, v])).float()
+            for row in range(h):
+                for col in range(w):
+                    u_px, v_px = col * pad_w / w, row * pad_h / h
+                    pts = torch.stack([i2l @ torch.tensor([u_px * d, v_px * d, d, 1.0]) for d in depths])[:, :3]
+                    tokens.append(t_mlp(((pts - lo) / (hi - lo)).reshape(-1), sd, "pts_bbox_head.rv_embedding."))
+        out.append(torch.stack(tokens))
+    return torch.stack(out)
+
+
+def test_image_token_ray_encoding_matches_official():
+    head, official = _head_from_official()
+    lidar2img = _cameras(batch=2)
+    with torch.no_grad():
+        ours = head.coords.image_pe(torch.from_numpy(lidar2img).float(), (2, 5), (64, 160))
+    expected = t_rv_pe((2, 5), (64, 160), lidar2img, official, SIZES["depth"])
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4)
