@@ -34,6 +34,9 @@ Deliberate deviations (none changes what official weights compute on nuScenes):
   divided by the number of columns and y by the number of rows, which is right on non-square grids too. The
   official code also takes the grid from ``train_cfg.grid_size // downsample_scale``; here it is the feature
   map's own size (the same for the official configs).
+* Re-lifting an anchor: the official code divides all of (x, y, z) of the projection by ``z ± 1e-6`` and scales that
+  by each depth, so its third homogeneous coordinate is ``d · z / (z ± 1e-6)``; here it is exactly ``d`` (a relative
+  difference of 1e-6 / z, below float32 resolution for anchors more than a metre away).
 * ``inv(lidar2img)`` is computed in float32 by ``torch.linalg.inv`` on the tensors' device; the official code inverts
   the float64 NumPy matrices and then casts to float32 (differences of about 1e-7 relative).
 """
