@@ -640,11 +640,10 @@ def test_tools_test_py_runs_an_official_checkpoint(tmp_path, monkeypatch):
     pytest.importorskip("mmdet3d")
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    from mmengine.runner import CheckpointLoader
 
     import polyzoo.detection.cmt.mmdet3d_plugin  # noqa: F401
     from polyzoo.detection.cmt.learning_check import config_path
-    from polyzoo.detection.cmt.official_checkpoint import SCHEME, load_official_checkpoint
+    from polyzoo.detection.cmt.official_checkpoint import SCHEME, resolve_official_args
     from polyzoo.detection.cmt.toy_scenes import ToySceneConfig, write_toy_dataset
     from polyzoo.detection.runner import test_main
 
@@ -665,22 +664,24 @@ def test_tools_test_py_runs_an_official_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "official.pth"
     torch.save({"meta": {"epoch": 20}, "state_dict": official}, path)
 
-    loaded: list[set] = []
-
-    def spy(filename, map_location=None):
-        out = load_official_checkpoint(filename, map_location)
-        loaded.append(set(out["state_dict"]))
-        return out
-
-    monkeypatch.setitem(CheckpointLoader._schemes, SCHEME, spy)
     monkeypatch.delenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", raising=False)
     data = str(write_toy_dataset(tmp_path / "data", ToySceneConfig(num_scenes=1, seed=5)).parent) + "/"
-    metrics = test_main(
+    # what tools/test.py does with its arguments: the official checkpoint is converted once, then tested
+    argv = resolve_official_args(
         [str(cfg_file), f"{SCHEME}{path}", "--work-dir", str(tmp_path / "work"), "--cfg-options",
          f"test_dataloader.dataset.data_root={data}", f"val_dataloader.dataset.data_root={data}",
-         f"train_dataloader.dataset.data_root={data}"]
+         f"train_dataloader.dataset.data_root={data}"],
+        tmp_path,
     )  # fmt: skip
-    assert loaded == [set(ours)]  # the runner read the file through the filter, and every model key was in it
+    converted = argv[1]
+    from polyzoo.detection.checkpoint import load_state_dict
+
+    sd = load_state_dict(converted)
+    model.load_state_dict(sd, strict=True)  # every model key, nothing else; spconv module versions kept
+    ours_key = "pts_bbox_head.core.decoder.layers.0.cross_attn.out_proj.weight"
+    official_key = "pts_bbox_head.transformer.decoder.layers.0.attentions.1.attn.out_proj.weight"
+    assert torch.equal(model.state_dict()[ours_key], official[official_key])
+    metrics = test_main(argv)
     assert {"cda/AP@0.5", "cda/mAP"} <= set(metrics)
 
 

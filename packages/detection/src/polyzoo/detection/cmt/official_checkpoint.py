@@ -4,8 +4,9 @@ Official code: https://github.com/junjie18/CMT (``CmtDetector`` → ``CmtHead`` 
 ``PETRTransformerDecoder`` built from mmcv 1.x transformer bricks, ``VoVNet``, ``CPFPN``; the LiDAR branch is
 mmdet3d's ``SparseEncoder`` / ``SECOND`` / ``SECONDFPN`` and the R50 configs use mmdet's ``ResNet``).
 
-Use it from a config or from ``tools/test.py`` with the ``cmt-official://`` prefix (registered as an mmengine
-checkpoint scheme when :mod:`polyzoo.detection.cmt.mmdet3d_plugin` is imported, which every CMT config does)::
+Use it from a config or from ``tools/test.py`` with the ``cmt-official://`` prefix (an mmengine checkpoint scheme
+registered when :mod:`polyzoo.detection.cmt.mmdet3d_plugin` is imported, which every CMT config does; ``tools/test.py``
+converts such an argument once through :func:`resolve_official_args`)::
 
     load_from = "cmt-official://ckpts/cmt_voxel0075_vov_1600x640_epoch20.pth"
     uv run python tools/test.py packages/detection/configs/cmt/cmt_voxel0075_vov_1600x640_cbgs.py \\
@@ -231,6 +232,24 @@ def load_official_checkpoint(filename: str | os.PathLike, map_location: str | to
     converted = convert_official_state_dict(state_dict, source=str(path))
     logger.info("loaded official CMT checkpoint %s (%d tensors renamed)", path, len(converted))
     return {"state_dict": converted, "meta": {"official_cmt_checkpoint": str(path)}}
+
+
+def resolve_official_args(argv: Sequence[str], tmp_dir: str | os.PathLike) -> list[str]:
+    """Command-line arguments with every ``cmt-official://PATH`` replaced by a converted copy in ``tmp_dir``.
+
+    ``tools/test.py`` uses it so that its CHECKPOINT argument may name an official checkpoint: the file is read and
+    renamed once by :func:`load_official_checkpoint` (weights only) and written as a plain mmengine-style
+    ``{"state_dict", "meta"}`` file (module versions in ``_metadata`` kept), which the runner then loads as usual.
+    """
+    out = []
+    for i, arg in enumerate(argv):
+        if isinstance(arg, str) and arg.startswith(SCHEME):
+            converted = load_official_checkpoint(arg)
+            target = Path(tmp_dir) / f"official_cmt_{i}.pth"
+            torch.save(converted, target)
+            arg = str(target)
+        out.append(arg)
+    return out
 
 
 def register_mmengine_scheme() -> None:
