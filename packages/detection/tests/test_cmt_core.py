@@ -45,10 +45,14 @@ def _boxes() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
 # ---------------------------------------------------------------- boxes, matching, decoding
 def test_bbox_code_round_trip():
     boxes = torch.tensor([[1.0, -2.0, 0.5, 4.0, 2.0, 1.5, 2.9, 0.3, -0.1], [0.0, 0.0, 0.0, 0.5, 0.6, 0.7, -3.0, 0, 0]])
-    code = normalize_bbox(boxes)
+    code = normalize_bbox(boxes)  # official order: (x, y, log dx, log dy, z, log dz, sin, cos, vx, vy)
     assert code.shape == (2, 10)
-    torch.testing.assert_close(code[:, 3:6], boxes[:, 3:6].log())
+    torch.testing.assert_close(code[:, [2, 3, 5]], boxes[:, 3:6].log())
+    torch.testing.assert_close(code[:, 4], boxes[:, 2])
     torch.testing.assert_close(denormalize_bbox(code), boxes)
+    reordered = normalize_bbox(boxes, "reordered")  # (x, y, z, log d, ...)
+    torch.testing.assert_close(reordered[:, 3:6], boxes[:, 3:6].log())
+    torch.testing.assert_close(denormalize_bbox(reordered, "reordered"), boxes)
     assert normalize_bbox(boxes[:, :7]).shape == (2, 8)
     with pytest.raises(ValueError, match="expected 7 or 9"):
         normalize_bbox(boxes[:, :5])

@@ -1,4 +1,4 @@
-"""CMT's learning check end to end (slow: about 3 minutes on 2 cores): the quick setting clears its thresholds."""
+"""CMT's learning check end to end (slow: about 10 minutes on one core): the quick setting clears its thresholds."""
 
 import pytest
 

@@ -131,7 +131,7 @@ train_dataloader = dict(
     persistent_workers=False,
     sampler=dict(type="DefaultSampler", shuffle=True),
     dataset=dict(
-        type="NuScenesDataset",
+        type="CmtNuScenesDataset",
         data_root=data_root,
         ann_file=ann_file,
         pipeline=train_pipeline,
@@ -150,7 +150,7 @@ val_dataloader = dict(
     drop_last=False,
     sampler=dict(type="DefaultSampler", shuffle=False),
     dataset=dict(
-        type="NuScenesDataset",
+        type="CmtNuScenesDataset",
         data_root=data_root,
         ann_file=ann_file,
         pipeline=test_pipeline,

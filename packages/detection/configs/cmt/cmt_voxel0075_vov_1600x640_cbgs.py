@@ -10,12 +10,19 @@
 # global rotation/scale/translation and BEV flips, each keeping lidar2img consistent; fp16 (AmpOptimWrapper).
 # Weights: img_backbone starts from FCOS3D VoVNet weights in the paper; point init_cfg at a local file, e.g.
 #   --cfg-options model.img_backbone.init_cfg.checkpoint=/path/fcos3d_vovnet_imgbackbone-remapped.pth
+# Official CMT checkpoints (junjie18/CMT) load with their keys renamed by polyzoo.detection.cmt.official_checkpoint:
+#   load_from = "cmt-official://ckpts/cmt_voxel0075_vov_1600x640_epoch20.pth"
+# or tools/test.py THIS_CONFIG cmt-official://ckpts/cmt_voxel0075_vov_1600x640_epoch20.pth
+# The head defaults are the official ones: official pos2embed, official box code order, GroupLayerNorm eps 1e-6,
+# dropout 0.1 on self-attention weights and both attention outputs, none on cross-attention weights or the FFN.
 custom_imports = dict(imports=["polyzoo.detection.cmt.mmdet3d_plugin"], allow_failed_imports=False)
 default_scope = "mmdet3d"
 
+# the official class order (mmdet3d 1.0's nuScenes order, which official checkpoints predict); mmdet3d 1.x's
+# NuScenesDataset maps its own label ids to this order through metainfo
 class_names = [
-    "car", "truck", "trailer", "bus", "construction_vehicle",
-    "bicycle", "motorcycle", "pedestrian", "traffic_cone", "barrier",
+    "car", "truck", "construction_vehicle", "bus", "trailer",
+    "barrier", "motorcycle", "bicycle", "pedestrian", "traffic_cone",
 ]  # fmt: skip
 metainfo = dict(classes=class_names)
 point_cloud_range = [-54.0, -54.0, -5.0, 54.0, 54.0, 3.0]
@@ -175,7 +182,7 @@ train_dataloader = dict(
     dataset=dict(
         type="CBGSDataset",
         dataset=dict(
-            type="NuScenesDataset",
+            type="CmtNuScenesDataset",
             data_root=data_root,
             ann_file="nuscenes_infos_train.pkl",
             pipeline=train_pipeline,
@@ -195,7 +202,7 @@ val_dataloader = dict(
     drop_last=False,
     sampler=dict(type="DefaultSampler", shuffle=False),
     dataset=dict(
-        type="NuScenesDataset",
+        type="CmtNuScenesDataset",
         data_root=data_root,
         ann_file="nuscenes_infos_val.pkl",
         pipeline=test_pipeline,
@@ -208,7 +215,7 @@ val_dataloader = dict(
 )
 test_dataloader = val_dataloader
 val_evaluator = dict(
-    type="NuScenesMetric", data_root=data_root, ann_file=data_root + "nuscenes_infos_val.pkl", metric="bbox"
+    type="CmtNuScenesMetric", data_root=data_root, ann_file=data_root + "nuscenes_infos_val.pkl", metric="bbox"
 )
 test_evaluator = val_evaluator
 

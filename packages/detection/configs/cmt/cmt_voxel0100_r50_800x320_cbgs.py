@@ -4,9 +4,11 @@
 # The paper initialises the image branch from nuImages weights (nuim_r50.pth): point init_cfg at a local file.
 _base_ = ["./cmt_voxel0075_vov_1600x640_cbgs.py"]
 
+# the official class order (mmdet3d 1.0's nuScenes order, which official checkpoints predict); mmdet3d 1.x's
+# NuScenesDataset maps its own label ids to this order through metainfo
 class_names = [
-    "car", "truck", "trailer", "bus", "construction_vehicle",
-    "bicycle", "motorcycle", "pedestrian", "traffic_cone", "barrier",
+    "car", "truck", "construction_vehicle", "bus", "trailer",
+    "barrier", "motorcycle", "bicycle", "pedestrian", "traffic_cone",
 ]  # fmt: skip
 point_cloud_range = [-54.0, -54.0, -5.0, 54.0, 54.0, 3.0]
 voxel_size = [0.1, 0.1, 0.2]

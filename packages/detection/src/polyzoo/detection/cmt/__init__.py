@@ -5,5 +5,7 @@ Official code: https://github.com/junjie18/CMT.
 
 The submodules ``bbox``, ``positional``, ``transformer``, ``denoise``, ``head``, ``masking`` and ``vovnet`` are plain
 PyTorch (no OpenMMLab import). ``mmdet3d_plugin`` registers the mmdet3d adapters; configs import it with
-``custom_imports``. Importing this package stays light.
+``custom_imports``; it also registers ``CmtNuScenesDataset`` (info files read by the restricted unpickler of
+``safe_pickle``) and the ``cmt-official://`` checkpoint scheme (``official_checkpoint``: official key names → the
+plugin's). Importing this package stays light.
 """

@@ -7,7 +7,13 @@ tensor follows the reference points' device.
 Ground-truth centres are repeated in ``groups = min(scalar, num_query // max_gt)`` groups, shifted by
 ``noise_scale · U(-1, 1) · size / 2`` (plus ``noise_trans``), normalised to the point-cloud range and placed
 before the matching queries. A noised query whose relative shift has norm > ``split`` is labelled "no object".
-Attention mask: matching queries cannot see denoising queries, and denoising groups cannot see each other.
+Attention mask: matching queries cannot see denoising queries, and denoising groups cannot see each other (the same
+mask as the official one).
+
+Deliberate deviations: no ``.cuda()`` (noise drawn on the CPU, moved to the anchors' device); at least one group
+(the official ``num_query // max_gt`` can reach 0); no DN when no sample has a ground truth (the official code
+divides by zero there); with ``noise_scale == 0`` the centres are still normalised to the point-cloud range (the
+official code then leaves them metric, inside its ``if noise_scale > 0`` block).
 """
 
 from __future__ import annotations

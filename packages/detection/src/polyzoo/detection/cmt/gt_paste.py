@@ -144,7 +144,8 @@ def loading_dataset(cfg, data_root: str | None = None):
     from mmdet3d.registry import DATASETS
 
     ds_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
-    while "dataset" in ds_cfg and ds_cfg.get("type") != "NuScenesDataset" and isinstance(ds_cfg["dataset"], dict):
+    leaf_types = ("NuScenesDataset", "CmtNuScenesDataset")
+    while "dataset" in ds_cfg and ds_cfg.get("type") not in leaf_types and isinstance(ds_cfg["dataset"], dict):
         ds_cfg = ds_cfg["dataset"]
     ds_cfg.pipeline = [t for t in ds_cfg.pipeline if str(t["type"]).startswith("Load")]
     if data_root is not None:

@@ -18,14 +18,37 @@ What it does, per the official fusion config:
   8 dims); DN loss with the official ``avg_factor = K·π/6·split³`` for classes and K for boxes.
 * Decoding: NMS-free top-k on the last layer.
 
-Deviations: one task group holding all classes (the fusion config uses one task); ``nn.MultiheadAttention``
-instead of flash attention; the code order fix described in :mod:`.bbox`; no ``.cuda()`` anywhere.
+Official behaviour kept (each decides what official weights compute):
+
+* the official box code order ``(x, y, log dx, log dy, z, log dz, sin, cos, vx, vy)`` against the branch order
+  ``(center, height, dim, rot, vel)`` (``box_code_order="official"``; see :mod:`.bbox` for what it implies and for
+  the ``"reordered"`` option);
+* the official ``pos2embed`` frequencies and the ``inverse_sigmoid(ref).sigmoid()`` round trip of the query PE
+  (:mod:`.positional`);
+* the grouped task head: per output a grouped Conv1d (no bias) → ``GroupLayerNorm1d`` (biased variance, **eps 1e-6**)
+  → ReLU → grouped Conv1d (bias), one group per decoder layer, ``cls_logits`` bias -2.19;
+* the official dropout placement in the decoder (:mod:`.transformer`);
+* ``nan_to_num`` on the decoder output and on each loss; the DN classification ``avg_factor`` uses the official
+  constant 3.14159 for π.
+
+Deliberate deviations:
+
+* One task group holding all classes (the official fusion configs use one task); heads with several ``tasks``
+  are not supported.
+* ``nn.MultiheadAttention`` instead of flash attention; no ``.cuda()`` anywhere; DN noise is drawn on the CPU and
+  moved to the anchors' device.
+* Initialisation: task-head convs and ``shared_conv`` keep PyTorch's default init (official: Kaiming-normal,
+  fan-out), decoder linears keep PyTorch's default (official: Xavier-uniform, zero bias). Only training from scratch
+  is affected; loaded weights compute the same.
+* The official L1 ``avg_factor`` is the number of positives (0 gives a NaN that ``nan_to_num`` turns into 0); here
+  it is at least 1, which gives the same 0.
+* The official head ignores ``loss_heatmap`` (built, never used); there is none here.
+* Official checkpoints load through :mod:`polyzoo.detection.cmt.official_checkpoint` (key names differ).
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,9 +56,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from polyzoo.detection.cmt.bbox import decode_topk, hungarian_assign, normalize_bbox
+from polyzoo.detection.cmt.bbox import CODE_ORDERS, decode_topk, hungarian_assign, normalize_bbox
 from polyzoo.detection.cmt.denoise import DenoisingTargets, prepare_denoising
-from polyzoo.detection.cmt.positional import CoordinateEncoder
+from polyzoo.detection.cmt.positional import POS2EMBED_FORMS, CoordinateEncoder, inverse_sigmoid
 from polyzoo.detection.cmt.transformer import CmtDecoder
 
 
@@ -52,7 +75,12 @@ class CmtHeadConfig:
     num_layers: int = 6
     num_heads: int = 8
     ffn_dim: int = 1024
-    dropout: float = 0.1
+    dropout: float = 0.1  # self-attention weights + output of both attentions (official placement)
+    cross_attn_weight_dropout: float = 0.0  # official: none (FlashMHA's attention_dropout stays 0)
+    ffn_dropout: float = 0.0  # official: FFN ffn_drop=0
+    group_norm_eps: float = 1e-6  # official GroupLayerNorm1d eps
+    box_code_order: str = "official"  # or "reordered" (see polyzoo.detection.cmt.bbox)
+    pos_form: str = "official"  # pos2embed frequencies, or "detr"
     head_conv: int = 64
     final_kernel: int = 1
     init_bias: float = -2.19
@@ -83,19 +111,24 @@ class CmtHeadConfig:
             raise ValueError(f"CmtHeadConfig.pc_range: expected 6 values, got {self.pc_range}")
         if len(self.code_weights) != 10:
             raise ValueError(f"CmtHeadConfig.code_weights: expected 10 values, got {self.code_weights}")
+        if self.box_code_order not in CODE_ORDERS:
+            raise ValueError(
+                f"CmtHeadConfig.box_code_order: expected one of {CODE_ORDERS}, got {self.box_code_order!r}"
+            )
+        if self.pos_form not in POS2EMBED_FORMS:
+            raise ValueError(f"CmtHeadConfig.pos_form: expected one of {POS2EMBED_FORMS}, got {self.pos_form!r}")
         if self.hidden_dim % self.num_heads:
             raise ValueError(f"CmtHeadConfig: hidden_dim {self.hidden_dim} not divisible by num_heads {self.num_heads}")
 
 
-def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    x = x.clamp(0, 1)
-    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
-
-
 class GroupLayerNorm1d(nn.Module):
-    """LayerNorm over the channels of each of ``groups`` channel groups of a (B, groups·C, N) tensor."""
+    """LayerNorm over the channels of each of ``groups`` channel groups of a (B, groups·C, N) tensor.
 
-    def __init__(self, num_channels: int, groups: int, eps: float = 1e-5) -> None:
+    As the official ``GroupLayerNorm1d``: biased variance, ``eps`` inside the square root, default 1e-6, per-channel
+    affine weight and bias.
+    """
+
+    def __init__(self, num_channels: int, groups: int, eps: float = 1e-6) -> None:
         super().__init__()
         self.groups, self.eps = groups, eps
         self.weight = nn.Parameter(torch.ones(num_channels))
@@ -138,6 +171,7 @@ class SeparateTaskHead(nn.Module):
         head_conv: int = 64,
         final_kernel: int = 1,
         init_bias: float = -2.19,
+        norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
         self.groups = groups
@@ -151,7 +185,7 @@ class SeparateTaskHead(nn.Module):
                     GroupConv1d(
                         c_in * groups, head_conv * groups, final_kernel, padding=pad, groups=groups, bias=False
                     ),
-                    GroupLayerNorm1d(head_conv * groups, groups),
+                    GroupLayerNorm1d(head_conv * groups, groups, norm_eps),
                     nn.ReLU(inplace=True),
                 ]
                 c_in = head_conv
@@ -197,13 +231,21 @@ class CmtHeadCore(nn.Module):
             nn.BatchNorm2d(cfg.hidden_dim),
             nn.ReLU(inplace=True),
         )
-        self.coords = CoordinateEncoder(cfg.hidden_dim, cfg.depth_num, cfg.pc_range)
+        self.coords = CoordinateEncoder(cfg.hidden_dim, cfg.depth_num, cfg.pc_range, cfg.pos_form)
         self.reference_points = nn.Embedding(cfg.num_query, 3)
-        self.decoder = CmtDecoder(cfg.num_layers, cfg.hidden_dim, cfg.num_heads, cfg.ffn_dim, cfg.dropout)
+        self.decoder = CmtDecoder(
+            cfg.num_layers,
+            cfg.hidden_dim,
+            cfg.num_heads,
+            cfg.ffn_dim,
+            cfg.dropout,
+            cfg.cross_attn_weight_dropout,
+            cfg.ffn_dropout,
+        )
         heads = dict(cfg.common_heads)
         heads["cls_logits"] = (cfg.num_classes, 2)
         self.task_head = SeparateTaskHead(
-            cfg.hidden_dim, heads, cfg.num_layers, cfg.head_conv, cfg.final_kernel, cfg.init_bias
+            cfg.hidden_dim, heads, cfg.num_layers, cfg.head_conv, cfg.final_kernel, cfg.init_bias, cfg.group_norm_eps
         )
         nn.init.uniform_(self.reference_points.weight, 0, 1)
 
@@ -310,11 +352,12 @@ class CmtHeadCore(nn.Module):
                 cfg.match_reg_weight,
                 cfg.focal_alpha,
                 cfg.focal_gamma,
+                cfg.box_code_order,
             )
             pos = assigned >= 0
             if pos.any():
                 labels[i, pos] = labels_i[assigned[pos]]
-                targets[i, pos] = _pad_code(normalize_bbox(boxes_i[assigned[pos]]))
+                targets[i, pos] = _pad_code(normalize_bbox(boxes_i[assigned[pos]], cfg.box_code_order))
                 weights[i, pos] = 1.0
         num_pos = int((labels < num_classes).sum())
         num_neg = b * q - num_pos
@@ -340,10 +383,10 @@ class CmtHeadCore(nn.Module):
         sel_logits = logits[dn.batch_index, dn.query_index]
         sel_code = code[dn.batch_index, dn.query_index]
         k = dn.labels.numel()
-        cls_avg = max(k * math.pi / 6 * cfg.split**3, 1.0)
+        cls_avg = max(k * 3.14159 / 6 * cfg.split**3, 1.0)  # the official constant
         loss_cls = sigmoid_focal_loss_sum(sel_logits, dn.labels, num_classes, cfg.focal_alpha, cfg.focal_gamma)
         loss_cls = cfg.loss_cls_weight * loss_cls / cls_avg
-        target = _pad_code(normalize_bbox(dn.boxes.to(code.dtype)))
+        target = _pad_code(normalize_bbox(dn.boxes.to(code.dtype), cfg.box_code_order))
         loss_bbox = self._l1(sel_code, target, torch.ones_like(sel_code), max(k, 1))
         return cfg.dn_weight * torch.nan_to_num(loss_cls), cfg.dn_weight * torch.nan_to_num(loss_bbox)
 
@@ -369,7 +412,7 @@ class CmtHeadCore(nn.Module):
         cfg = self.cfg
         logits, code = outputs["logits"][-1], outputs["code"][-1]
         return [
-            decode_topk(logits[i], code[i], cfg.max_num, cfg.score_threshold, cfg.post_center_range)
+            decode_topk(logits[i], code[i], cfg.max_num, cfg.score_threshold, cfg.post_center_range, cfg.box_code_order)
             for i in range(logits.shape[0])
         ]
 

@@ -10,14 +10,20 @@ Config use::
 Registered here (thin adapters over the plain-PyTorch modules of :mod:`polyzoo.detection.cmt`):
 
 * ``MODELS``: ``CmtDetector`` (an ``MVXTwoStageDetector``), ``CmtHead``, ``VoVNet``, ``CPFPN``;
-* ``METRICS``: ``CenterDistanceAP``;
+* ``METRICS``: ``CenterDistanceAP``, ``CmtNuScenesMetric`` (``NuScenesMetric`` reading its info file safely);
+* ``DATASETS``: ``CmtNuScenesDataset`` (``NuScenesDataset`` reading its info file safely);
 * ``TRANSFORMS``: ``CmtMultiViewResize`` (resize all views, update ``cam2img`` and ``lidar2img``),
   ``ModalMask3D`` (masked-modality training and missing-sensor tests), and the paper's training augmentations
   from :mod:`polyzoo.detection.cmt.augment` (``CmtResizeCropFlipImage``, ``CmtGlobalRotScaleTrans``,
   ``CmtRandomFlip3D``), which keep ``lidar2img`` consistent with the moved points, boxes and pixels.
 
 Importing this module also applies :func:`polyzoo.detection.spconv_cpu.patch_spconv_cpu` so mmdet3d's
-``SparseEncoder`` trains on CPU with the PyPI spconv build.
+``SparseEncoder`` trains on CPU with the PyPI spconv build, and registers the ``cmt-official://`` checkpoint scheme
+(:mod:`polyzoo.detection.cmt.official_checkpoint`): ``load_from = "cmt-official://PATH"`` or
+``tools/test.py CONFIG cmt-official://PATH`` loads an official junjie18/CMT checkpoint.
+
+``CmtNuScenesDataset`` is mmdet3d's ``NuScenesDataset`` reading its info ``.pkl`` through a restricted unpickler
+(:mod:`polyzoo.detection.cmt.safe_pickle`), so an info file cannot run code.
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ import mmcv
 import numpy as np
 import torch
 from mmcv.transforms import BaseTransform
+from mmdet3d.datasets import NuScenesDataset
+from mmdet3d.evaluation.metrics import NuScenesMetric
 from mmdet3d.models.detectors import MVXTwoStageDetector
-from mmdet3d.registry import METRICS, MODELS, TRANSFORMS
+from mmdet3d.registry import DATASETS, METRICS, MODELS, TRANSFORMS
 from mmdet3d.structures import LiDARInstance3DBoxes
 from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModule
@@ -39,10 +47,13 @@ from polyzoo.detection.cmt import augment, gt_paste  # noqa: F401  (register the
 from polyzoo.detection.cmt.evaluation import center_distance_ap
 from polyzoo.detection.cmt.head import CmtHeadConfig, CmtHeadCore
 from polyzoo.detection.cmt.masking import choose_masked_modality, grid_mask
+from polyzoo.detection.cmt.official_checkpoint import register_mmengine_scheme
+from polyzoo.detection.cmt.safe_pickle import restricted_mmengine_load
 from polyzoo.detection.cmt.vovnet import CPFPNCore, VoVNetCore
 from polyzoo.detection.spconv_cpu import patch_spconv_cpu
 
 patch_spconv_cpu()
+register_mmengine_scheme()
 
 
 @MODELS.register_module()
@@ -370,3 +381,26 @@ class CenterDistanceAP(BaseMetric):
         preds = [(r[0], r[1], r[2]) for r in results]
         gts = [(r[3], r[4]) for r in results]
         return center_distance_ap(preds, gts, self.thresholds)
+
+
+@DATASETS.register_module()
+class CmtNuScenesDataset(NuScenesDataset):
+    """mmdet3d's ``NuScenesDataset`` whose info ``.pkl`` is read by a restricted unpickler (NumPy arrays and builtins
+    only; anything else raises a one-line ``ValueError`` naming the file). Same arguments and behaviour otherwise."""
+
+    def load_data_list(self) -> list[dict]:
+        import mmengine.dataset.base_dataset as base_dataset
+
+        with restricted_mmengine_load(base_dataset):
+            return super().load_data_list()
+
+
+@METRICS.register_module()
+class CmtNuScenesMetric(NuScenesMetric):
+    """mmdet3d's ``NuScenesMetric`` whose ``ann_file`` info ``.pkl`` is read by the same restricted unpickler."""
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        import mmdet3d.evaluation.metrics.nuscenes_metric as nuscenes_metric
+
+        with restricted_mmengine_load(nuscenes_metric):
+            return super().compute_metrics(results)

@@ -14,6 +14,31 @@ Sec. 3.3 "Position-guided Query Generator"). Official code: https://github.com/j
 
 As in the official code (and unlike the paper's text, which samples several heights per BEV cell) the BEV PE encodes
 only (x, y).
+
+Official behaviour kept (it decides what official weights compute):
+
+* ``pos2embed`` uses the official frequencies ``dim_t = 2·⌊i/2⌋/n + 1`` (all in [1, 2); the ``temperature`` argument
+  is accepted and unused, as in the official function), output order (y, x), sin on even and cos on odd features.
+  The DETR form ``temperature ** (2·⌊i/2⌋/n)`` that the argument suggests is ``form="detr"`` (not the default: the
+  official BEV MLPs were trained on the official frequencies).
+* The query PE applies the official ``inverse_sigmoid(ref).sigmoid()`` round trip (eps 1e-5) to the anchors first,
+  so an anchor coordinate of exactly 0 or 1 is encoded as 1e-5 or 1 - 1e-5.
+* Uniform depths ``1 + k (x_max - 1) / D``; pixel grid ``k · pad / feat``; the projection divides by
+  ``z ± 1e-6`` (sign of z), visibility needs ``z > 0`` and ``0 ≤ u < pad_w``, ``0 ≤ v < pad_h``; the image term is
+  summed over the visible views.
+
+Deliberate deviations (none changes what official weights compute on nuScenes):
+
+* BEV cell centres: the official ``coords_bev`` normalises x by the number of rows and y by the number of columns
+  (``grid_size[1]`` and ``grid_size[0]`` swapped); the two agree on square grids (every nuScenes config). Here x is
+  divided by the number of columns and y by the number of rows, which is right on non-square grids too. The
+  official code also takes the grid from ``train_cfg.grid_size // downsample_scale``; here it is the feature
+  map's own size (the same for the official configs).
+* Re-lifting an anchor: the official code divides all of (x, y, z) of the projection by ``z ± 1e-6`` and scales that
+  by each depth, so its third homogeneous coordinate is ``d · z / (z ± 1e-6)``; here it is exactly ``d`` (a relative
+  difference of 1e-6 / z, below float32 resolution for anchors more than a metre away).
+* ``inv(lidar2img)`` is computed in float32 by ``torch.linalg.inv`` on the tensors' device; the official code inverts
+  the float64 NumPy matrices and then casts to float32 (differences of about 1e-7 relative).
 """
 
 from __future__ import annotations
@@ -24,18 +49,35 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+POS2EMBED_FORMS = ("official", "detr")
 
-def pos2embed(pos: torch.Tensor, num_pos_feats: int = 128, temperature: float = 10000.0) -> torch.Tensor:
-    """Sin/cos embedding of normalised (x, y) positions: (..., ≥2) → (..., 2·num_pos_feats), order (y, x)."""
+
+def pos2embed(
+    pos: torch.Tensor, num_pos_feats: int = 128, temperature: float = 10000.0, form: str = "official"
+) -> torch.Tensor:
+    """Sin/cos embedding of normalised (x, y) positions: (..., ≥2) → (..., 2·num_pos_feats), order (y, x).
+
+    ``form="official"`` (default): frequencies ``dim_t = 2·⌊i/2⌋/n + 1`` as in the official ``pos2embed``;
+    ``temperature`` is unused there, as in the official function. ``form="detr"``: ``temperature ** (2·⌊i/2⌋/n)``.
+    """
+    if form not in POS2EMBED_FORMS:
+        raise ValueError(f"pos2embed: form must be one of {POS2EMBED_FORMS}, got {form!r}")
     scale = 2 * math.pi
     pos = pos * scale
     dim_t = torch.arange(num_pos_feats, dtype=torch.float32, device=pos.device)
-    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_pos_feats)
+    exponent = 2 * torch.div(dim_t, 2, rounding_mode="floor") / num_pos_feats
+    dim_t = exponent + 1 if form == "official" else temperature**exponent
     emb = []
     for axis in (1, 0):
         p = pos[..., axis, None] / dim_t
         emb.append(torch.stack((p[..., 0::2].sin(), p[..., 1::2].cos()), dim=-1).flatten(-2))
     return torch.cat(emb, dim=-1)
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``log(x / (1 - x))`` with x clamped to [0, 1] and both terms to ≥ eps (mmdet's ``inverse_sigmoid``)."""
+    x = x.clamp(0, 1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
 def bev_cell_centers(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
@@ -72,12 +114,16 @@ class CoordinateEncoder(nn.Module):
     Args:
         hidden_dim: token width h. depth_num: D depths per ray.
         pc_range: (x_min, y_min, z_min, x_max, y_max, z_max) in metres.
+        pos_form: frequencies of :func:`pos2embed` (``"official"`` default, or ``"detr"``).
     """
 
-    def __init__(self, hidden_dim: int, depth_num: int, pc_range: Sequence[float]) -> None:
+    def __init__(self, hidden_dim: int, depth_num: int, pc_range: Sequence[float], pos_form: str = "official") -> None:
         super().__init__()
         if len(pc_range) != 6:
             raise ValueError(f"pc_range must have 6 values (x_min, y_min, z_min, x_max, y_max, z_max), got {pc_range}")
+        if pos_form not in POS2EMBED_FORMS:
+            raise ValueError(f"CoordinateEncoder: pos_form must be one of {POS2EMBED_FORMS}, got {pos_form!r}")
+        self.pos_form = pos_form
         self.hidden_dim = hidden_dim
         self.depth_num = depth_num
         self.register_buffer("pc_range", torch.tensor(list(pc_range), dtype=torch.float32), persistent=False)
@@ -101,7 +147,7 @@ class CoordinateEncoder(nn.Module):
     def bev_pe(self, height: int, width: int) -> torch.Tensor:
         """Point-token PE: (H·W, h)."""
         centres = bev_cell_centers(height, width, self.pc_range.device)
-        return self.bev_embedding(pos2embed(centres, self.hidden_dim))
+        return self.bev_embedding(pos2embed(centres, self.hidden_dim, form=self.pos_form))
 
     def image_pe(self, lidar2img: torch.Tensor, feat_hw: tuple[int, int], pad_hw: tuple[int, int]) -> torch.Tensor:
         """Image-token PE. lidar2img: (B, V, 4, 4) → (B, V·H·W, h) in (view, row, column) order."""
@@ -117,8 +163,12 @@ class CoordinateEncoder(nn.Module):
         return emb.flatten(1, 2)
 
     def query_pe(self, ref: torch.Tensor, lidar2img: torch.Tensor | None, pad_hw: tuple[int, int]) -> torch.Tensor:
-        """Query PE of normalised anchors ref (B, Q, 3): BEV term + image term summed over visible views."""
-        emb = self.bev_embedding(pos2embed(ref, self.hidden_dim))
+        """Query PE of normalised anchors ref (B, Q, 3): BEV term + image term summed over visible views.
+
+        As the official ``query_embed``, the anchors first go through ``inverse_sigmoid(ref).sigmoid()``.
+        """
+        ref = inverse_sigmoid(ref).sigmoid()
+        emb = self.bev_embedding(pos2embed(ref, self.hidden_dim, form=self.pos_form))
         if lidar2img is None:
             return emb
         return emb + self.rv_query_pe(ref, lidar2img, pad_hw)

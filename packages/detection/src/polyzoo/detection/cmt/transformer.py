@@ -1,13 +1,39 @@
 """PETR-style transformer decoder of CMT over the concatenated BEV and image tokens (plain PyTorch).
 
 Paper: Yan et al., "Cross Modal Transformer", ICCV 2023 (Sec. 3.4). Official code: https://github.com/junjie18/CMT
-(``models/utils/cmt_transformer.py``, ``petr_transformer.py``).
+(``models/utils/cmt_transformer.py``: ``CmtTransformer``; ``petr_transformer.py``: ``PETRTransformerDecoder``,
+``PETRTransformerDecoderLayer``, ``PETRMultiheadFlashAttention``; ``attention.py``: ``FlashMHA``), built from mmcv
+1.x's ``BaseTransformerLayer``, ``MultiheadAttention`` and ``FFN`` as the fusion config sets them up.
 
-Each layer: self-attention over queries (with the denoising attention mask) → LayerNorm → cross-attention from the
-queries to all tokens → LayerNorm → FFN → LayerNorm (post-norm, dropout 0.1). Positional embeddings are added to
-queries and keys, not to values. Every layer's output goes through a shared final LayerNorm
-(``return_intermediate=True``). The official cross-attention is flash-attention (fp16, CUDA only); here it is
-``torch.nn.MultiheadAttention``, which computes the same function on any device.
+Official behaviour kept:
+
+* Each layer is post-norm: self-attention over the queries (with the denoising attention mask) → LayerNorm →
+  cross-attention from the queries to all tokens → LayerNorm → FFN (ReLU, width ``ffn_dim``) → LayerNorm, each
+  block with a residual connection. Positional embeddings are added to queries and keys, never to values.
+* Every layer's output goes through one shared final LayerNorm (``return_intermediate=True``); the content query
+  starts at zero; the memory is the BEV tokens followed by the image tokens in (view, row, column) order.
+* Dropout where the official model has it (fusion config, training only):
+
+  - self-attention (mmcv ``MultiheadAttention(dropout=0.1)``): ``dropout`` on the attention weights **and**
+    ``dropout`` on its output before the residual add;
+  - cross-attention (``PETRMultiheadFlashAttention(dropout=0.1)``): the wrapper passes its ``attn_drop`` as the
+    third positional argument of ``FlashMHA``, which is ``bias`` (so it only switches the projection biases on),
+    and ``FlashMHA``'s own ``attention_dropout`` stays 0: **no dropout on the attention weights**, only
+    ``dropout`` on the output before the residual add (``cross_attn_weight_dropout``, default 0.0, restores
+    weight dropout if wanted);
+  - FFN (mmcv ``FFN(ffn_drop=0.)`` without ``dropout_layer``): **no dropout** (``ffn_dropout``, default 0.0, puts
+    mmcv's two FFN dropouts, after the ReLU and after the second linear, back).
+* LayerNorm eps 1e-5 (mmcv ``LN``), attention projections with biases, 8 heads in the paper's model.
+
+Deliberate deviations (none changes what official weights compute in eval mode):
+
+* The official cross-attention is flash-attention in fp16 (CUDA only); here it is ``torch.nn.MultiheadAttention``
+  in the input's precision, which computes the same function on any device (fp32 is more exact).
+* The official decoder layer can wrap itself in activation checkpointing (``with_cp``; the fusion config sets it
+  False); there is none here.
+* mmcv's ``key_padding_mask`` of all zeros (nothing padded) is dropped.
+* Initialisation: the official ``CmtTransformer.init_weights`` re-initialises every linear layer with Xavier-uniform
+  weights and zero biases; here the layers keep PyTorch's defaults (this only matters when training from scratch).
 """
 
 from __future__ import annotations
@@ -17,19 +43,37 @@ from torch import nn
 
 
 class DecoderLayer(nn.Module):
-    """One post-norm PETR decoder layer. Shapes are batch-first: queries (B, Q, h), memory (B, N, h)."""
+    """One post-norm PETR decoder layer. Shapes are batch-first: queries (B, Q, h), memory (B, N, h).
 
-    def __init__(self, hidden_dim: int = 256, num_heads: int = 8, ffn_dim: int = 1024, dropout: float = 0.1) -> None:
+    Args:
+        dropout: self-attention weight dropout and the output dropout of both attentions (official: 0.1).
+        cross_attn_weight_dropout: dropout on the cross-attention weights (official: none, 0.0).
+        ffn_dropout: mmcv FFN ``ffn_drop`` after the ReLU and after the second linear (official: 0.0).
+    """
+
+    def __init__(
+        self,
+        hidden_dim: int = 256,
+        num_heads: int = 8,
+        ffn_dim: int = 1024,
+        dropout: float = 0.1,
+        cross_attn_weight_dropout: float = 0.0,
+        ffn_dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.self_attn = nn.MultiheadAttention(hidden_dim, num_heads, dropout=dropout, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(hidden_dim, num_heads, dropout=dropout, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(
+            hidden_dim, num_heads, dropout=cross_attn_weight_dropout, batch_first=True
+        )
+        # indices 0 and 3 hold the weights (state-dict layout ffn.0 / ffn.3), as mmcv's FFN layers.0.0 / layers.1
         self.ffn = nn.Sequential(
             nn.Linear(hidden_dim, ffn_dim),
             nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
+            nn.Dropout(ffn_dropout),
             nn.Linear(ffn_dim, hidden_dim),
+            nn.Dropout(ffn_dropout),
         )
-        self.dropout1, self.dropout2, self.dropout3 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
+        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
         self.norm1, self.norm2, self.norm3 = (
             nn.LayerNorm(hidden_dim),
             nn.LayerNorm(hidden_dim),
@@ -50,7 +94,7 @@ class DecoderLayer(nn.Module):
         )
         out = self.cross_attn(query + query_pos, memory + memory_pos, memory, need_weights=False)[0]
         query = self.norm2(query + self.dropout2(out))
-        return self.norm3(query + self.dropout3(self.ffn(query)))
+        return self.norm3(query + self.ffn(query))
 
 
 class CmtDecoder(nn.Module):
@@ -60,10 +104,22 @@ class CmtDecoder(nn.Module):
     """
 
     def __init__(
-        self, num_layers: int = 6, hidden_dim: int = 256, num_heads: int = 8, ffn_dim: int = 1024, dropout: float = 0.1
+        self,
+        num_layers: int = 6,
+        hidden_dim: int = 256,
+        num_heads: int = 8,
+        ffn_dim: int = 1024,
+        dropout: float = 0.1,
+        cross_attn_weight_dropout: float = 0.0,
+        ffn_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.layers = nn.ModuleList([DecoderLayer(hidden_dim, num_heads, ffn_dim, dropout) for _ in range(num_layers)])
+        self.layers = nn.ModuleList(
+            [
+                DecoderLayer(hidden_dim, num_heads, ffn_dim, dropout, cross_attn_weight_dropout, ffn_dropout)
+                for _ in range(num_layers)
+            ]
+        )
         self.post_norm = nn.LayerNorm(hidden_dim)
         self.num_layers = num_layers
 
