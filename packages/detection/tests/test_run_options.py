@@ -50,3 +50,11 @@ def test_precision_device_and_trackers(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path / "b")
     apply_run_options(cfg, device="cpu", precision="bf16")
     assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.optim_wrapper.dtype == "bfloat16"
+
+
+def test_cmt_check_default_steps_equal_the_library_default():
+    from polyzoo.detection.cli import cmt_check
+    from polyzoo.detection.cmt.learning_check import LearningCheckConfig
+
+    steps = next(p for p in cmt_check.params if p.name == "steps")
+    assert steps.default == LearningCheckConfig.steps
