@@ -250,7 +250,93 @@ def _detection_cases() -> list[Case]:
     return [Case(f"detection-{f.__name__}", "detection", f) for f in fns]
 
 
-CASES = [*_vision_cases(), *_video_cases(), *_graph_cases(), *_recsys_cases(), *_detection_cases()]
+# ----------------------------------------------------------------------------------------------------- music
+def _music_cases() -> list[Case]:
+    def convert_short_line(t):
+        f = _file(t / "groove.txt", "-oooo--\n" + "------\n" * 15)  # a 7-character line
+        return ["music", "convert", str(f), "--out", str(t / "o")], f"{f}:1"
+
+    def convert_empty(t):
+        f = _file(t / "groove.txt", b"")
+        return ["music", "convert", str(f), "--out", str(t / "o")], str(f)
+
+    def convert_non_utf8(t):
+        f = _file(t / "groove.txt", b"------\n\xff\xfe----\n")
+        return ["music", "convert", str(f), "--out", str(t / "o")], str(f)
+
+    def convert_zero_byte_midi(t):
+        f = _file(t / "groove.mid", b"")
+        return ["music", "convert", str(f), "--out", str(t / "o")], str(f)
+
+    def finetune_jsonl_wrong_fields(t):
+        f = _file(t / "train.jsonl", '{"prompt": "------\\n"}\n')
+        return ["music", "finetune", "--train", str(f), "--from-scratch", "--run-dir", str(t / "r")], str(f)
+
+    def finetune_run_dir_is_file(t):
+        f = _file(t / "train.jsonl", '{"prompt": "a", "completion": "b", "name": "g"}\n')
+        r = _file(t / "run", "x")
+        return ["music", "finetune", "--train", str(f), "--from-scratch", "--run-dir", str(r)], str(r)
+
+    fns = [
+        convert_short_line,
+        convert_empty,
+        convert_non_utf8,
+        convert_zero_byte_midi,
+        finetune_jsonl_wrong_fields,
+        finetune_run_dir_is_file,
+    ]
+    return [Case(f"music-{f.__name__}", "music", f) for f in fns]
+
+
+# -------------------------------------------------------------------------------------------------- security
+def _security_cases() -> list[Case]:
+    def eval_malicious_synset(t):
+        f = malicious_pickle(t / "synset.pt", t / "PWNED")
+        return ["security", "eval", "--synset", str(f), "--num-eval", "1", "--epochs", "1"], str(f)
+
+    def eval_zero_byte_synset(t):
+        f = _file(t / "synset.safetensors", b"")
+        return ["security", "eval", "--synset", str(f), "--num-eval", "1", "--epochs", "1"], str(f)
+
+    def defend_truncated_synset(t):
+        f = _file(t / "synset.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+        return ["security", "defend", "--synset", str(f)], str(f)
+
+    def distill_unknown_dataset(t):
+        return ["security", "distill", "--dataset", "imagenet-21k", "--run-dir", str(t / "r")], "imagenet-21k"
+
+    def distill_run_dir_is_file(t):
+        r = _file(t / "run", "x")
+        return ["security", "distill", "--dataset", "digits", "--run-dir", str(r)], str(r)
+
+    def distill_fmnist_garbage(t):
+        d = t / "fm"
+        for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                     "t10k-labels-idx1-ubyte.gz"):  # fmt: skip
+            _file(d / name, BINARY)
+        return ["security", "distill", "--dataset", "fashion-mnist", "--data-root", str(d), "--run-dir",
+                str(t / "r")], str(d)  # fmt: skip
+
+    fns = [
+        eval_malicious_synset,
+        eval_zero_byte_synset,
+        defend_truncated_synset,
+        distill_unknown_dataset,
+        distill_run_dir_is_file,
+        distill_fmnist_garbage,
+    ]
+    return [Case(f"security-{f.__name__}", "security", f) for f in fns]
+
+
+CASES = [
+    *_vision_cases(),
+    *_video_cases(),
+    *_graph_cases(),
+    *_recsys_cases(),
+    *_detection_cases(),
+    *_music_cases(),
+    *_security_cases(),
+]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -17,6 +17,7 @@ import click
 
 from polyzoo.shared.cli import CommandGroup
 from polyzoo.shared.options import echo_result, format_option, run_options
+from polyzoo.shared.run import check_output_dir
 
 __all__ = ["music"]
 
@@ -254,6 +255,7 @@ def pretrain_text(corpus, block_size, max_chars, layers, dim, heads, run_dir, re
     `finetune --model`. Rerunning with the same settings resumes; others are refused unless --overwrite."""
     from polyzoo.music.lm import SmallGPT2Config, pretrain_text
 
+    check_output_dir(run_dir, "run folder")  # before the corpus is read
     final = pretrain_text(
         corpus,
         run_dir,
@@ -292,6 +294,7 @@ def finetune(train_jsonl, model_path, from_scratch, layers, dim, heads, run_dir,
 
     if bool(model_path) == from_scratch:
         raise click.UsageError("give exactly one of --model PATH or --from-scratch")
+    check_output_dir(run_dir, "run folder")  # before the data and the model are loaded
     scratch = SmallGPT2Config(n_layer=layers, n_embd=dim, n_head=heads) if from_scratch else None
     final = finetune(
         train_jsonl,
