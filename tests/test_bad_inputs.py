@@ -347,7 +347,12 @@ def test_bad_input_gets_one_error_line(case, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args, named = case.build(tmp_path)
     before = {p for p in tmp_path.rglob("*")}
-    result = CliRunner().invoke(main, args)
+    environ = dict(os.environ)  # --device cpu hides GPUs through the environment: keep it to this case
+    try:
+        result = CliRunner().invoke(main, args)
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
     out = result.output
     assert result.exit_code != 0, f"exit 0 on bad input: {out}"
     assert "Traceback" not in out, out

@@ -214,3 +214,16 @@ def test_tensorboard_tracker_writes_events_offline(tmp_path):
     assert steps == list(range(1, 11))  # every optimizer step of the 2 epochs
     config = json.loads((tmp_path / "tb" / "config.json").read_text())
     assert config["run"]["train"]["log_with"] == "tensorboard"  # recorded, not compared
+
+
+def test_seeded_samples_also_seed_batched_fetches_of_a_subset():
+    """torch's Subset has __getitems__, which the DataLoader calls instead of __getitem__: the wrapper must not
+    hand it through (it did, and random augmentation then escaped the per-sample seeds)."""
+    from torch.utils.data import DataLoader, Subset
+
+    ds = SeededSamples(Subset(_AugmentedImages(), list(range(12))), seed=4)
+    first = [x for x, _ in DataLoader(ds, batch_size=4)]
+    torch.manual_seed(123)  # another global state: the batches must not change
+    again = [x for x, _ in DataLoader(ds, batch_size=4)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert torch.equal(first[1][0], ds[4][0])

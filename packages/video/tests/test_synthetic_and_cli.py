@@ -78,6 +78,26 @@ def test_train_resume_test_predict(synthetic_lists, tmp_path):
     assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-3
 
 
+def test_video_run_killed_mid_epoch_resumes_to_identical_weights(synthetic_lists, tmp_path):
+    """Random segment offsets, multi-scale crops and flips: resumed from a mid-epoch checkpoint, the run ends with
+    the weights of an uninterrupted one."""
+    runner = CliRunner()
+    args = [
+        "train", "--train-list", str(synthetic_lists["train"]), "--backbone", "tiny", "--frames", "4",
+        "--tcp-dim", "8", "--batch-size", "2", "--input-size", "32", "--scale-size", "36", "--scales", "1,0.875",
+        "--workers", "0", "--lr", "0.01", "--epochs", "2", "--max-steps", "5", "--checkpoint-every", "3",
+        "--device", "cpu", "--run-dir", str(tmp_path / "run"),
+    ]  # fmt: skip  (8 clips, batch 2: 4 steps per epoch; step 3 is mid-epoch)
+    assert runner.invoke(video, args).exit_code == 0
+    ckpts = tmp_path / "run" / "checkpoints"
+    full = (ckpts / "step_00000005" / "model.safetensors").read_bytes()
+    shutil.rmtree(ckpts / "step_00000005")
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step_00000003"]
+    again = runner.invoke(video, args)
+    assert again.exit_code == 0, again.output
+    assert (ckpts / "step_00000005" / "model.safetensors").read_bytes() == full
+
+
 def test_train_reports_a_missing_video(tmp_path):
     ann = tmp_path / "list.txt"
     ann.write_text("nothere.mp4 0\n")

@@ -319,9 +319,9 @@ def test_eval_checkpoint_on_an_image_folder_equals_the_official_model(tmp_path, 
     path = tmp_path / "eca_mobilenetv2_k13.pth.tar"
     _save_official(official, path)
     args = ["eval", "--checkpoint", str(path), "--model", "eca_mobilenetv2", "--model-arg", "num_classes=2"]
-    out = CliRunner().invoke(vision, [*args, "--data", str(image_folder), "--batch-size", "4"])
+    out = CliRunner().invoke(vision, [*args, "--data", str(image_folder), "--batch-size", "4", "--format", "json"])
     assert out.exit_code == 0, out.output
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout)
     assert result["n"] == 6 and result["model"] == "eca_mobilenetv2"
     # the official model on the same inputs (the model's evaluation transform: resize 256, centre crop 224)
     model = timm.create_model("eca_mobilenetv2", num_classes=2)

@@ -84,9 +84,13 @@ class SeededSamples(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getattr__(self, name: str) -> Any:  # the wrapped dataset's attributes (classes, collate helpers, ...)
-        if name == "dataset":
-            raise AttributeError(name)
+        if name == "dataset" or name.startswith("__"):  # never a protocol method such as Subset's __getitems__,
+            raise AttributeError(name)  # which the DataLoader would call instead of our seeded __getitem__
         return getattr(self.dataset, name)
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        """The batched fetch the DataLoader prefers: each sample still seeded by its own index."""
+        return [self[i] for i in indices]
 
     def __getitem__(self, index: int) -> Any:
         s = sample_seed(self.seed, self.epoch, int(index))

@@ -50,8 +50,8 @@ def _load_cfg(args: argparse.Namespace) -> Any:
         cfg.work_dir = args.work_dir
     elif cfg.get("work_dir") is None:
         cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
-    if "LOCAL_RANK" not in os.environ:
-        os.environ["LOCAL_RANK"] = str(args.local_rank)
+    if args.launcher != "none" and "LOCAL_RANK" not in os.environ:  # distributed launch only: in one process a
+        os.environ["LOCAL_RANK"] = str(args.local_rank)  # stray LOCAL_RANK makes later Accelerate code go distributed
     return cfg
 
 

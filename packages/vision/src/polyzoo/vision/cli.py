@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from polyzoo.shared.cli import CommandGroup
-from polyzoo.shared.options import echo_result, format_option, run_options
+from polyzoo.shared.options import device_options, echo_result, format_option, run_options
 
 DATA_HELP = (
     "'digits' (scikit-learn's bundled set), 'fashion-mnist' (from /usr/share/datasets/fashion-mnist) or "
@@ -168,6 +168,8 @@ def _checkpoint_eval_data(data: str, model: Any):
 @click.option("--model-arg", "model_args", multiple=True, help="Extra model argument key=value for --checkpoint.")
 @click.option("--data", default=None, help="Evaluate on other data (default: the run's). " + DATA_HELP)
 @click.option("--batch-size", default=256, show_default=True)
+@device_options
+@format_option
 def evaluate(
     run_dir: Path | None,
     checkpoint: Path | None,
@@ -175,6 +177,9 @@ def evaluate(
     model_args: tuple[str, ...],
     data: str | None,
     batch_size: int,
+    device: str,
+    precision: str,
+    fmt: str,
 ) -> None:
     """Top-1/top-5 accuracy and loss of a trained run's newest checkpoint on the evaluation split, or of a
     checkpoint file (--checkpoint with --model, e.g. an official ECA-Net or EMO release) on a folder of images."""
@@ -199,17 +204,17 @@ def evaluate(
         except (FileNotFoundError, ValueError, RuntimeError) as e:
             raise click.ClickException(f"{checkpoint}: {e}") from e
         ds = _checkpoint_eval_data(data, model)
-        metrics = evaluate_run(model, ds, batch_size=batch_size, progress=True)
-        click.echo(json.dumps({"checkpoint": str(checkpoint), "model": model_name, "data": ds.name, "n": len(ds.eval),
-                               **metrics}))  # fmt: skip
+        metrics = evaluate_run(model, ds, batch_size=batch_size, progress=True, device=device, precision=precision)
+        echo_result({"checkpoint": str(checkpoint), "model": model_name, "data": ds.name, "n": len(ds.eval),
+                     **metrics}, fmt)  # fmt: skip
         return
     try:
         model, facts = load_run_model(run_dir)
         ds = load_data(data or facts["data"], img_size=facts["img_size"], seed=facts["settings"]["seed"])
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from e
-    metrics = evaluate_run(model, ds, batch_size=batch_size, progress=True)
-    click.echo(json.dumps({"run": str(run_dir), "data": ds.name, "n": len(ds.eval), **metrics}))
+    metrics = evaluate_run(model, ds, batch_size=batch_size, progress=True, device=device, precision=precision)
+    echo_result({"run": str(run_dir), "data": ds.name, "n": len(ds.eval), **metrics}, fmt)
 
 
 @vision.command()

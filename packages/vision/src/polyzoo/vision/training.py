@@ -193,17 +193,28 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 @torch.no_grad()
 def evaluate_run(
-    model: nn.Module, data: ClassificationData, batch_size: int = 256, progress: bool = False
+    model: nn.Module,
+    data: ClassificationData,
+    batch_size: int = 256,
+    progress: bool = False,
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> dict[str, float]:
-    """Loss, top-1 and top-5 of ``model`` on ``data.eval``."""
+    """Loss, top-1 and top-5 of ``model`` on ``data.eval`` (``device``: auto|cpu|cuda[:N]; ``precision``:
+    fp32, or bf16/fp16 autocast)."""
     from tqdm.auto import tqdm
 
-    loader = torch.utils.data.DataLoader(data.eval, batch_size=batch_size, shuffle=False)
-    model.eval()
+    from polyzoo.shared.options import resolve_device
+
+    dev = torch.device(resolve_device(device))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    loader = torch.utils.data.DataLoader(data.eval, batch_size=batch_size, shuffle=False, pin_memory=dev.type == "cuda")
+    model = model.to(dev).eval()
     outs, tgts = [], []
-    for x, y in tqdm(loader, desc="eval", disable=not progress):
-        outs.append(model(x).float())
-        tgts.append(y)
+    with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+        for x, y in tqdm(loader, desc="eval", disable=not progress):
+            outs.append(model(x.to(dev, non_blocking=True)).float().cpu())
+            tgts.append(y)
     return topk_metrics(torch.cat(outs), torch.cat(tgts))
 
 
