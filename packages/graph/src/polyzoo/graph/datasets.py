@@ -591,7 +591,9 @@ class _IndexedCsvDataset(FairGraphDataset):
             return official_adjacency(edges, n, identities=2, row_normalize=True)
         return official_adjacency(edges, n, identities=1, row_normalize=False)
 
-    def read_raw(self, root: Path) -> Data:
+    def read_table(self, root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Features, labels, sensitive values and the edge list of the raw CSV + edge files (one reader for
+        every protocol; the protocols differ in what they do with them)."""
         csv, edges_file = self.files
         df = self._csv(root, csv, [self.sens_attr, self.predict_attr, *self.drop])
         sens = self.sens_values(df, f"{root / csv}: column {self.sens_attr}")
@@ -603,9 +605,13 @@ class _IndexedCsvDataset(FairGraphDataset):
         labels[labels == -1] = 0
         _binary_column(labels, f"{root / csv}: column {self.predict_attr}")
         edges = read_edge_list(root / edges_file, num_nodes=len(df))
-        adjacency = self.adjacency(edges, len(df))
+        return x, labels, sens, edges
+
+    def read_raw(self, root: Path) -> Data:
+        x, labels, sens, edges = self.read_table(root)
+        adjacency = self.adjacency(edges, len(labels))
         splits = self.split(labels, root)
-        return build_data(x, edges, labels, sens, splits, where=str(root / csv), adjacency=adjacency)
+        return build_data(x, edges, labels, sens, splits, where=str(root / self.files[0]), adjacency=adjacency)
 
 
 class German(_IndexedCsvDataset):
@@ -660,18 +666,8 @@ class Credit(_IndexedCsvDataset):
     def read_raw(self, root: Path) -> Data:
         if self.protocol != "reliant":
             return super().read_raw(root)
-        csv, edges_file = self.files
-        df = self._csv(root, csv, [self.sens_attr, self.predict_attr, *self.drop])
-        sens = self.sens_values(df, f"{root / csv}: column {self.sens_attr}")
-        df = df.copy()
-        df[self.sens_attr] = sens
-        header = [c for c in df.columns if c != self.predict_attr and c not in self.drop]
-        x = self.features(df, header, str(root / csv))
-        labels = df[self.predict_attr].to_numpy().astype(np.int64)
-        labels[labels == -1] = 0
-        _binary_column(labels, f"{root / csv}: column {self.predict_attr}")
-        n = len(df)
-        edges = read_edge_list(root / edges_file, num_nodes=n)
+        x, labels, sens, edges = self.read_table(root)
+        n, csv = len(labels), self.files[0]
         # standardize(): unweighted, undirected, no self-loops, largest connected component (original order)
         a = sp.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n)).tocsr()
         _, comp = connected_components(a + a.T, directed=False)
