@@ -58,7 +58,13 @@ def video() -> None:
 @video.command()
 @click.option("--train-list", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Training list.")
 @click.option("--val-list", type=click.Path(dir_okay=False, path_type=Path), help="Validation list (evaluated).")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="Folder the lists' paths are under.")
+@click.option(
+    "--data-root",
+    "--root",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder the lists' paths are under (default: each list's folder).",
+)
 @run_options()
 @click.option(
     "--backbone",
@@ -177,7 +183,13 @@ def train(**kw) -> None:
 @video.command(name="eval")
 @click.argument("run", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--list", "ann_list", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Test list.")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="Folder the list's paths are under.")
+@click.option(
+    "--data-root",
+    "--root",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder the list's paths are under (default: the list's folder).",
+)
 @click.option("--clips", default=1, show_default=True, help="Clips per video: 1 or 10 (tcp), 1 or 2 (mmaction2).")
 @click.option("--crops", type=click.Choice(["1", "3"]), default="1", show_default=True, help="Spatial crops.")
 @click.option(
