@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -15,9 +17,17 @@ DOMAINS = ["vision", "video", "detection", "graph", "recsys", "music", "security
 def test_one_namespace_without_init():
     import polyzoo
 
-    # PEP 420: no polyzoo/__init__.py anywhere, one namespace across the members
+    # PEP 420: no polyzoo/__init__.py in any portion of the namespace
+    portions = [Path(p).resolve() for p in polyzoo.__path__]
     assert getattr(polyzoo, "__file__", None) is None
-    assert len(list(polyzoo.__path__)) >= len(DOMAINS) + 1 or any("site-packages" in p for p in polyzoo.__path__)
+    assert portions and not [p for p in portions if (p / "__init__.py").exists()], portions
+    # every member (each domain and shared) is found through that one namespace: its package folder sits in one of
+    # the namespace's portions (one portion per member in an editable workspace, one shared folder in a wheel
+    # install), so ``import polyzoo.X`` resolves through ``polyzoo.__path__`` and not through some other root
+    for member in [*DOMAINS, "shared"]:
+        module = importlib.import_module(f"polyzoo.{member}")
+        folder = Path(module.__file__).resolve().parent
+        assert folder.name == member and folder.parent in portions, (member, folder, portions)
 
 
 @pytest.mark.parametrize("domain", DOMAINS)

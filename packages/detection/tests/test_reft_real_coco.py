@@ -3,7 +3,8 @@
 The sample ships in the labelme sdist (``examples/instance_segmentation/data_dataset_coco``: real photos with
 polygon annotations written by labelme2coco). Tests never download: ``.ci/run`` fetches the sdist once with
 ``pip download --no-deps --no-binary labelme labelme==6.3.1`` into ``$POLYZOO_LABELME_SDIST_DIR`` (default
-``~/.cache/polyzoo/labelme``); the test skips with the reason when it is not there.
+``~/.cache/polyzoo/labelme``); the test skips with the reason when it is not there, and fails instead when
+``$POLYZOO_REQUIRE_DATA`` is set (as .ci/run sets it).
 """
 
 import copy
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from polyzoo.shared.paths import missing_data
+
 SDIST_DIR = Path(os.environ.get("POLYZOO_LABELME_SDIST_DIR", Path.home() / ".cache" / "polyzoo" / "labelme"))
 SUBDIR = "examples/instance_segmentation/data_dataset_coco"
 
@@ -22,7 +25,7 @@ SUBDIR = "examples/instance_segmentation/data_dataset_coco"
 def labelme_coco(tmp_path_factory) -> Path:
     archives = sorted(SDIST_DIR.glob("labelme-*.tar.gz")) if SDIST_DIR.is_dir() else []
     if not archives:
-        pytest.skip(
+        missing_data(
             f"no labelme sdist in {SDIST_DIR} (fetch it with `python3 -m pip download --no-deps --no-binary labelme "
             f"labelme==6.3.1 -d {SDIST_DIR}`, as .ci/run does)"
         )
@@ -30,11 +33,11 @@ def labelme_coco(tmp_path_factory) -> Path:
     with tarfile.open(archives[-1]) as tar:
         members = [m for m in tar.getmembers() if f"/{SUBDIR}/" in m.name and m.isfile()]
         if not members:
-            pytest.skip(f"{archives[-1].name} has no {SUBDIR}")
+            missing_data(f"{archives[-1].name} has no {SUBDIR}")
         tar.extractall(out, members=members, filter="data")
     found = list(out.glob(f"*/{SUBDIR}/annotations.json"))
     if not found:
-        pytest.skip(f"{archives[-1].name}: no {SUBDIR}/annotations.json")
+        missing_data(f"{archives[-1].name}: no {SUBDIR}/annotations.json")
     return found[0].parent
 
 

@@ -25,5 +25,7 @@ def fashion_root():
     env = os.environ.get("POLYZOO_FASHION_MNIST")
     root = Path(env) if env else default_fashion_mnist_root()
     if root is None or not (root / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.skip("Fashion-MNIST absent: install Debian's dataset-fashion-mnist or set POLYZOO_FASHION_MNIST")
+        from polyzoo.shared.paths import missing_data
+
+        missing_data(f"Fashion-MNIST absent at {root}: install Debian's dataset-fashion-mnist or set POLYZOO_FASHION_MNIST")
     return root
