@@ -27,5 +27,7 @@ def fashion_root():
     if root is None or not (root / "t10k-images-idx3-ubyte.gz").is_file():
         from polyzoo.shared.paths import missing_data
 
-        missing_data(f"Fashion-MNIST absent at {root}: install Debian's dataset-fashion-mnist or set POLYZOO_FASHION_MNIST")
+        missing_data(
+            f"Fashion-MNIST absent at {root}: install Debian's dataset-fashion-mnist or set POLYZOO_FASHION_MNIST"
+        )
     return root
