@@ -63,6 +63,7 @@ def test_idx_fashion_layout_and_errors(tmp_path):
 def test_real_fashion_mnist(fashion_root):
     data = load_dataset("fashion-mnist", fashion_root)
     assert data.train_x.shape == (60000, 1, 32, 32) and data.test_x.shape == (10000, 1, 32, 32)
+    assert torch.bincount(data.train_y).tolist() == [6000] * 10
     assert torch.bincount(data.test_y).tolist() == [1000] * 10
 
 
