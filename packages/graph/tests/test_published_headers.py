@@ -5,7 +5,7 @@
 - Bail/Recidivism: NIFTY's ``dataset/bail/bail.csv`` header and its first 30 data rows, as published (read with the
   search tools from a public copy of the file, XweiQ/Benchmark-GraphFairness ``dataset/bail/bail.csv``).
 - Pokec: FairGNN's ``dataset/pokec/region_job.csv`` header (279 comma-separated fields, Slovak hobby columns with
-  spaces and parentheses), read the same way from a public copy (ziyizhang9/GRAFair ``dataset/pokec/region_job.csv``); the
+  spaces and parentheses), read the same way from a public copy (ziyizhang9/GRAFair, same path); the
   values under it are generated here in the published ranges (ids, 0/1 region, −1 unknown job field, float AGE).
 - Credit: NIFTY's ``credit.csv`` header as NIFTY's loader names its columns (Age, NoDefaultNextMonth, Single, ...);
   no public copy of the file was found with the search tools, so this header line is transcribed, not verified.
