@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from nuscenes.eval.common.data_classes import EvalBoxes  # nuscenes-devkit: a locked dependency of mmdet3d
+from nuscenes.eval.common.utils import center_distance
+from nuscenes.eval.detection import algo
+from nuscenes.eval.detection.data_classes import DetectionBox
 
 from polyzoo.detection.cmt.evaluation import center_distance_ap
-
-algo = pytest.importorskip("nuscenes.eval.detection.algo", reason="nuscenes-devkit (installed with mmdet3d)")
-from nuscenes.eval.common.data_classes import EvalBoxes  # noqa: E402
-from nuscenes.eval.common.utils import center_distance  # noqa: E402
-from nuscenes.eval.detection.data_classes import DetectionBox  # noqa: E402
 
 NAMES = ("car", "pedestrian")  # label 0, 1
 
