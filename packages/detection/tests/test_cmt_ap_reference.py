@@ -28,7 +28,6 @@ from polyzoo.detection.cmt.evaluation import center_distance_ap
 NAMES = ("car", "pedestrian")  # label 0, 1
 
 # A case: per sample (pred centres (N, 2), scores (N,), labels (N,)) and (gt centres (G, 2), labels (G,)).
-_GT1 = (np.array([[0.0, 0.0]]), np.array([0]))
 
 
 def _p(centres, scores, labels=None):
