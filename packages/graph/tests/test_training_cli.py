@@ -44,6 +44,29 @@ def test_distill_runs(tiny_graph, fair):
     assert 0.0 <= res.metrics["sp"] <= 1.0
 
 
+@pytest.fixture(scope="module")
+def biased_teacher():
+    """A 400-node biased SBM (seed 0) and a GCN teacher that inherits its bias (test ΔSP 0.71, ΔEO 0.50)."""
+    from polyzoo.graph.synthetic import BiasedSBMConfig, biased_sbm
+
+    torch.set_num_threads(1)
+    g = biased_sbm(BiasedSBMConfig(num_nodes=400, seed=0))
+    return g, train_teacher(g, TeacherConfig(model="gcn", hidden=32, epochs=100, patience=30)).logits
+
+
+@pytest.mark.parametrize(("fair", "metric"), [("sp", "sp"), ("eo", "eo")])
+def test_reliant_lowers_the_bias_of_vanilla_kd(biased_teacher, fair, metric):
+    """Directional, fixed seeds (measured: vanilla KD ΔSP 0.747 / ΔEO 0.500; RELIANT-SP ΔSP 0.245, RELIANT-EO ΔEO
+    0.324, AUC 0.67). RELIANT with alpha=0 (the bias term off) gives ΔSP 0.747 / ΔEO 0.471 and fails."""
+    g, teacher_logits = biased_teacher
+    common = {"hidden": 32, "epochs": 100, "patience": 30}
+    vanilla = distill(g, teacher_logits, DistillConfig(fair="none", **common)).metrics
+    reliant = distill(g, teacher_logits, DistillConfig(fair=fair, alpha=1000.0, **common)).metrics
+    assert vanilla[metric] > 0.4  # the student of a biased teacher is biased
+    assert reliant[metric] < vanilla[metric] - 0.1
+    assert reliant["auc"] > 0.6  # not bought with a constant predictor
+
+
 def test_distill_resume_is_exact(tiny_graph, tmp_path):
     teacher = train_teacher(tiny_graph, TeacherConfig(hidden=8, epochs=10, patience=50))
     cfg = DistillConfig(student="gcn", hidden=8, epochs=10, patience=50, fair="sp", alpha=5.0)

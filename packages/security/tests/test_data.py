@@ -131,9 +131,13 @@ def test_image_folder(tmp_path):
         load_image_folder(tmp_path / "missing")
 
 
-@pytest.mark.slow
 def test_fashion_mnist_pipeline(fashion_root):
-    """DM on real Fashion-MNIST (ipc 1, a few iterations) trains a network far above chance, DOORPING included."""
+    """DM on real Fashion-MNIST (ipc 1, 20 iterations, DOORPING with 50 trigger steps) in CI's budget (≈ 20 s on
+    one thread): the distillation loss falls, every DOORPING update raises the selected neuron's activation on the
+    trigger, and a network trained on the 10 synthetic images is far above chance on the 10,000 test images
+    (measured: loss 23.6 → 12.2, CTA 0.67). At this size the planted backdoor is not yet measurable (ASR ≈ 0.10,
+    the target class's share), so the ASR is only checked to be a rate; the directional ASR claims are the
+    defenses' (test_defenses_cli.py) and the reproduction check's."""
     from polyzoo.security.attacks import AttackConfig
     from polyzoo.security.distill import DistillConfig, Distiller
     from polyzoo.security.evaluate import EvalConfig, attack_metrics, train_network
@@ -142,8 +146,12 @@ def test_fashion_mnist_pipeline(fashion_root):
     atk = AttackConfig(kind="doorping", trigger_steps=50)
     cfg = DistillConfig(method="dm", ipc=1, iterations=20, width=32, norm="instancenorm", batch_real=64, attack=atk)
     s = Distiller(data, cfg).run(progress=False)
+    losses = [h["loss"] for h in s.history]
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3])  # the synthetic images move towards the real ones
+    updates = [h for h in s.history if h.get("trigger_steps", 0) > 0]
+    assert len(updates) >= 5  # DOORPING updates ran
+    assert all(h["act_after"] > h["act_before"] for h in updates)  # each raised the selected activation
     net = train_network(s.images, s.labels, 10, EvalConfig(width=32, norm="instancenorm", epochs=100))
     m = attack_metrics(net, data.test_x, data.test_y, s.trigger, s.mask, 0)
     assert m["cta"] > 0.4  # chance is 0.1
     assert all(0.0 <= m[k] <= 1.0 for k in ("asr_all", "asr_nontarget"))
-    assert any(h.get("trigger_steps", 0) > 0 for h in s.history)  # DOORPING updates ran
