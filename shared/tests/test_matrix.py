@@ -146,3 +146,23 @@ def test_isqrt_matches_the_official_forward_with_and_without_trace_eps(iters, tr
     torch.testing.assert_close(isqrt_newton_schulz(cov, iters, eps=trace_eps), ref, rtol=1e-10, atol=1e-14)
     other = _official_sqrtm_forward(cov, iters, 1e-5 - trace_eps)
     assert not torch.allclose(isqrt_newton_schulz(cov, iters, eps=trace_eps), other, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("iters", [1, 2, 3, 4, 6])
+def test_newton_schulz_acts_on_eigenvalues_by_the_scalar_recurrence(iters):
+    """Direct check of the iteration count: on A = Q diag(λ) Qᵀ the coupled iteration acts on each normalized
+    eigenvalue μ = λ / tr(A) as the scalar recurrence y₀ = μ, z₀ = 1, t = (3 − z y)/2, y ← y t, z ← t z, run
+    exactly ``iters`` times; the result is Q diag(√tr(A) · y_N) Qᵀ. One step more or fewer changes it."""
+    lam = torch.tensor([0.5, 1.0, 2.5, 4.0], dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
+    a = (q @ torch.diag(lam) @ q.T).unsqueeze(0)
+    trace = float(lam.sum())
+    expected_diag = []
+    for mu in (lam / trace).tolist():
+        y, z = mu, 1.0
+        for _ in range(iters):
+            t = (3.0 - z * y) / 2.0
+            y, z = y * t, t * z
+        expected_diag.append(trace**0.5 * y)
+    expected = q @ torch.diag(torch.tensor(expected_diag, dtype=torch.float64)) @ q.T
+    torch.testing.assert_close(isqrt_newton_schulz(a, iters)[0], expected, rtol=1e-10, atol=1e-12)
