@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import polyzoo.security.evaluate as evaluate
-from polyzoo.security.evaluate import EvalConfig, train_network
+from polyzoo.security.evaluate import EvalConfig, accuracy, train_network
 
 
 def _official_schedule(epochs: int, lr: float) -> list[tuple[float, bool]]:
@@ -48,3 +48,15 @@ def test_learning_rate_is_divided_by_ten_after_half_the_epochs(epochs, monkeypat
     # the decay happens after epoch epochs // 2 + 1: with 2 epochs that is the last one and nothing runs decayed
     # (as officially); otherwise the last epochs run at a tenth of the rate
     assert seen[-1][0] == pytest.approx(0.02 if epochs == 2 else 0.002, rel=1e-12)
+
+
+def test_accuracy_is_the_share_of_correct_argmax_and_nan_when_empty():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    x = torch.randn(9, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        pred = net(x).argmax(1)
+    y = pred.clone()
+    y[:4] = (y[:4] + 1) % 3  # 4 of 9 wrong
+    assert accuracy(net, x, y) == pytest.approx(5 / 9)
+    assert accuracy(net, x, pred) == 1.0
+    assert torch.isnan(torch.tensor(accuracy(net, x[:0], y[:0])))
