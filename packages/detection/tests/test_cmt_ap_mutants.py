@@ -91,3 +91,12 @@ def test_duplicates_match_the_reference_on_random_scenes():
     for t in (0.5, 1.0, 2.0, 4.0):
         assert out[f"AP@{t:g}"] == pytest.approx(_reference_ap(preds, gts, t), abs=1e-12), t
     assert out["AP@4"] < 1.0  # duplicates cost precision even at the widest threshold
+
+
+def test_a_class_without_predictions_scores_zero():
+    # class 0 found perfectly, class 1 has ground truth but no prediction at all: mAP = (1 + 0) / 2
+    gt = (np.array([[0.0, 0.0, 0.0], [5.0, 5.0, 0.0]]), np.array([0, 1]))
+    pred = (np.array([[0.0, 0.0, 0.0]]), np.array([0.9]), np.array([0]))
+    out = center_distance_ap([pred], [gt], thresholds=(1.0,))
+    assert out["AP@1"] == pytest.approx(0.5, abs=1e-12)
+    assert out["AP@1"] == pytest.approx(_reference_ap([pred], [gt], 1.0), abs=1e-12)
