@@ -95,7 +95,7 @@ MODULES: dict[str, Target] = {
     "recsys.train.metrics": Target(
         "packages/recsys/src/polyzoo/recsys/train.py",
         "packages/recsys/src/polyzoo/recsys",
-        ("packages/recsys/tests/test_train.py", "-k", "metrics"),
+        ("packages/recsys/tests/test_metrics_mutants.py", "packages/recsys/tests/test_train.py", "-k", "metrics"),
         ("metrics",),
     ),
     "recsys.optim": Target(
