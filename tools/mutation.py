@@ -63,7 +63,9 @@ MODULES: dict[str, Target] = {
         "shared/src/polyzoo/shared/ops/pooling.py", "shared/src/polyzoo/shared", ("shared/tests/test_pooling.py",)
     ),
     "shared.ops.attention": Target(
-        "shared/src/polyzoo/shared/ops/attention.py", "shared/src/polyzoo/shared", ("shared/tests/test_attention.py",)
+        "shared/src/polyzoo/shared/ops/attention.py",
+        "shared/src/polyzoo/shared",
+        ("shared/tests/test_attention_mutants.py", "shared/tests/test_attention.py"),
     ),
     "graph.metrics": Target(
         "packages/graph/src/polyzoo/graph/metrics.py",
@@ -84,8 +86,20 @@ MODULES: dict[str, Target] = {
         "packages/music/src/polyzoo/music/evaluation.py",
         "packages/music/src/polyzoo/music",
         ("packages/music/tests/test_evaluation.py",),
-        ("levenshtein", "bars", "bar_string", "stabilities", "two_means_1d", "groove_metrics", "summarize",
-         "random_baseline", "repeat_baseline", "_bar_keys", "duplication_counts", "duplication_summary"),
+        (
+            "levenshtein",
+            "bars",
+            "bar_string",
+            "stabilities",
+            "two_means_1d",
+            "groove_metrics",
+            "summarize",
+            "random_baseline",
+            "repeat_baseline",
+            "_bar_keys",
+            "duplication_counts",
+            "duplication_summary",
+        ),
     ),
     "detection.cmt.evaluation": Target(
         "packages/detection/src/polyzoo/detection/cmt/evaluation.py",
@@ -106,20 +120,57 @@ MODULES: dict[str, Target] = {
 }
 
 BINOP_SWAP = {
-    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
-    ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult, ast.LShift: ast.RShift, ast.RShift: ast.LShift,
-    ast.BitAnd: ast.BitOr, ast.BitOr: ast.BitAnd, ast.BitXor: ast.BitOr,
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.Div,
+    ast.Div: ast.Mult,
+    ast.FloorDiv: ast.Div,
+    ast.Mod: ast.FloorDiv,
+    ast.Pow: ast.Mult,
+    ast.LShift: ast.RShift,
+    ast.RShift: ast.LShift,
+    ast.BitAnd: ast.BitOr,
+    ast.BitOr: ast.BitAnd,
+    ast.BitXor: ast.BitOr,
 }
 CMP_SWAP = {
-    ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
-    ast.Is: ast.IsNot, ast.IsNot: ast.Is, ast.In: ast.NotIn, ast.NotIn: ast.In,
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
 }
 BOOL_SWAP = {ast.And: ast.Or, ast.Or: ast.And}
 SYMBOL = {
-    ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**",
-    ast.LShift: "<<", ast.RShift: ">>", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^", ast.Lt: "<",
-    ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=", ast.Is: "is", ast.IsNot: "is not",
-    ast.In: "in", ast.NotIn: "not in", ast.And: "and", ast.Or: "or",
+    ast.Add: "+",
+    ast.Sub: "-",
+    ast.Mult: "*",
+    ast.Div: "/",
+    ast.FloorDiv: "//",
+    ast.Mod: "%",
+    ast.Pow: "**",
+    ast.LShift: "<<",
+    ast.RShift: ">>",
+    ast.BitAnd: "&",
+    ast.BitOr: "|",
+    ast.BitXor: "^",
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.Is: "is",
+    ast.IsNot: "is not",
+    ast.In: "in",
+    ast.NotIn: "not in",
+    ast.And: "and",
+    ast.Or: "or",
 }
 
 
@@ -357,8 +408,10 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = {"broken": True}
             continue
         timeout = 2 * base_s + 20
-        print(f"{name}: {len(chosen)} of {len(sites)} mutants, clean run {base_s:.1f} s, timeout {timeout:.0f} s",
-              flush=True)
+        print(
+            f"{name}: {len(chosen)} of {len(sites)} mutants, clean run {base_s:.1f} s, timeout {timeout:.0f} s",
+            flush=True,
+        )
         rows = []
         for s in chosen:
             src, _ = mutant_source(tree, target.functions, s.index)
