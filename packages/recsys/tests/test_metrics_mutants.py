@@ -40,3 +40,9 @@ def test_auc_is_nan_with_one_class_only():
         m = metrics(np.array(labels), np.array([0.2, 0.5, 0.9]))
         assert math.isnan(m["auc"])
         assert m["logloss"] == pytest.approx(_clipped_logloss(labels, [0.2, 0.5, 0.9]), rel=1e-12)
+
+
+def test_auc_is_defined_with_a_single_positive_or_negative():
+    for labels in ([0, 1, 0, 0], [1, 0, 1, 1]):
+        probs = [0.3, 0.6, 0.1, 0.6]
+        assert metrics(np.array(labels), np.array(probs))["auc"] == pytest.approx(_pair_auc(labels, probs), abs=1e-12)
