@@ -70,7 +70,10 @@ MODULES: dict[str, Target] = {
     "graph.metrics": Target(
         "packages/graph/src/polyzoo/graph/metrics.py",
         "packages/graph/src/polyzoo/graph",
-        ("packages/graph/tests/test_metrics.py",),
+        (
+            "packages/graph/tests/test_metrics_mutants.py",
+            "packages/graph/tests/test_metrics.py",
+        ),
     ),
     "security.evaluate": Target(
         "packages/security/src/polyzoo/security/evaluate.py",
