@@ -211,3 +211,10 @@ def test_svpn_defaults_and_start_vectors_follow_the_transcription():
         svpn(a, v0=torch.ones(5, dtype=torch.float64))
     with pytest.raises(ValueError, match="iters"):
         svpn(a, iters=0)
+
+
+def test_non_square_batches_are_refused():
+    with pytest.raises(ValueError, match="square"):
+        isqrt_newton_schulz(torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match="square"):
+        isqrt_newton_schulz(torch.zeros(3, 3))

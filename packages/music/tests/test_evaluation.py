@@ -222,3 +222,8 @@ def _last_optimal_split(values: list[float]) -> tuple[float, float]:
         cands.append((sse, (abs(c0 - c1), dist)))
     best = min(s for s, _ in cands)
     return [r for s, r in cands if s <= best + 1e-9][-1]
+
+
+def test_duplication_summary_of_no_bars_is_zero():
+    assert duplication_summary([]) == {"bars": 0, "share_copied": 0.0, "mean_occurrences": 0.0}
+    assert duplication_summary([0, 2, 1, 0]) == {"bars": 4, "share_copied": 0.5, "mean_occurrences": 0.75}
