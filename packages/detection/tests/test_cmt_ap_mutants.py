@@ -3,7 +3,8 @@
 The reference below is written independently from the nuScenes devkit's matching rule (``accumulate``):
 predictions of a class in decreasing score order, each takes the closest ground truth of its class in its sample
 that no earlier prediction took, and is a true positive when that distance is within the threshold (the devkit
-requires ``< threshold``, ``center_distance_ap`` ``<=``; no case here sits exactly on it). The AP is then the area under the monotone precision envelope at 101 recall points, as ``center_distance_ap`` documents.
+requires ``< threshold``, ``center_distance_ap`` ``<=``; no case here sits exactly on it). The AP is then the area
+under the monotone precision envelope at 101 recall points, as ``center_distance_ap`` documents.
 """
 
 from __future__ import annotations
