@@ -60,7 +60,9 @@ MODULES: dict[str, Target] = {
         ("shared/tests/test_matrix.py", "shared/tests/test_pooling.py"),
     ),
     "shared.ops.pooling": Target(
-        "shared/src/polyzoo/shared/ops/pooling.py", "shared/src/polyzoo/shared", ("shared/tests/test_pooling.py",)
+        "shared/src/polyzoo/shared/ops/pooling.py",
+        "shared/src/polyzoo/shared",
+        ("shared/tests/test_pooling_mutants.py", "shared/tests/test_pooling.py"),
     ),
     "shared.ops.attention": Target(
         "shared/src/polyzoo/shared/ops/attention.py",
