@@ -146,3 +146,75 @@ def test_isqrt_matches_the_official_forward_with_and_without_trace_eps(iters, tr
     torch.testing.assert_close(isqrt_newton_schulz(cov, iters, eps=trace_eps), ref, rtol=1e-10, atol=1e-14)
     other = _official_sqrtm_forward(cov, iters, 1e-5 - trace_eps)
     assert not torch.allclose(isqrt_newton_schulz(cov, iters, eps=trace_eps), other, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("iters", [1, 2, 3, 4, 6])
+def test_newton_schulz_acts_on_eigenvalues_by_the_scalar_recurrence(iters):
+    """Direct check of the iteration count: on A = Q diag(λ) Qᵀ the coupled iteration acts on each normalized
+    eigenvalue μ = λ / tr(A) as the scalar recurrence y₀ = μ, z₀ = 1, t = (3 − z y)/2, y ← y t, z ← t z, run
+    exactly ``iters`` times; the result is Q diag(√tr(A) · y_N) Qᵀ. One step more or fewer changes it."""
+    lam = torch.tensor([0.5, 1.0, 2.5, 4.0], dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
+    a = (q @ torch.diag(lam) @ q.T).unsqueeze(0)
+    trace = float(lam.sum())
+    expected_diag = []
+    for mu in (lam / trace).tolist():
+        y, z = mu, 1.0
+        for _ in range(iters):
+            t = (3.0 - z * y) / 2.0
+            y, z = y * t, t * z
+        expected_diag.append(trace**0.5 * y)
+    expected = q @ torch.diag(torch.tensor(expected_diag, dtype=torch.float64)) @ q.T
+    torch.testing.assert_close(isqrt_newton_schulz(a, iters)[0], expected, rtol=1e-10, atol=1e-12)
+
+
+def _svpn_transcription(a: torch.Tensor, alpha: float, iters: int, v0: torch.Tensor, eps: float) -> torch.Tensor:
+    """SoT's svPN written out per matrix: power iteration u = Av/‖Av‖, v = Aᵀu/‖Aᵀu‖, σ = uᵀAv, then
+    u σ^α vᵀ + (A − u σ vᵀ) / (σ^(1−α) + eps)."""
+    out = []
+    for k in range(a.shape[0]):
+        m = a[k]
+        v = (v0[k] if v0.dim() == 2 else v0).to(m.dtype)
+        for _ in range(iters):
+            u = m @ v
+            u = u / u.norm()
+            v = m.T @ u
+            v = v / v.norm()
+        sigma = u @ m @ v
+        r1 = torch.outer(u, v)
+        out.append(r1 * sigma**alpha + (m - r1 * sigma) / (sigma ** (1 - alpha) + eps))
+    return torch.stack(out)
+
+
+def test_svpn_defaults_and_start_vectors_follow_the_transcription():
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
+    ones = torch.ones(4, dtype=torch.float64)
+    # defaults: alpha 0.5, one power iteration, v0 = ones, eps 1e-5 (SoT)
+    torch.testing.assert_close(svpn(a), _svpn_transcription(a, 0.5, 1, ones, 1e-5), rtol=1e-12, atol=1e-12)
+    small = a * 0.05  # top singular values below 1 (the 1e-12 floor must not change them)
+    torch.testing.assert_close(svpn(small), _svpn_transcription(small, 0.5, 1, ones, 1e-5), rtol=1e-12, atol=1e-12)
+    shared_v0 = torch.randn(4, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(
+        svpn(a, v0=shared_v0), _svpn_transcription(a, 0.5, 1, shared_v0, 1e-5), rtol=1e-12, atol=1e-12
+    )
+    per_sample = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(
+        svpn(a, alpha=0.3, iters=2, v0=per_sample, eps=1e-3),
+        _svpn_transcription(a, 0.3, 2, per_sample, 1e-3),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    with pytest.raises(ValueError, match="v0"):
+        svpn(a, v0=torch.ones(1, 3, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="v0"):
+        svpn(a, v0=torch.ones(5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="iters"):
+        svpn(a, iters=0)
+
+
+def test_non_square_batches_are_refused():
+    with pytest.raises(ValueError, match="square"):
+        isqrt_newton_schulz(torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match="square"):
+        isqrt_newton_schulz(torch.zeros(3, 3))

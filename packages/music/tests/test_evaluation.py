@@ -151,3 +151,79 @@ def test_evaluate_systems_rows(gmd_root, tmp_path):
     assert rows["random"]["mean_stability"] > 5 * rows["human"]["mean_stability"] > 0
     assert rows["copy"]["mean_stability"] == rows["human"]["mean_stability"]
     assert rows["human"]["dup_share_copied"] == 1.0
+
+
+def _official_stabilities(lines: list[str]) -> list[int]:
+    """Own transcription of the official analysis: 16-line bars, the first 16 kept, each bar string the
+    ``readlines()`` lines joined with newlines, per inner bar the min DP distance to its neighbours."""
+    raw = [line.rstrip("\n") + "\n" for line in lines]
+    bar_list = [raw[i * 16 : (i + 1) * 16] for i in range(16) if raw[i * 16 : (i + 1) * 16]]
+    strings = ["\n".join(b) for b in bar_list]
+    return [
+        min(levenshtein_dp(strings[i], strings[i - 1]), levenshtein_dp(strings[i], strings[i + 1]))
+        for i in range(1, len(strings) - 1)
+    ]
+
+
+def test_stabilities_keep_exactly_the_first_16_bars():
+    """A groove longer than 16 bars: bars 17 and 18 must not count (the 17-bar mutant changes the last value and
+    the count)."""
+    a = _bar({0: "----o-", 4: "---o--"})
+    b = _bar({0: "----o-", 4: "---o--", 8: "--o---"})
+    c = _bar({0: "oooooo", 2: "oooooo", 12: "oo-ooo"})
+    lines = a * 13 + b + a + b + c + c  # 18 bars; bar 15 (b) is the last kept one, bars 16 and 17 (c) are cut
+    s = stabilities(lines)
+    assert s == _official_stabilities(lines)
+    assert s == [0] * 12 + [1, 1]  # bar 13 (b) between a and a: 1; bar 14 (a) between b and b: 1
+    longer = a * 16 + c * 4  # the 17th bar differs a lot from the 16th
+    assert stabilities(longer) == [0] * 14
+
+
+def _first_optimal_split(values: list[float]) -> tuple[float, float]:
+    """Own transcription: every prefix/suffix split of the sorted values, the FIRST of the minimal-SSE ones."""
+    v = sorted(values)
+    best_sse, best = None, None
+    for k in range(1, len(v)):
+        left, right = v[:k], v[k:]
+        c0, c1 = sum(left) / len(left), sum(right) / len(right)
+        sse = sum((x - c0) ** 2 for x in left) + sum((x - c1) ** 2 for x in right)
+        if best_sse is None or sse < best_sse - 1e-9:
+            dist = (sum(abs(x - c0) for x in left) + sum(abs(x - c1) for x in right)) / len(v)
+            best_sse, best = sse, (abs(c0 - c1), dist)
+    return best
+
+
+def test_two_means_takes_the_first_of_tied_splits():
+    # sorted 0 0 2 3 5: the splits {0 0}|{2 3 5} and {0 0 2}|{3 5} both have SSE 14/3 and gap 10/3, but mean
+    # distances 2/3 (first) and 14/15 (last)
+    gap, dist = two_means_1d([5, 0, 3, 0, 2])
+    assert gap == pytest.approx(10 / 3, abs=1e-12) and dist == pytest.approx(2 / 3, abs=1e-12)
+    rng = random.Random(3)
+    ties = 0
+    for _ in range(300):
+        w = [rng.randint(0, 8) for _ in range(rng.randint(3, 7))]
+        if len(set(w)) < 2:
+            continue
+        ref = _first_optimal_split(w)
+        got = two_means_1d(w)
+        assert got == pytest.approx(ref, abs=1e-9), w
+        ties += got != pytest.approx(_last_optimal_split(w), abs=1e-9)
+    assert ties > 0  # the sample contains tied splits that the tie rule decides
+
+
+def _last_optimal_split(values: list[float]) -> tuple[float, float]:
+    v = sorted(values)
+    cands = []
+    for k in range(1, len(v)):
+        left, right = v[:k], v[k:]
+        c0, c1 = sum(left) / len(left), sum(right) / len(right)
+        sse = sum((x - c0) ** 2 for x in left) + sum((x - c1) ** 2 for x in right)
+        dist = (sum(abs(x - c0) for x in left) + sum(abs(x - c1) for x in right)) / len(v)
+        cands.append((sse, (abs(c0 - c1), dist)))
+    best = min(s for s, _ in cands)
+    return [r for s, r in cands if s <= best + 1e-9][-1]
+
+
+def test_duplication_summary_of_no_bars_is_zero():
+    assert duplication_summary([]) == {"bars": 0, "share_copied": 0.0, "mean_occurrences": 0.0}
+    assert duplication_summary([0, 2, 1, 0]) == {"bars": 4, "share_copied": 0.5, "mean_occurrences": 0.75}
