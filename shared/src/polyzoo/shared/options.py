@@ -21,6 +21,7 @@ __all__ = [
     "DEVICE_CHOICES",
     "LOG_WITH_CHOICES",
     "PRECISION_CHOICES",
+    "autocast_dtype",
     "data_root_option",
     "device_options",
     "echo_result",
@@ -57,6 +58,13 @@ def resolve_device(device: str) -> str:
         if ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
             raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def autocast_dtype(precision: str):
+    """The ``torch.autocast`` dtype of ``--precision`` (None for fp32: autocast off)."""
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
 def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:

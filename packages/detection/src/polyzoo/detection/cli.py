@@ -63,14 +63,9 @@ def train(
 @click.pass_context
 def evaluate(ctx: click.Context, config: str, checkpoint: str, device: str, precision: str, fmt: str) -> None:
     """Evaluate CHECKPOINT with CONFIG (other options as tools/test.py: --work-dir, --out, --cfg-options)."""
-    import os
+    from polyzoo.detection.runner import select_device, test_main
 
-    from polyzoo.detection.runner import test_main
-
-    if device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    elif device.startswith("cuda:"):
-        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+    select_device(device)
     echo_result(test_main([config, checkpoint, *ctx.args]), fmt)
 
 

@@ -89,6 +89,19 @@ RUN_ONLY_KEYS = (
 _VIS_BACKENDS = {"tensorboard": "TensorboardVisBackend", "wandb": "WandbVisBackend", "mlflow": "MLflowVisBackend"}
 
 
+def select_device(device: str) -> None:
+    """``--device`` for mmengine, which picks CUDA whenever it sees a GPU: ``cpu`` hides the GPUs and ``cuda:N``
+    shows only GPU N, through ``CUDA_VISIBLE_DEVICES`` (so it must run before CUDA starts)."""
+    import torch
+
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif device.startswith("cuda:"):
+        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available on this machine (use --device cpu)")
+
+
 def apply_run_options(
     cfg: Any,
     *,
@@ -114,12 +127,7 @@ def apply_run_options(
 
     if seed is not None:
         cfg.randomness = dict(seed=seed, deterministic=False)
-    if device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    elif device.startswith("cuda:"):
-        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: CUDA is not available on this machine (use --device cpu)")
+    select_device(device)
     on_cpu = device == "cpu" or not torch.cuda.is_available()
     wrapper = cfg.get("optim_wrapper")
     if wrapper is not None:

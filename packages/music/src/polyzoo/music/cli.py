@@ -80,25 +80,6 @@ def music() -> None:
     _offline()
 
 
-def _user_errors(f):
-    """Bad input (a file's content, a missing path, a refused folder) ends the command with one ``Error:`` line."""
-    import functools
-
-    from polyzoo.music.drumroll import SkippedMidi
-
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        try:
-            return f(*args, **kwargs)
-        except (ValueError, FileNotFoundError, SkippedMidi) as e:
-            raise click.ClickException(str(e)) from e
-        except OSError as e:
-            name = f"{e.filename}: " if getattr(e, "filename", None) else ""
-            raise click.ClickException(f"{name}{e.strerror or e}") from e
-
-    return wrapper
-
-
 _COLUMNS_OPTION = click.option(
     "--columns",
     type=click.Choice(["official", "primary-notes"]),
@@ -156,7 +137,6 @@ _COLUMNS_OPTION = click.option(
 )
 @click.option("--overwrite", is_flag=True, help="Rebuild an output folder prepared with other settings.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-@_user_errors
 def prepare(
     data_root: Path,
     out: Path,
@@ -202,7 +182,6 @@ def prepare(
     show_default=True,
     help="MIDI → text: articulation merge table.",
 )
-@_user_errors
 def convert(inputs: tuple[Path, ...], out: Path, no_pad: bool, columns: str, merges: str) -> None:
     """Convert files: .mid/.midi → drumroll .txt, .txt → .mid (480 tpq, 120 bpm, velocity 100, drum channel; column
     i plays the --columns order's pitch i, so official text plays crash, ride, snare, kick, hi-hat, tom)."""
@@ -249,7 +228,6 @@ def convert(inputs: tuple[Path, ...], out: Path, no_pad: bool, columns: str, mer
 @click.option("--max-chars", default=None, type=int, help="Read at most this many characters of the corpus.")
 @_model_options
 @_train_options
-@_user_errors
 def pretrain_text(corpus, block_size, max_chars, layers, dim, heads, run_dir, resume, overwrite, **train) -> None:
     """Train the small character-level GPT-2 on local text; RUN_DIR/final is a model directory for
     `finetune --model`. Rerunning with the same settings resumes; others are refused unless --overwrite."""
@@ -286,7 +264,6 @@ def pretrain_text(corpus, block_size, max_chars, layers, dim, heads, run_dir, re
 @click.option("--from-scratch", is_flag=True, help="A randomly initialised small GPT-2 with a character tokenizer.")
 @_model_options
 @_train_options
-@_user_errors
 def finetune(train_jsonl, model_path, from_scratch, layers, dim, heads, run_dir, resume, overwrite, **train) -> None:
     """Finetune with transformers' Trainer, loss on completions only, into RUN_DIR; rerunning with the same settings
     resumes from RUN_DIR/checkpoint-*, other settings are refused unless --overwrite."""
@@ -334,7 +311,6 @@ def finetune(train_jsonl, model_path, from_scratch, layers, dim, heads, run_dir,
 @click.option("--seed", default=0, show_default=True)
 @_COLUMNS_OPTION
 @click.option("--progress/--no-progress", default=True, show_default=True)
-@_user_errors
 def generate(model_path, prompts, out, limit, temperature, max_new_tokens, seed, columns, progress) -> None:
     """Complete each 2-bar prompt until END, repair it into a 16-bar drumroll and write text and MIDI; grooves
     already written are kept (resumable)."""
@@ -391,7 +367,6 @@ def generate(model_path, prompts, out, limit, temperature, max_new_tokens, seed,
 )
 @click.option("--out", "out_json", type=click.Path(dir_okay=False, path_type=Path), help="Also write rows as JSON.")
 @format_option
-@_user_errors
 def evaluate(human, generated, train_dir, kmeans, out_json, fmt) -> None:
     """Structural metrics (mean stability, two-means gap and spread) of human, random, repeat and each generated
     set, on the grooves they share; duplication of generated bars in the training set."""

@@ -177,8 +177,8 @@ class DrumrollFormatError(ValueError):
 
 
 @dataclasses.dataclass
-class SkippedMidi(Exception):
-    """A readable MIDI file that the format does not cover (time signature, no onsets)."""
+class SkippedMidi(ValueError):
+    """A readable MIDI file that the format does not cover (time signature, no onsets); a user error."""
 
     path: str
     reason: str

@@ -36,10 +36,7 @@ def _load_model(run: Path | None, checkpoint: Path | None, frames: int | None):
 
         if run is not None:
             raise click.UsageError("give RUN/--run or an official --checkpoint FILE, not both")
-        try:
-            model, model_cfg = load_official(checkpoint, frames)
-        except (FileNotFoundError, ValueError) as e:
-            raise click.ClickException(str(e)) from e
+        model, model_cfg = load_official(checkpoint, frames)  # bad files: one Error line through CommandGroup
         return model, model_cfg, ClipConfig(num_segments=model_cfg.num_frames)
     if run is None:
         raise click.UsageError("give a trained RUN folder, or --checkpoint with an official checkpoint file")
@@ -218,7 +215,7 @@ def evaluate(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from polyzoo.shared.options import resolve_device
+    from polyzoo.shared.options import autocast_dtype, resolve_device
     from polyzoo.video.data import VideoDataset
     from polyzoo.video.train import PROTOCOL_FUSION, multiview_predict_fn, topk_metrics
 
@@ -230,7 +227,7 @@ def evaluate(
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers, pin_memory=dev.type == "cuda")
     fusion = average or PROTOCOL_FUSION[clip_cfg.protocol]
     predict = multiview_predict_fn(fusion)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = autocast_dtype(precision)
     outs, tgts = [], []
     with torch.no_grad(), torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
         for x, y in tqdm(loader, desc="eval", dynamic_ncols=True):

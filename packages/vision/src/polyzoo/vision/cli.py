@@ -208,11 +208,8 @@ def evaluate(
         echo_result({"checkpoint": str(checkpoint), "model": model_name, "data": ds.name, "n": len(ds.eval),
                      **metrics}, fmt)  # fmt: skip
         return
-    try:
-        model, facts = load_run_model(run_dir)
-        ds = load_data(data or facts["data"], img_size=facts["img_size"], seed=facts["settings"]["seed"])
-    except (FileNotFoundError, ValueError) as e:
-        raise click.ClickException(str(e)) from e
+    model, facts = load_run_model(run_dir)  # bad runs and data: one Error line through CommandGroup
+    ds = load_data(data or facts["data"], img_size=facts["img_size"], seed=facts["settings"]["seed"])
     metrics = evaluate_run(model, ds, batch_size=batch_size, progress=True, device=device, precision=precision)
     echo_result({"run": str(run_dir), "data": ds.name, "n": len(ds.eval), **metrics}, fmt)
 

@@ -204,10 +204,10 @@ def evaluate_run(
     fp32, or bf16/fp16 autocast)."""
     from tqdm.auto import tqdm
 
-    from polyzoo.shared.options import resolve_device
+    from polyzoo.shared.options import autocast_dtype, resolve_device
 
     dev = torch.device(resolve_device(device))
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = autocast_dtype(precision)
     loader = torch.utils.data.DataLoader(data.eval, batch_size=batch_size, shuffle=False, pin_memory=dev.type == "cuda")
     model = model.to(dev).eval()
     outs, tgts = [], []
