@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from polyzoo.shared.io import load_safetensors, pack_tensors, read_json, unpack_tensors, write_json_atomic
+from polyzoo.shared.options import resolve_device
 from polyzoo.shared.run import RunDir, find_last_checkpoint
 from polyzoo.shared.seed import SeededSamples, get_rng_state, seed_everything, set_rng_state
 
@@ -205,12 +206,10 @@ class Trainer:
         self.metrics_fn = metrics_fn or self._default_metrics
         seed_everything(config.seed, config.deterministic)
         _allow_new_precision(config.mixed_precision)
-        cpu = config.cpu or config.device == "cpu"
-        if config.device.startswith("cuda"):
-            if not torch.cuda.is_available():
-                raise ValueError(f"--device {config.device}: CUDA is not available on this machine")
-            if ":" in config.device:
-                torch.cuda.set_device(int(config.device.split(":")[1]))
+        device = "cpu" if config.cpu else resolve_device(config.device)
+        cpu = device == "cpu"
+        if device.startswith("cuda:"):
+            torch.cuda.set_device(int(device.split(":")[1]))
         self.accelerator = Accelerator(
             cpu=cpu,
             mixed_precision=config.mixed_precision,
