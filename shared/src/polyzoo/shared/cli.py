@@ -203,8 +203,7 @@ def reproduce(quick: bool, only: tuple[str, ...], out: Path, data_root: Path | N
     outcomes = run_checks(checks, ctx)
     path = write_report(outcomes, ctx, "polyzoo " + shlex.join(sys.argv[1:]))
     for o in outcomes:
-        status = "PASS" if o.passed else ("ERROR" if o.error else "FAIL")
-        click.echo(f"{status:5} {o.name} ({o.seconds:.1f} s)", err=True)
+        click.echo(f"{o.status:5} {o.name} ({o.seconds:.1f} s)", err=True)
     click.echo(f"report: {path}")
     if not all(o.passed for o in outcomes):
         sys.exit(1)

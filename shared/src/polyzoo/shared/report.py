@@ -108,11 +108,16 @@ class CheckResult:
     data: str  # on what data
     columns: Sequence[str]
     rows: Sequence[Sequence[Any]]
-    passed: bool
+    passed: bool | None  # None: INCONCLUSIVE (the difference lies within the seed spread or the test-set noise)
     verdict: str  # one sentence: what the numbers say about the claim
     paper: str | None = None  # the paper's number(s), where one applies
     figures: Sequence[Path] = ()
     notes: Sequence[str] = ()
+
+    @property
+    def status(self) -> str:
+        """``PASS``, ``FAIL`` or ``INCONCLUSIVE`` (``passed is None``)."""
+        return "INCONCLUSIVE" if self.passed is None else ("PASS" if self.passed else "FAIL")
 
 
 @dataclasses.dataclass
@@ -124,7 +129,16 @@ class _Outcome:
 
     @property
     def passed(self) -> bool:
-        return self.error is None and all(r.passed for r in self.results)
+        """No error and no FAIL (an INCONCLUSIVE result does not fail the run)."""
+        return self.error is None and all(r.passed is not False for r in self.results)
+
+    @property
+    def status(self) -> str:
+        """ERROR, FAIL (any result failed), INCONCLUSIVE (none failed, some inconclusive) or PASS."""
+        if self.error is not None:
+            return "ERROR"
+        statuses = {r.status for r in self.results}
+        return next((s for s in ("FAIL", "INCONCLUSIVE") if s in statuses), "PASS")
 
 
 def discover_checks(only: Iterable[str] = ()) -> dict[str, Callable[[ReproContext], Any]]:
@@ -227,7 +241,7 @@ def write_report(outcomes: list[_Outcome], ctx: ReproContext, command: str) -> P
         "",
         markdown_table(
             ["check", "status", "time (s)"],
-            [[o.name, "PASS" if o.passed else ("ERROR" if o.error else "FAIL"), round(o.seconds, 1)] for o in outcomes],
+            [[o.name, o.status, round(o.seconds, 1)] for o in outcomes],
         ),
         "",
     ]
@@ -246,7 +260,7 @@ def write_report(outcomes: list[_Outcome], ctx: ReproContext, command: str) -> P
             continue
         for r in o.results:
             lines += [
-                f"## {r.title} ({o.name}): {'PASS' if r.passed else 'FAIL'}",
+                f"## {r.title} ({o.name}): {r.status}",
                 "",
                 f"**Compared.** {r.compared}",
                 "",
