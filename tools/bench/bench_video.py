@@ -7,7 +7,14 @@ Contenders (one clip = open the file + decode 8 frames at TSN training offsets, 
   first decoded frame (mmaction2 ``PyAVDecode(mode='efficient')``): fast, but returns the keyframe;
 - ``pyav accurate seek``: per segment, the same seek, then decode forward until the requested timestamp;
 - ``pyav decode-all-then-pick``: decode from the start up to the last requested frame and pick
-  (mmaction2 ``PyAVDecode(mode='accurate')``; only the picked frames are converted to RGB here).
+  (mmaction2 ``PyAVDecode(mode='accurate')``; only the picked frames are converted to RGB here);
+- ``torchcodec``: ``VideoDecoder(seek_mode="exact").get_frames_at`` (PyTorch's own decoder; a dev dependency,
+  it needs the system's FFmpeg 4–8 shared libraries, e.g. Debian 12's ``libavcodec59 libavformat59 libavutil57
+  libswscale6 libswresample4 libavdevice59 libavfilter8``; without them its rows say why they are missing).
+
+decord2 (the maintained fork, 3.4.0) installs the same ``decord`` module as decord 0.6.0, so the two cannot sit in
+one environment; it was measured in a separate venv and rejected (see the package README): ``get_batch`` fails
+with "DECORDArrayCopyFromTo: The size must exactly match" on H.264 clips of width 16, 32, 48, 96 or 144 px.
 
 Videos: the real Kinetics clip in ../shared/data/video (280 frames, 340×256) and a longer clip encoded here
 (600 frames, 340×256, libx264, default GOP of 250 frames). Frame-exactness: every returned frame is compared
@@ -95,6 +102,24 @@ def _decord(path: Path, idx: list[int]) -> list[np.ndarray]:
     return list(read_frames(path, idx).numpy())
 
 
+def _torchcodec_status() -> str | None:
+    """None when torchcodec can decode here, else why not (not installed, or FFmpeg's libraries missing)."""
+    try:
+        from torchcodec.decoders import VideoDecoder  # noqa: F401
+    except ImportError:
+        return "torchcodec is not installed"
+    except (OSError, RuntimeError) as e:  # its core library loads FFmpeg's shared libraries at import
+        return f"torchcodec cannot load FFmpeg's libraries ({type(e).__name__})"
+    return None
+
+
+def _torchcodec(path: Path, idx: list[int]) -> list[np.ndarray]:
+    from torchcodec.decoders import VideoDecoder
+
+    frames = VideoDecoder(str(path), seek_mode="exact").get_frames_at(idx).data  # (N, C, H, W) uint8
+    return list(frames.permute(0, 2, 3, 1).numpy())
+
+
 def _exact(frames: list[np.ndarray], idx: list[int], ref: np.ndarray) -> int:
     ok = 0
     flat = ref.reshape(len(ref), -1).astype(np.int16)
@@ -111,6 +136,7 @@ def run(quick: bool = False) -> str:
         return "PyAV is not installed: run `uv run --with av python tools/bench/run.py video`."
     from polyzoo.video.data import num_video_frames, sample_indices
 
+    torchcodec_missing = _torchcodec_status()
     repeats = 3 if quick else 10
     n_sets = 4 if quick else 10
     lines = [
@@ -134,6 +160,10 @@ def run(quick: bool = False) -> str:
                 "pyav accurate seek": lambda p, i: _pyav_seek(p, i, accurate=True),
                 "pyav decode-all-then-pick (mmaction2 accurate)": _pyav_decode_all,
             }
+            if torchcodec_missing is None:
+                loaders["torchcodec (exact seek)"] = _torchcodec
+            else:
+                lines.append(f"| {label} | torchcodec | - | - | {torchcodec_missing} |")
             exact = {name: sum(_exact(fn(path, s), s, ref) for s in index_sets) for name, fn in loaders.items()}
 
             def over_sets(fn, path=path, index_sets=index_sets):
