@@ -211,7 +211,7 @@ class _CsvReader:
                 if clean:
                     try:
                         df = self._parse(data)
-                    except Exception:  # noqa: BLE001 - any refusal sends the block to the exact slow path
+                    except Exception:
                         df = None
                     if df is not None and df.height == n_lines:
                         block = _Block(
@@ -239,7 +239,9 @@ class _CsvReader:
             try:
                 line = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as e:
-                bad.append((lineno, f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})"))
+                bad.append(
+                    (lineno, f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})")
+                )
                 continue
             if not line:
                 continue
@@ -547,25 +549,30 @@ def _reader(inp: _Input, schema: Schema, skip_bad: bool, block_bytes: int):
     return _CsvReader(inp.path, schema, block_bytes)
 
 
-def _check_block(block: _Block, enc: _Encoder, path: Path, skip_bad: bool, need_values: bool):
-    """Validate a block; returns (labels, bad mask, per-field raw/parsed values, bad-row count)."""
+def _check_block(block: _Block, enc: _Encoder, path: Path, skip_bad: bool, validate: bool = True):
+    """Validate a block; returns (labels, bad mask, per-field values, bad-row count). Each field's value is its
+    raw string Series after the transform, or the parsed float array of a log-square integer field.
+
+    ``validate=False`` (the counting pass without ``skip_bad`` on a block free of structural errors) skips the
+    label and number checks: the encoding pass makes them, in file order, before anything is published."""
     probs = _Problems(block, path, skip_bad)
-    y, bad, msg = enc.label(block, path)
-    probs.add(bad, msg)
+    y = None
+    if validate:
+        y, bad, msg = enc.label(block, path)
+        probs.add(bad, msg)
     values: list[Any] = []
-    raws = []
     for fi in range(len(enc.schema.fields)):
         s, bad, msg = enc.raw_values(block, fi)
-        probs.add(bad, msg)
-        raws.append(s)
-    for fi, sf in enumerate(enc.schema.fields):
-        s = raws[fi]
-        if sf.spec.kind == "integer" or sf.check_number:
-            x, bad, msg = enc.number_check(s, sf.spec.name)
+        if validate:
             probs.add(bad, msg)
-            values.append(x if sf.spec.kind == "integer" else s)
-        else:
-            values.append(s)
+        values.append(s)
+    if validate:
+        for fi, sf in enumerate(enc.schema.fields):
+            if sf.spec.kind == "integer" or sf.check_number:
+                x, bad, msg = enc.number_check(values[fi], sf.spec.name)
+                probs.add(bad, msg)
+                if sf.spec.kind == "integer":
+                    values[fi] = x
     nbad = probs.finish()
     return y, probs.bad, values, nbad
 
@@ -584,7 +591,8 @@ def _count_pass(inputs, schema, skip_bad, block_bytes, seed, bar) -> tuple[dict[
             continue
         reader = _reader(inp, schema, skip_bad, block_bytes)
         for block in reader.blocks():
-            _, bad, values, nbad = _check_block(block, enc, reader.path, skip_bad, True)
+            validate = skip_bad or bool(block.struct_bad)
+            _, bad, values, nbad = _check_block(block, enc, reader.path, skip_bad, validate)
             bad_rows += nbad
             codes = _split_codes(block.ks, schema.split_rule, schema.valid_share, seed, inp.fixed_split)
             keep = pl.Series((codes == TRAIN) & ~bad)
@@ -658,10 +666,7 @@ def _encode_pass(inputs, schema, fmap, skip_bad, block_bytes, seed, root, row_gr
     enc = _Encoder(schema, fmap)
     out_schema = pl.Schema(
         {"label": pl.Float32}
-        | {
-            sf.spec.name: (pl.List(pl.Int32) if sf.spec.kind == "sequence" else pl.Int32)
-            for sf in schema.fields
-        }
+        | {sf.spec.name: (pl.List(pl.Int32) if sf.spec.kind == "sequence" else pl.Int32) for sf in schema.fields}
     )
     writers = [_ShardWriter(root, name, out_schema, row_group_rows, shard_rows) for name in SPLITS]
     bad_rows = 0
@@ -751,7 +756,9 @@ def prepare(
     t0 = time.perf_counter()
     out = Path(out)
     if row_group_rows < 1 or shard_rows < row_group_rows:
-        raise ValueError(f"row_group_rows must be >= 1 and shard_rows >= row_group_rows, got {row_group_rows}, {shard_rows}")
+        raise ValueError(
+            f"row_group_rows must be >= 1 and shard_rows >= row_group_rows, got {row_group_rows}, {shard_rows}"
+        )
     inputs = [_Input(Path(input_path), TRAIN if (valid_input or test_input) else None)]
     if valid_input is not None:
         inputs.append(_Input(Path(valid_input), VALID))

@@ -157,7 +157,9 @@ def _read_raw(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
         raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         detail = str(err).replace("\n", " ")
-        raise ValueError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} ({detail})") from None
+        raise ValueError(
+            f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} ({detail})"
+        ) from None
     return raw, str(path)
 
 
@@ -348,4 +350,6 @@ def synthetic_schema(num_fields: int = 8, threshold: int = 0, hash_buckets: int 
     """The synthetic generator's CSV (``label,f0,…``; :func:`polyzoo.recsys.synthetic.synthetic_format`)."""
     names = [f"f{i}" for i in range(num_fields)]
     fields = [SchemaField(FieldSpec(n, "categorical", threshold, hash_buckets), n) for n in names]
-    return Schema("synthetic", "csv", ",", True, ["label", *names], "label", None, "mod1000", 0.0, fields, "", "synthetic")
+    return Schema(
+        "synthetic", "csv", ",", True, ["label", *names], "label", None, "mod1000", 0.0, fields, "", "synthetic"
+    )
