@@ -553,8 +553,8 @@ def _check_block(block: _Block, enc: _Encoder, path: Path, skip_bad: bool, valid
     """Validate a block; returns (labels, bad mask, per-field values, bad-row count). Each field's value is its
     raw string Series after the transform, or the parsed float array of a log-square integer field.
 
-    ``validate=False`` (the counting pass without ``skip_bad`` on a block free of structural errors) skips the
-    label and number checks: the encoding pass makes them, in file order, before anything is published."""
+    ``validate=False`` (the counting pass without ``skip_bad``) skips the label, transform and number checks:
+    the encoding pass makes them, in file order, before anything is published."""
     probs = _Problems(block, path, skip_bad)
     y = None
     if validate:
@@ -591,8 +591,11 @@ def _count_pass(inputs, schema, skip_bad, block_bytes, seed, bar) -> tuple[dict[
             continue
         reader = _reader(inp, schema, skip_bad, block_bytes)
         for block in reader.blocks():
-            validate = skip_bad or bool(block.struct_bad)
-            _, bad, values, nbad = _check_block(block, enc, reader.path, skip_bad, validate)
+            if block.struct_bad and not skip_bad:
+                # a malformed line: stop counting; the encoding pass checks every row in file order and raises the
+                # first problem (this one or an earlier unparsable value) before anything is published
+                return {name: _merge_counts([]) for name in pending}, -1, bad_rows
+            _, bad, values, nbad = _check_block(block, enc, reader.path, skip_bad, skip_bad)
             bad_rows += nbad
             codes = _split_codes(block.ks, schema.split_rule, schema.valid_share, seed, inp.fixed_split)
             keep = pl.Series((codes == TRAIN) & ~bad)
@@ -776,6 +779,8 @@ def prepare(
     settings = {
         "schema": schema.to_dict(),
         "protocol": schema.protocol,
+        "thresholds": sorted({f.spec.threshold for f in schema.fields if f.spec.kind != "integer"}),
+        "hash_buckets": sorted({f.spec.hash_buckets for f in schema.fields if f.spec.kind != "integer"}),
         "split": {
             "rule": "files" if (valid_input or test_input) else schema.split_rule,
             "valid_share": schema.valid_share,
@@ -811,7 +816,7 @@ def prepare(
         vocabularies: dict[str, list[str]] = {}
         if needs_vocab:
             counts, train_rows, _ = _count_pass(inputs, schema, skip_bad, block_bytes, seed, bar)
-            if train_rows == 0:
+            if train_rows == 0:  # (-1: stopped at a malformed line, which the encoding pass reports)
                 raise ValueError(f"{inputs[0].path}: no usable train rows to build vocabularies from")
             for sf in schema.fields:
                 if sf.spec.name in counts:
