@@ -116,6 +116,13 @@ _skip_opt = click.option("--skip-bad", is_flag=True, help="count and skip malfor
 @click.option("--row-group-rows", default=65536, show_default=True, help="rows per Parquet row group")
 @click.option("--shard-rows", default=1 << 20, show_default=True, help="rows per Parquet shard")
 @click.option("--block-mb", default=32, show_default=True, help="raw text read per block (bounds memory)")
+@click.option(
+    "--compression",
+    type=click.Choice(["lz4", "zstd", "snappy", "uncompressed"]),
+    default="lz4",
+    show_default=True,
+    help="Parquet codec",
+)
 @_skip_opt
 def prepare(
     input_path: Path,
@@ -135,6 +142,7 @@ def prepare(
     row_group_rows: int,
     shard_rows: int,
     block_mb: int,
+    compression: str,
     skip_bad: bool,
 ) -> None:
     """Prepare INPUT_PATH once: vocabularies (train rows only) and encoded Parquet shards in --out, streamed with
@@ -171,6 +179,7 @@ def prepare(
         block_bytes=block_mb << 20,
         row_group_rows=row_group_rows,
         shard_rows=shard_rows,
+        compression=compression,
         progress=True,
     )
     click.echo(json.dumps(summary))
