@@ -154,3 +154,25 @@ def test_unreadable_schema_files(tmp_path):
         load_schema(top)
     with pytest.raises(ValueError, match=r"builtin:criteo: key 'protocol'"):
         load_schema("criteo", protocol="tf")
+
+
+def test_readme_schema_example_parses(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```yaml\n(name: clicks.*?)```", readme, re.S)
+    assert block, "the README's schema example is missing"
+    path = tmp_path / "readme.yaml"
+    path.write_text(block.group(1))
+    s = load_schema(path)
+    kinds = [(f.spec.name, f.spec.kind, f.column) for f in s.fields]
+    assert kinds == [
+        ("user", "categorical", "user"),
+        ("user_h", "categorical", "user"),
+        ("price", "integer", "price"),
+        ("price_tok", "categorical", "price"),
+        ("tags", "sequence", "tags"),
+        ("hour_of_day", "categorical", "hour"),
+    ]
+    assert s.fields[1].spec.hash_buckets == 100000 and s.fields[3].check_number and s.valid_share == 0.1

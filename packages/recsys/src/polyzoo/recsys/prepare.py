@@ -179,10 +179,20 @@ class _CsvReader:
         self.data_offset = len(first_raw) if header else 0
         self.first_line = 2 if header else 1
         self._pl_schema = {f"c{i}": pl.String for i in range(len(self.columns))}
+        self._project: list[int] | None = None
+
+    def project(self, columns: set[str]) -> None:
+        """Materialise only these columns (Polars then no longer refuses lines with too many fields: used only by
+        the counting pass without ``skip_bad``, whose output the full encoding pass re-checks)."""
+        self._project = sorted(self.columns.index(c) for c in columns)
 
     def _parse(self, data: bytes) -> pl.DataFrame:
-        df = pl.read_csv(data, has_header=False, separator=self.delimiter, quote_char=None, schema=self._pl_schema)
-        return df.rename(dict(zip(df.columns, self.columns, strict=True)))
+        project = self._project
+        df = pl.read_csv(
+            data, has_header=False, separator=self.delimiter, quote_char=None, schema=self._pl_schema, columns=project
+        )
+        names = [self.columns[i] for i in project] if project is not None else self.columns
+        return df.rename(dict(zip(df.columns, names, strict=True)))
 
     def _empty(self) -> pl.DataFrame:
         return pl.DataFrame({c: pl.Series([], dtype=pl.String) for c in self.columns})
@@ -554,7 +564,9 @@ def _reader(inp: _Input, schema: Schema, skip_bad: bool, block_bytes: int):
     return _CsvReader(inp.path, schema, block_bytes)
 
 
-def _check_block(block: _Block, enc: _Encoder, path: Path, skip_bad: bool, validate: bool = True):
+def _check_block(
+    block: _Block, enc: _Encoder, path: Path, skip_bad: bool, validate: bool = True, only: set[int] | None = None
+):
     """Validate a block; returns (labels, bad mask, per-field values, bad-row count). Each field's value is its
     raw string Series after the transform, or the parsed float array of a log-square integer field.
 
@@ -567,6 +579,9 @@ def _check_block(block: _Block, enc: _Encoder, path: Path, skip_bad: bool, valid
         probs.add(bad, msg)
     values: list[Any] = []
     for fi in range(len(enc.schema.fields)):
+        if only is not None and fi not in only:
+            values.append(None)
+            continue
         s, bad, msg = enc.raw_values(block, fi)
         if validate:
             probs.add(bad, msg)
@@ -595,12 +610,15 @@ def _count_pass(inputs, schema, skip_bad, block_bytes, seed, bar) -> tuple[dict[
         if inp.fixed_split is not None and inp.fixed_split != TRAIN:
             continue
         reader = _reader(inp, schema, skip_bad, block_bytes)
+        if isinstance(reader, _CsvReader) and not skip_bad:
+            reader.project({sf.column for _, sf in vocab_fields})
+        only = None if skip_bad else {fi for fi, _ in vocab_fields}
         for block in reader.blocks():
             if block.struct_bad and not skip_bad:
                 # a malformed line: stop counting; the encoding pass checks every row in file order and raises the
                 # first problem (this one or an earlier unparsable value) before anything is published
                 return {name: _merge_counts([]) for name in pending}, -1, bad_rows
-            _, bad, values, nbad = _check_block(block, enc, reader.path, skip_bad, skip_bad)
+            _, bad, values, nbad = _check_block(block, enc, reader.path, skip_bad, skip_bad, only)
             bad_rows += nbad
             codes = _split_codes(block.ks, schema.split_rule, schema.valid_share, seed, inp.fixed_split)
             keep = pl.Series((codes == TRAIN) & ~bad)
