@@ -402,3 +402,54 @@ def test_cli_prepare_folder(tmp_path, criteo_file):
     assert m["settings"]["split"]["seed"] == 3 and m["settings"]["protocol"] == "official"
     res = CliRunner().invoke(recsys, [*args[:-1], "4"])
     assert res.exit_code != 0 and "other settings" in res.output
+
+
+def test_crlf_lines_and_header_give_the_same_ids(tmp_path):
+    rows = _criteo_rows(300, seed=5)
+    names = ["label", *(f"I{i}" for i in range(1, 14)), *(f"C{i}" for i in range(1, 27))]
+    path = tmp_path / "crlf.csv"
+    path.write_bytes((",".join(names) + "\r\n" + "".join(",".join(r) + "\r\n" for r in rows)).encode())
+    out = tmp_path / "out"
+    prepare(path, out, load_schema("criteo", threshold=1), block_bytes=5000)
+    fmt = criteo_format(threshold=1)
+    ref, _ = build_feature_map(path, fmt)
+    ids, labels = _stream_ids(path, fmt, ref, "train")
+    df = _read_split(out, "train")
+    np.testing.assert_array_equal(df.drop("label").to_numpy(), ids)
+    np.testing.assert_array_equal(df["label"].to_numpy(), labels)
+
+
+def test_older_feature_map_versions_still_load(tmp_path):
+    # a version-2 map (written before sequence fields existed): no separator / max_len keys
+    v2 = {
+        "format_version": 2,
+        "fields": [
+            {
+                "name": "c",
+                "kind": "categorical",
+                "threshold": 0,
+                "hash_buckets": 0,
+                "num_buckets": 64,
+                "missing": "zero_row",
+                "float32": False,
+            },
+            {
+                "name": "i",
+                "kind": "integer",
+                "threshold": 20,
+                "hash_buckets": 0,
+                "num_buckets": 64,
+                "missing": "as_zero",
+                "float32": True,
+            },
+        ],
+        "vocabularies": {"c": ["a", "b"]},
+        "num_rows": 1 + 2 + 64,
+        "source": None,
+        "settings": {},
+    }
+    (tmp_path / "v2.json").write_text(json.dumps(v2))
+    fmap = FeatureMap.load(tmp_path / "v2.json")
+    assert fmap.encode(["b", ""]) == [2, 3] and fmap.fields[0].max_len == 0
+    fmap.save(tmp_path / "v3.json")
+    assert json.loads((tmp_path / "v3.json").read_text())["format_version"] == 3
