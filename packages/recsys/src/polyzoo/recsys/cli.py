@@ -154,6 +154,13 @@ def prepare(
     from polyzoo.recsys.prepare import prepare as run_prepare
     from polyzoo.recsys.schema import load_schema, synthetic_schema
 
+    if split != "train":
+        raise click.BadParameter(
+            "applies to a feature-map-only (.json) --out; a prepared folder counts train rows only "
+            "(the split rule comes from the schema; --valid-share, --valid-input, --test-input)",
+            param_hint="--split",
+        )
+
     name = schema_name or fmt_name
     if name == "synthetic":
         schema = synthetic_schema(num_fields, threshold or 0, hash_buckets or 0)
