@@ -76,7 +76,7 @@ def criteo_file(tmp_path):
 
 
 @pytest.mark.parametrize("protocol", ["official", "polyzoo"])
-@pytest.mark.parametrize("block_bytes", [1 << 20, 1500])
+@pytest.mark.parametrize("block_bytes", [1 << 20, 20000])
 def test_criteo_ids_identical_to_ctrstream(criteo_file, tmp_path, protocol, block_bytes):
     out = tmp_path / "out"
     summary = prepare(criteo_file, out, load_schema("criteo", protocol=protocol, threshold=2), block_bytes=block_bytes)
@@ -97,7 +97,7 @@ def test_criteo_ids_identical_to_ctrstream(criteo_file, tmp_path, protocol, bloc
 
 def test_hashing_ids_identical_and_crc32(criteo_file, tmp_path):
     out = tmp_path / "out"
-    prepare(criteo_file, out, load_schema("criteo", hash_buckets=97), block_bytes=3000)
+    prepare(criteo_file, out, load_schema("criteo", hash_buckets=97), block_bytes=20000)
     fmt = criteo_format(hash_buckets=97)
     fmap = FeatureMap(fmt.fields)
     ids, _ = _stream_ids(criteo_file, fmt, fmap, "train")
@@ -167,7 +167,7 @@ def test_split_rule_valid_share_and_train_only_vocabulary(tmp_path):
     path = _write(tmp_path / "c.tsv", rows)
     share, seed = 0.2, 7
     out = tmp_path / "out"
-    s = prepare(path, out, load_schema("criteo", threshold=0, valid_share=share), seed=seed, block_bytes=4000)
+    s = prepare(path, out, load_schema("criteo", threshold=0, valid_share=share), seed=seed, block_bytes=30000)
     # transcription: official criteo_split.py train iff (k mod 1000)/1000 <= 0.8; valid iff a train row with
     # splitmix64(k + seed * golden) / 2**64 < share
     train_k = [k for k in range(3000) if (k % 1000) / 1000 <= 0.8]
@@ -189,7 +189,7 @@ def test_split_rule_valid_share_and_train_only_vocabulary(tmp_path):
         want = [fmap.offsets[12] + fmap.vocabularies["C1"].index(f"u{k}") if name == "train" else 0 for k in ks]
         assert c1 == want  # file order kept; valid/test values are out of vocabulary
     out2 = tmp_path / "out2"
-    prepare(path, out2, load_schema("criteo", threshold=0, valid_share=share), seed=seed + 1, block_bytes=4000)
+    prepare(path, out2, load_schema("criteo", threshold=0, valid_share=share), seed=seed + 1, block_bytes=30000)
     assert read_manifest(out2)["splits"] != read_manifest(out)["splits"]  # the seed moves the carve
 
 
