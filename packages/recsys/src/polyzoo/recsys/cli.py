@@ -66,16 +66,33 @@ _skip_opt = click.option("--skip-bad", is_flag=True, help="count and skip malfor
 
 @recsys.command()
 @click.argument("input_path", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="feature map JSON to write (atomically)")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="prepared folder to write (manifest.json, feature_map.json, train/valid/test Parquet shards); "
+    "a path ending in .json writes only the feature map (the former behaviour, for CTRStream)",
+)
 @_format_opt
-@click.option("--threshold", default=20, show_default=True, help="keep categorical values seen more than this often")
-@click.option("--hash-buckets", default=0, show_default=True, help="> 0: hash categorical values, no vocabulary")
+@click.option(
+    "--schema",
+    "schema_name",
+    default=None,
+    help="schema: criteo, avazu, movielens or a YAML/JSON schema file (default: the --data-format's built-in)",
+)
+@click.option(
+    "--threshold",
+    type=int,
+    default=None,
+    help="keep categorical values seen more than this often [default: the schema's; criteo/avazu 20, movielens 0]",
+)
+@click.option("--hash-buckets", type=int, default=None, help="> 0: hash categorical values (CRC32), no vocabulary")
 @click.option(
     "--split",
     type=click.Choice(["train", "all"]),
     default="train",
     show_default=True,
-    help="rows counted (official 80/20 rule)",
+    help="feature-map-only (.json) output: rows counted (official 80/20 rule)",
 )
 @click.option("--num-fields", default=8, show_default=True, help="fields of the synthetic format")
 @click.option(
@@ -85,28 +102,118 @@ _skip_opt = click.option("--skip-bad", is_flag=True, help="count and skip malfor
     show_default=True,
     help="Criteo: official = I1-I12, missing integer -> bucket 0, float32 binning; polyzoo = I1-I13, zero row",
 )
+@click.option(
+    "--valid-share",
+    type=float,
+    default=None,
+    help="share of train rows carved out as validation (splitmix64 of the row index and --seed) "
+    "[default: the schema's, 0 for the built-ins = the official protocol]",
+)
+@click.option("--seed", default=0, show_default=True, help="seed of the validation carve")
+@click.option("--valid-input", type=click.Path(exists=True, path_type=Path), default=None, help="a separate valid file")
+@click.option("--test-input", type=click.Path(exists=True, path_type=Path), default=None, help="a separate test file")
+@click.option("--overwrite", is_flag=True, help="replace an --out prepared with other settings or from changed inputs")
+@click.option("--row-group-rows", default=65536, show_default=True, help="rows per Parquet row group")
+@click.option("--shard-rows", default=1 << 20, show_default=True, help="rows per Parquet shard")
+@click.option("--block-mb", default=32, show_default=True, help="raw text read per block (bounds memory)")
+@click.option(
+    "--compression",
+    type=click.Choice(["lz4", "zstd", "snappy", "uncompressed"]),
+    default="lz4",
+    show_default=True,
+    help="Parquet codec",
+)
 @_skip_opt
 def prepare(
     input_path: Path,
     out: Path,
     fmt_name: str,
-    threshold: int,
-    hash_buckets: int,
+    schema_name: str | None,
+    threshold: int | None,
+    hash_buckets: int | None,
+    split: str,
+    num_fields: int,
+    protocol: str,
+    valid_share: float | None,
+    seed: int,
+    valid_input: Path | None,
+    test_input: Path | None,
+    overwrite: bool,
+    row_group_rows: int,
+    shard_rows: int,
+    block_mb: int,
+    compression: str,
+    skip_bad: bool,
+) -> None:
+    """Prepare INPUT_PATH once: vocabularies (train rows only) and encoded Parquet shards in --out, streamed with
+    bounded memory; rerunning with the same settings and unchanged inputs does nothing, other settings are refused
+    unless --overwrite."""
+    if out.suffix == ".json":
+        _prepare_feature_map(input_path, out, fmt_name, threshold, hash_buckets, split, num_fields, protocol, skip_bad)
+        return
+    from polyzoo.recsys.prepare import prepare as run_prepare
+    from polyzoo.recsys.schema import load_schema, synthetic_schema
+
+    if split != "train":
+        raise click.BadParameter(
+            "applies to a feature-map-only (.json) --out; a prepared folder counts train rows only "
+            "(the split rule comes from the schema; --valid-share, --valid-input, --test-input)",
+            param_hint="--split",
+        )
+
+    name = schema_name or fmt_name
+    if name == "synthetic":
+        schema = synthetic_schema(num_fields, threshold or 0, hash_buckets or 0)
+        if valid_share is not None:
+            schema.valid_share = valid_share
+    else:
+        schema = load_schema(
+            name,
+            protocol=protocol if name == "criteo" else None,
+            threshold=threshold,
+            hash_buckets=hash_buckets,
+            valid_share=valid_share,
+        )
+    summary = run_prepare(
+        input_path,
+        out,
+        schema,
+        valid_input=valid_input,
+        test_input=test_input,
+        seed=seed,
+        skip_bad=skip_bad,
+        overwrite=overwrite,
+        block_bytes=block_mb << 20,
+        row_group_rows=row_group_rows,
+        shard_rows=shard_rows,
+        compression=compression,
+        progress=True,
+    )
+    click.echo(json.dumps(summary))
+
+
+def _prepare_feature_map(
+    input_path: Path,
+    out: Path,
+    fmt_name: str,
+    threshold: int | None,
+    hash_buckets: int | None,
     split: str,
     num_fields: int,
     protocol: str,
     skip_bad: bool,
 ) -> None:
-    """Build the vocabularies of INPUT_PATH once (one streaming pass) and save the feature map."""
+    """The former ``prepare``: only the feature map JSON (vocabulary pass of :mod:`polyzoo.recsys.data`)."""
     from polyzoo.recsys.data import build_feature_map, build_movielens_feature_map
     from polyzoo.shared.run import check_output_file
 
+    threshold = 20 if threshold is None else threshold
     check_output_file(out, "feature map")  # before the pass over the data
     if fmt_name == "movielens":
         fmap = build_movielens_feature_map(input_path, threshold, _split(split))
         stats = {}
     else:
-        fmt = _format(fmt_name, threshold, hash_buckets, num_fields, protocol)
+        fmt = _format(fmt_name, threshold, hash_buckets or 0, num_fields, protocol)
         fmap, stats = build_feature_map(input_path, fmt, _split(split), skip_bad)
     fmap.save(out)
     click.echo(json.dumps({"feature_map": str(out), "num_rows": fmap.num_rows, "fields": fmap.num_fields, **stats}))

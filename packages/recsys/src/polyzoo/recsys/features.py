@@ -25,6 +25,11 @@ Preprocessing follows the official xDeepInt code (``xdeepint/src/transformation.
   - ``protocol="polyzoo"``: a missing integer maps to the zero row (``missing="zero_row"``: no embedding, like a
     missing categorical value), exact float64 binning, and all 13 integer fields.
 
+* **Sequence fields** (multi-hot, ``kind="sequence"``; written by ``polyzoo recsys prepare`` only): the raw value
+  is split on ``separator``, empty tokens dropped, the first ``max_len`` tokens kept; every token is counted in the
+  vocabulary (per occurrence) and looked up like a categorical value (out-of-vocabulary token → row 0). Not part of
+  the official code (Criteo has none); :meth:`FeatureMap.encode` (one id per field) refuses them.
+
 Global layout of the embedding table: row 0 is the zero row, then each field's values in field order
 (``offsets[f] + local_id − 1`` for ``local_id ≥ 1``), so one row is one feature value.
 
@@ -49,8 +54,12 @@ from polyzoo.shared.io import read_json, write_json_atomic
 
 __all__ = ["FeatureMap", "FieldSpec", "ParseError", "file_fingerprint", "log_square_bin", "log_square_bin_float32"]
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1: no source/settings record; fields default to the polyzoo protocol
+FORMAT_VERSION = 3
+# version 1: no source/settings record; fields default to the polyzoo protocol; version 2: no sequence fields
+READABLE_VERSIONS = (1, 2, 3)
+
+
+KINDS = ("categorical", "integer", "sequence")
 
 
 class ParseError(ValueError):
@@ -63,13 +72,16 @@ class FieldSpec:
 
     Args:
         name: field name (``I1``, ``C3``, ``user_id``...).
-        kind: ``"categorical"`` (string tokens) or ``"integer"`` (log-square binned numbers).
+        kind: ``"categorical"`` (string tokens), ``"integer"`` (log-square binned numbers) or ``"sequence"``
+            (multi-hot: ``separator``-separated tokens, at most ``max_len`` kept).
         threshold: keep categorical values seen more than this many times in training (vocabulary mode).
         hash_buckets: > 0 to hash categorical values into that many buckets instead of a vocabulary.
         num_buckets: identity buckets of an integer field (official 64).
         missing: integer fields: ``"zero_row"`` (a missing value maps to the zero row) or ``"as_zero"`` (read as 0,
             i.e. bucket 0 shared with −1, 0, 1: the official reader).
         float32: integer fields: bin in float32 as the official TF code does (else exact float64).
+        separator: sequence fields: the token separator.
+        max_len: sequence fields: tokens kept per row (the first ``max_len`` non-empty ones).
     """
 
     name: str
@@ -79,10 +91,14 @@ class FieldSpec:
     num_buckets: int = 64
     missing: str = "zero_row"
     float32: bool = False
+    separator: str = ""
+    max_len: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("categorical", "integer"):
-            raise ValueError(f"field {self.name!r}: kind must be 'categorical' or 'integer', got {self.kind!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"field {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "sequence" and (not self.separator or self.max_len < 1):
+            raise ValueError(f"field {self.name!r}: a sequence field needs a separator and max_len >= 1")
         if self.missing not in ("zero_row", "as_zero"):
             raise ValueError(f"field {self.name!r}: missing must be 'zero_row' or 'as_zero', got {self.missing!r}")
         if self.hash_buckets < 0 or self.num_buckets < 1 or self.threshold < 0:
@@ -90,8 +106,10 @@ class FieldSpec:
 
 
 def log_square_bin(x: float, num_buckets: int = 64) -> int:
-    """``⌊ln(x² + 1)⌋`` clipped to ``[0, num_buckets − 1]`` (official ``log_square_binning_fn``)."""
-    return min(math.floor(math.log(x * x + 1.0)), num_buckets - 1)
+    """``⌊ln(x² + 1)⌋`` clipped to ``[0, num_buckets − 1]`` (official ``log_square_binning_fn``); ``x²``
+    overflowing to inf lands in the last bucket."""
+    v = math.log(x * x + 1.0)
+    return num_buckets - 1 if math.isinf(v) else min(math.floor(v), num_buckets - 1)
 
 
 def log_square_bin_float32(x: float, num_buckets: int = 64) -> int:
@@ -174,7 +192,7 @@ class FeatureMap:
         """Vocabularies of the fields that need one: values with count > ``threshold``, most frequent first."""
         vocabularies = {}
         for f in fields:
-            if f.kind == "categorical" and f.hash_buckets == 0:
+            if f.kind in ("categorical", "sequence") and f.hash_buckets == 0:
                 kept = [(tok, c) for tok, c in counts.get(f.name, Counter()).items() if c > f.threshold]
                 kept.sort(key=lambda item: (-item[1], item[0]))
                 vocabularies[f.name] = [tok for tok, _ in kept]
@@ -184,6 +202,8 @@ class FeatureMap:
         """Raw string of field ``field_index`` -> local id (0 = missing / OOV). Raises :class:`ParseError` for an
         unparsable integer."""
         spec = self.fields[field_index]
+        if spec.kind == "sequence":
+            raise ValueError(f"field {spec.name!r} is a sequence field: read it from `polyzoo recsys prepare` output")
         if value == "":
             if spec.kind == "integer" and spec.missing == "as_zero":
                 return 1  # read as 0: bucket 0 (official CsvDataset default)

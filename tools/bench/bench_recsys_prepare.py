@@ -1,0 +1,170 @@
+"""``polyzoo recsys prepare`` against the floor and the baselines, on a generated raw-Criteo file.
+
+    uv run python tools/bench/bench_recsys_prepare.py [--rows 10000000] [--quick] [--ctrstream-rows N]
+    uv run python tools/bench/run.py recsys_prepare [--quick]
+
+The file (``polyzoo.recsys.synthetic.generate_criteo_file``: tab-separated ``label, I1..I13, C1..C26``, Zipf-like
+categorical values) is written to the system temp folder and deleted afterwards. Side by side in one process,
+each over the whole file unless noted (rows/s and the time ratio to read+split):
+
+* **read + split** (the floor of any Python text parser): ``line.decode().rstrip().split("\\t")`` for every line;
+* **pandas chunked** (the FuxiCTR-style baseline): ``pandas.read_csv(chunksize=…, dtype=str)``, value counts of the
+  26 categorical columns over the train rows (the vocabulary pass only — a lower bound of a pandas prepare);
+* **CTRStream** (today's path): ``build_feature_map`` (vocabulary pass) + one ``CTRStream`` pass, over the first
+  ``--ctrstream-rows`` rows (default 1M; it is ~20× slower than the floor);
+* **prepare** (vocabulary, official protocol, threshold 20) and **prepare, hashing** (2²⁰ buckets, one pass):
+  the whole Parquet folder written.
+
+Then the peak resident memory (``VmHWM``) of ``prepare`` in a fresh process over the first 25 %, 50 % and 100 %
+of the rows: it must stay flat as rows grow (bounded by one block, the shard buffers and the vocabularies).
+Under CPU contention every absolute number is pessimistic; the ratios, measured side by side, are the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from itertools import islice
+from pathlib import Path
+
+CRITEO_COLUMNS = ["label", *(f"I{i}" for i in range(1, 14)), *(f"C{i}" for i in range(1, 27))]
+
+
+def _read_split(path: Path) -> int:
+    n = 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            line.decode("utf-8").rstrip("\r\n").split("\t")
+            n += 1
+    return n
+
+
+def _pandas_chunked(path: Path, chunk: int = 200_000) -> int:
+    import pandas as pd
+
+    cats = [f"C{i}" for i in range(1, 27)]
+    counts: dict[str, pd.Series] = {}
+    n = 0
+    reader = pd.read_csv(path, sep="\t", header=None, names=CRITEO_COLUMNS, dtype=str, chunksize=chunk)
+    for df in reader:
+        k = pd.RangeIndex(n, n + len(df))
+        train = df[(k % 1000) <= 800]
+        for c in cats:
+            vc = train[c].value_counts()
+            counts[c] = vc if c not in counts else counts[c].add(vc, fill_value=0)
+        n += len(df)
+    for c in cats:
+        counts[c] = counts[c][counts[c] > 20]
+    return n
+
+
+def _ctrstream(path: Path, rows: int) -> int:
+    from polyzoo.recsys.data import CTRStream, build_feature_map, criteo_format
+
+    fmt = criteo_format()
+    fmap, _ = build_feature_map(path, fmt, split=None, max_rows=rows)
+    n = 0
+    for batch in CTRStream(path, fmt, fmap, batch_size=4096, max_rows=rows):
+        n += batch["ids"].shape[0]
+    return n
+
+
+def _prepare(path: Path, out: Path, hash_buckets: int | None = None) -> int:
+    from polyzoo.recsys.prepare import prepare
+    from polyzoo.recsys.schema import load_schema
+
+    s = prepare(path, out, load_schema("criteo", hash_buckets=hash_buckets), overwrite=True)
+    return sum(s["rows"].values())
+
+
+def _timed(fn: Callable[[], int]) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    n = fn()
+    return n, time.perf_counter() - t0
+
+
+_PEAK = """
+import sys
+from pathlib import Path
+from polyzoo.recsys.prepare import prepare
+from polyzoo.recsys.schema import load_schema
+block, shard = int(sys.argv[3]), int(sys.argv[4])
+schema = load_schema("criteo")
+prepare(Path(sys.argv[1]), Path(sys.argv[2]), schema, overwrite=True, block_bytes=block, shard_rows=shard)
+with open("/proc/self/status") as fh:
+    print(next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024)
+"""
+
+
+def _peak_rss_mb(path: Path, out: Path, block: int, shard: int) -> float:
+    cmd = [sys.executable, "-c", _PEAK, str(path), str(out), str(block), str(shard)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def run(quick: bool = False, rows: int | None = None, ctrstream_rows: int = 1_000_000) -> str:
+    from polyzoo.recsys.synthetic import generate_criteo_file
+
+    rows = rows or (200_000 if quick else 10_000_000)
+    ctrstream_rows = min(ctrstream_rows, rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpd = Path(tmp)
+        path = tmpd / "criteo_bench.tsv"
+        t0 = time.perf_counter()
+        generate_criteo_file(path, rows)
+        gen_s = time.perf_counter() - t0
+        size_mb = path.stat().st_size / 2**20
+        results = {
+            "read + split (floor)": _timed(lambda: _read_split(path)),
+            "pandas chunked, vocabulary pass only": _timed(lambda: _pandas_chunked(path)),
+            f"CTRStream: vocabulary + encode (first {ctrstream_rows:,} rows)": _timed(
+                lambda: _ctrstream(path, ctrstream_rows)
+            ),
+            "prepare, vocabulary (threshold 20, official)": _timed(lambda: _prepare(path, tmpd / "out_vocab")),
+            "prepare, hashing (2^20 buckets)": _timed(lambda: _prepare(path, tmpd / "out_hash", 1 << 20)),
+        }
+        floor_rate = results["read + split (floor)"][0] / results["read + split (floor)"][1]
+        lines = [
+            f"File: {rows:,} rows, {size_mb:.0f} MiB (generated in {gen_s:.0f} s, temp folder).",
+            "",
+            "| contender | rows | seconds | rows/s | rows/s ÷ read+split |",
+            "|---|---|---|---|---|",
+        ]
+        for name, (n, t) in results.items():
+            lines.append(f"| {name} | {n:,} | {t:.1f} | {n / t:,.0f} | {n / t / floor_rate:.2f}× |")
+        out_mb = sum(p.stat().st_size for p in (tmpd / "out_vocab").rglob("*.parquet")) / 2**20
+        lines += ["", f"Prepared folder (vocabulary): {out_mb:.0f} MiB of Parquet.", ""]
+        # quick: smaller blocks and shards, so that the file spans many of them and flatness shows
+        block, shard = (4 << 20, 1 << 16) if rows < 2_000_000 else (32 << 20, 1 << 20)
+        lines += [
+            f"Peak RSS of prepare (block {block >> 20} MiB, shards of {shard:,} rows; fresh process each):",
+            "",
+            "| rows prepared | peak RSS MiB |",
+            "|---|---|",
+        ]
+        for frac in (0.25, 0.5, 1.0):
+            n = max(1, int(rows * frac))
+            part = tmpd / f"prefix_{n}.tsv"
+            with open(path, "rb") as src, open(part, "wb") as dst:
+                dst.writelines(islice(src, n))
+            lines.append(f"| {n:,} | {_peak_rss_mb(part, tmpd / 'out_peak', block, shard):.0f} |")
+            part.unlink()
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=None, help="rows of the generated file (default 10M)")
+    parser.add_argument("--quick", action="store_true", help="200k rows")
+    parser.add_argument("--ctrstream-rows", type=int, default=1_000_000, help="rows timed for CTRStream")
+    args = parser.parse_args()
+    print(run(quick=args.quick, rows=args.rows, ctrstream_rows=args.ctrstream_rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
