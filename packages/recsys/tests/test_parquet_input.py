@@ -23,7 +23,7 @@ import torch
 from polyzoo.recsys import parquet as pq
 from polyzoo.recsys.data import CTRStream, build_feature_map
 from polyzoo.recsys.features import FeatureMap, FieldSpec
-from polyzoo.recsys.models import FieldEmbedding, XDeepInt, XDeepIntConfig
+from polyzoo.recsys.models import FieldEmbedding
 from polyzoo.recsys.parquet import ParquetBatches, PreparedData, Unit, parquet_row_group_rows, plan_parts
 from polyzoo.recsys.synthetic import SyntheticConfig, generate_synthetic, synthetic_format
 from polyzoo.recsys.train import (
