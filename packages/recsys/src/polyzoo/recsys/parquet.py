@@ -521,7 +521,7 @@ class ParquetBatches(IterableDataset):
             ids, label = _read_window(windows[w], self.fields, self.widths)
             order = orders[w]
             if self.shuffle:
-                ids, label = ids[order], label[order]
+                ids, label = _take_rows(ids, order), label[order]
             at = max(skip_rows - int(starts[w]), 0)
             n = len(label)
             if carry_ids is not None:
@@ -542,6 +542,13 @@ class ParquetBatches(IterableDataset):
                 carry_ids, carry_label = ids[at:].copy(), label[at:].copy()
         if carry_label is not None and len(carry_label):
             yield _to_batch(carry_ids, carry_label)
+
+
+def _take_rows(ids: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``ids[order]`` for a C-ordered 2-D array, one memcpy per row (each row viewed as one opaque item): about
+    twice as fast as numpy's element-wise fancy indexing."""
+    rows = np.ascontiguousarray(ids).view(np.dtype((np.void, ids.shape[1] * ids.itemsize))).ravel()
+    return np.take(rows, order).view(ids.dtype).reshape(len(order), ids.shape[1])
 
 
 def _writable(a: np.ndarray) -> np.ndarray:
