@@ -537,3 +537,74 @@ def test_two_processes_train_like_one_on_the_union_batches_and_evaluate_every_te
     assert two["rows"] == one["rows"] == 301
     assert two["auc"] == pytest.approx(one["auc"], abs=1e-6)
     assert two["logloss"] == pytest.approx(one["logloss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_with_fp32_weights_and_states(synth_prepared, precision):
+    _, _, fmap, root = synth_prepared
+    data = PreparedData(root)
+    spec = _small_spec(checkpoint_every=0)
+    torch.manual_seed(0)
+    net = build_model(spec, fmap.num_rows, fmap.num_fields)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    opts = build_optimizers(net, spec)
+    out = fit_prepared(net, opts, data, spec, InputSpec(shuffle=False, precision=precision))
+    assert out["step"] == 11 and np.isfinite(out["loss"])
+    assert all(v.dtype == torch.float32 for v in net.state_dict().values())
+    states = [s for o in opts for st in o.state.values() for s in st.values() if isinstance(s, torch.Tensor)]
+    assert states and all(s.dtype == torch.float32 for s in states)  # FTRL's n and z
+    changed = [k for k, v in net.state_dict().items() if not torch.equal(v, before[k])]
+    assert "embedding.weight" in changed and len(changed) == len(before)
+
+
+@pytest.mark.slow
+def test_real_dataloader_workers_follow_the_round_robin_plan_and_resume(tmp_path, monkeypatch):
+    """Two spawned DataLoader workers yield exactly the sequence the plan describes (emulated in-process by
+    `_rank_sequence`), also when resuming mid-epoch (the parts rotate so worker 0 continues)."""
+    data = PreparedData(_rid_folder(tmp_path))
+    kw = {"batch_size": 40, "shuffle": True, "seed": 2, "shuffle_buffer": 150}
+    expected = _rank_sequence(monkeypatch, kw, data, 2)
+    for k in (0, 7):
+        ds = ParquetBatches(data, "train", workers=2, start_item=k, **kw)
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="spawn")
+        got = list(loader)
+        assert [len(b["label"]) for b in got] == [len(b["label"]) for b in expected[k:]]
+        assert _rows(got) == _rows(expected[k:])
+
+
+ML_ROOT = Path(os.environ.get("POLYZOO_MOVIELENS_DIR", Path.home() / ".cache" / "polyzoo" / "ml-100k"))
+
+
+def test_movielens_prepared_training_equals_stream_training(tmp_path):
+    """MovieLens-100k (the full reproduction's data): the same encoded rows in a prepared folder train the same
+    model as MovieLensStream, and score the same test metrics."""
+    from polyzoo.recsys.data import MovieLensStream, build_movielens_feature_map
+    from polyzoo.shared.paths import missing_data
+
+    if not (ML_ROOT / "ml-100k.inter").is_file():
+        missing_data(f"MovieLens-100k atomic files not in {ML_ROOT} (tools/data/recsys_movielens.py)")
+    fmap = build_movielens_feature_map(ML_ROOT)
+
+    def encoded(split):
+        (batch,) = list(MovieLensStream(ML_ROOT, fmap, 10**6, split=split))
+        return batch["label"].numpy(), batch["ids"].numpy().astype(np.int32), {}
+
+    root = write_prepared(tmp_path / "ml", fmap, {"train": encoded("train"), "test": encoded("test")}, 8192, 50_000)
+    data = PreparedData(root)
+    spec = _small_spec(batch_size=2048, checkpoint_every=0)
+
+    def make():
+        torch.manual_seed(1)
+        net = build_model(spec, fmap.num_rows, fmap.num_fields)
+        return net, build_optimizers(net, spec)
+
+    net_a, opt_a = make()
+    fit(net_a, opt_a, lambda line: MovieLensStream(ML_ROOT, fmap, 2048, split="train", start_line=line), spec)
+    net_b, opt_b = make()
+    fit_prepared(net_b, opt_b, data, spec, InputSpec(shuffle=False))
+    for (name, a), b in zip(net_a.state_dict().items(), net_b.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    ref = evaluate(net_a, MovieLensStream(ML_ROOT, fmap, 8192, split="test"))
+    got = evaluate_prepared(net_b, data, "test")
+    assert got["rows"] == ref["rows"] == 100 * 199  # rows k with k mod 1000 > 800
+    assert got["auc"] == pytest.approx(ref["auc"], abs=1e-12)

@@ -316,29 +316,39 @@ def _gather_rows(t: torch.Tensor, world: int) -> torch.Tensor:
     return torch.cat([p[:c] for p, c in zip(parts, counts, strict=True)])
 
 
-def sync_gradients(dense: Sequence[nn.Parameter], sparse: Sequence[nn.Parameter], world: int) -> None:
+def sync_gradients(
+    dense: Sequence[nn.Parameter],
+    sparse: Sequence[nn.Parameter],
+    world: int,
+    has_grad: Sequence[bool] | None = None,
+) -> list[bool]:
     """Make every rank's gradients the **sum** over ranks, as if one process had run the union of the batches.
 
-    Dense gradients: one flat ``all_reduce`` (with a has-gradient flag per parameter, so a parameter without a
-    gradient anywhere keeps ``grad = None``). Sparse row gradients (``FieldEmbedding(sparse=True)``): each rank's
-    coalesced ``(rows, values)`` are all-gathered and summed into one coalesced sparse gradient — what
-    ``DistributedDataParallel`` cannot do with NCCL (no sparse all-reduce there) and what a dense all-reduce of
-    the table would do at the cost of the whole table per step. Every rank then applies the same optimiser step
-    to the same weights, so the replicas stay identical without broadcasting weights.
+    Dense gradients: one flat ``all_reduce``. Which dense parameters get a gradient at all (a parameter the forward
+    never uses keeps ``grad = None``, as in one process) is all-reduced as flags the first time and returned;
+    pass them back as ``has_grad`` to skip that host read on later steps. Sparse row gradients
+    (``FieldEmbedding(sparse=True)``): each rank's coalesced ``(rows, values)`` are all-gathered and summed into
+    one coalesced sparse gradient — what ``DistributedDataParallel`` cannot do with NCCL (no sparse all-reduce
+    there) and what a dense all-reduce of the table would do at the cost of the whole table per step. Every rank
+    then applies the same optimiser step to the same weights, so the replicas stay identical without
+    broadcasting weights. The gather needs each rank's row count on the host (one small read per step; torch's
+    sparse embedding backward and ``coalesce`` synchronise there anyway).
     """
     dist = torch.distributed
+    flags = list(has_grad) if has_grad is not None else []
     if dense:
         dev = _comm_device(dense[0].device)
-        flat = torch.cat(
-            [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(dev) for p in dense]
-            + [torch.tensor([float(p.grad is not None) for p in dense], device=dev, dtype=dense[0].dtype)]
-        )
+        parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(dev) for p in dense]
+        if has_grad is None:
+            parts.append(torch.tensor([float(p.grad is not None) for p in dense], device=dev, dtype=dense[0].dtype))
+        flat = torch.cat(parts)
         dist.all_reduce(flat)
-        flags = flat[-len(dense) :].tolist()
+        if has_grad is None:
+            flags = [f > 0 for f in flat[-len(dense) :].tolist()]
         at = 0
         for p, flag in zip(dense, flags, strict=True):
             n = p.numel()
-            p.grad = flat[at : at + n].view_as(p).to(p.device) if flag > 0 else None
+            p.grad = flat[at : at + n].view_as(p).to(p.device) if flag else None
             at += n
     for p in sparse:
         dev = _comm_device(p.device)
@@ -353,6 +363,7 @@ def sync_gradients(dense: Sequence[nn.Parameter], sparse: Sequence[nn.Parameter]
             p.grad = None
             continue
         p.grad = torch.sparse_coo_tensor(rows[None].to(p.device), values.to(p.device), p.shape).coalesce()
+    return flags
 
 
 @torch.no_grad()
@@ -499,6 +510,7 @@ def fit_prepared(
     has_valid = data.rows("valid") > 0
     last_loss = math.nan
     loss = None
+    has_grad: list[bool] | None = None
     model.train()
     while state["epoch"] < spec.epochs and not state["stopped"]:
         epoch = state["epoch"]
@@ -542,7 +554,7 @@ def fit_prepared(
                         loss = loss / union
                 (scaler.scale(loss) if scaler is not None else loss).backward()
             if world > 1:
-                sync_gradients(dense, sparse, world)
+                has_grad = sync_gradients(dense, sparse, world, has_grad)
             for opt in optimizers:
                 if scaler is not None:
                     scaler.step(opt)
