@@ -465,6 +465,8 @@ def fit_prepared(
     reduction = "sum" if spec.optimizer == "gftrl" else "mean"
     dtype = autocast_dtype(inputs.precision)
     scaler = torch.amp.GradScaler(dev.type) if inputs.precision == "fp16" else None
+    if scaler is not None:  # initialise its scale now: a rank whose first batch is empty still steps with it
+        scaler.scale(torch.zeros((), device=dev))
     emb_ids = {id(p) for p in model.embedding_parameters()}  # type: ignore[operator]
     sparse = [p for p in model.parameters() if id(p) in emb_ids] if spec.optimizer in ("gftrl", "adagrad") else []
     sparse_ids = {id(p) for p in sparse}
@@ -511,6 +513,7 @@ def fit_prepared(
     last_loss = math.nan
     loss = None
     has_grad: list[bool] | None = None
+    to_mean = 1.0
     model.train()
     while state["epoch"] < spec.epochs and not state["stopped"]:
         epoch = state["epoch"]
@@ -552,6 +555,9 @@ def fit_prepared(
                     loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), label, reduction="sum")
                     if reduction == "mean":
                         loss = loss / union
+                to_mean = (union if reduction == "mean" and world > 1 else 1) / (
+                    len(label) if reduction == "sum" or world > 1 else 1
+                )  # logged loss: the mean over this rank's batch
                 (scaler.scale(loss) if scaler is not None else loss).backward()
             if world > 1:
                 has_grad = sync_gradients(dense, sparse, world, has_grad)
@@ -566,7 +572,7 @@ def fit_prepared(
             step = state["step"]
             logged = spec.checkpoint_every and step % spec.checkpoint_every == 0
             if (bar is not None or logged or stop_after_steps is not None) and loss is not None:
-                last_loss = float(loss.detach()) / (len(batch["label"]) if reduction == "sum" and batch else 1)
+                last_loss = float(loss.detach()) * to_mean
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch)
@@ -579,8 +585,8 @@ def fit_prepared(
                 return {"step": step, "epoch": epoch, "loss": last_loss, "best": state["best_auc"], "stopped": False}
         for _ in it:  # nothing should be left; drains the loader's workers
             pass
-        if loss is not None and batch is not None and len(batch["label"]):
-            last_loss = float(loss.detach()) / (len(batch["label"]) if reduction == "sum" else 1)
+        if loss is not None:
+            last_loss = float(loss.detach()) * to_mean
         record: dict[str, Any] = {"step": state["step"], "epoch": epoch, "loss": last_loss}
         if has_valid:
             res = evaluate_prepared(model, data, "valid", inputs.eval_batch_size, inputs.workers, inputs.precision)
