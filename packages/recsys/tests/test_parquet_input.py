@@ -608,3 +608,24 @@ def test_movielens_prepared_training_equals_stream_training(tmp_path):
     got = evaluate_prepared(net_b, data, "test")
     assert got["rows"] == ref["rows"] == 100 * 199  # rows k with k mod 1000 > 800
     assert got["auc"] == pytest.approx(ref["auc"], abs=1e-12)
+
+
+def test_shuffled_order_is_the_documented_one(tmp_path, monkeypatch):
+    """One process, no workers: row groups permuted by default_rng([seed, epoch]), grouped into windows of at least
+    `shuffle_buffer` rows, each window permuted by default_rng([seed, epoch, part 0, window]), then cut."""
+    data = PreparedData(_rid_folder(tmp_path))  # shards of 300 rows in row groups of 64: 64,64,64,64,44 per shard
+    monkeypatch.setattr(pq, "get_worker_info", lambda: None)
+    got = _rows(ParquetBatches(data, "train", 70, shuffle=True, seed=9, epoch=4, shuffle_buffer=150))
+    groups = []  # (first row, rows) of every row group, in manifest order
+    for shard_start, shard_rows in ((0, 300), (300, 300), (600, 300), (900, 100)):
+        groups += [(shard_start + g, min(64, shard_rows - g)) for g in range(0, shard_rows, 64)]
+    groups = [groups[i] for i in np.random.default_rng([9, 4]).permutation(len(groups))]
+    expected, window, w = [], [], 0
+    for first, n in groups:
+        window += list(range(first, first + n))
+        if len(window) >= 150:
+            expected += [window[i] for i in np.random.default_rng([9, 4, 0, w]).permutation(len(window))]
+            window, w = [], w + 1
+    if window:
+        expected += [window[i] for i in np.random.default_rng([9, 4, 0, w]).permutation(len(window))]
+    assert got == expected

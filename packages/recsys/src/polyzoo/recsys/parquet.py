@@ -14,7 +14,7 @@ read). For an epoch, the units of a split are listed in manifest order, permuted
 ``p · rows / P``). Part ``rank · workers + worker`` belongs to that process; a process reads only its part's row
 groups. A part with no unit gives no batch (more parts than row groups: write smaller row groups).
 
-**Order inside a part** (:func:`part_order`): the part's units are grouped into *windows* of consecutive units
+**Order inside a part** (:func:`window_order`): the part's units are grouped into *windows* of consecutive units
 holding at least ``shuffle_buffer`` rows (one unit per window without shuffling); each window's rows are permuted
 with ``default_rng([seed, epoch, part, window])`` and the concatenation of the windows is cut into batches of
 ``batch_size`` (a batch may span two windows; only the part's last batch is short). The order is a pure function
@@ -61,9 +61,9 @@ __all__ = [
     "Unit",
     "is_prepared",
     "parquet_row_group_rows",
-    "part_order",
     "plan_parts",
     "rank_item_sizes",
+    "window_order",
 ]
 
 log = logging.getLogger(__name__)
@@ -357,15 +357,12 @@ def _windows(units: Sequence[Unit], shuffle_buffer: int) -> list[list[Unit]]:
     return windows
 
 
-def part_order(rows_per_window: Sequence[int], seed: int, epoch: int, part: int, shuffle: bool) -> list[np.ndarray]:
-    """Row order inside each window of a part (identity without shuffling)."""
-    out = []
-    for w, n in enumerate(rows_per_window):
-        if shuffle:
-            out.append(np.random.default_rng([seed, epoch, part, w]).permutation(n))
-        else:
-            out.append(np.arange(n))
-    return out
+def window_order(rows: int, seed: int, epoch: int, part: int, window: int, shuffle: bool) -> np.ndarray:
+    """Row order inside window ``window`` of part ``part``: ``default_rng([seed, epoch, part, window])``'s
+    permutation, the identity without shuffling. Drawn when the window is read (never all windows at once)."""
+    if shuffle:
+        return np.random.default_rng([seed, epoch, part, window]).permutation(rows)
+    return np.arange(rows)
 
 
 def _batch_count(rows: int, batch_size: int) -> int:
@@ -511,16 +508,17 @@ class ParquetBatches(IterableDataset):
         bs = self.batch_size
         windows = _windows(units, self.shuffle_buffer)
         sizes = [sum(u.rows for u in w) for w in windows]
-        orders = part_order(sizes, self.seed, self.epoch, part, self.shuffle)
         skip_rows = skip_batches * bs
         starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        if skip_rows >= starts[-1]:
+            return
         first = int(np.searchsorted(starts, skip_rows, side="right")) - 1
         carry_ids: np.ndarray | None = None
         carry_label: np.ndarray | None = None
         for w in range(max(first, 0), len(windows)):
             ids, label = _read_window(windows[w], self.fields, self.widths)
-            order = orders[w]
             if self.shuffle:
+                order = window_order(len(label), self.seed, self.epoch, part, w, True)
                 ids, label = _take_rows(ids, order), label[order]
             at = max(skip_rows - int(starts[w]), 0)
             n = len(label)
