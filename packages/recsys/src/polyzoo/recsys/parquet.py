@@ -398,22 +398,25 @@ def rank_item_sizes(
 
 
 def _read_window(units: Sequence[Unit], fields: Sequence[str], widths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``units`` -> (ids int32 (n, Σ widths) C-order, labels float32 (n,)), column-wise."""
+    """Rows of ``units`` -> (ids int32 (n, Σ widths) C-order, labels float32 (n,)), column-wise. A null id
+    (not written by ``prepare``) reads as 0, the zero row."""
     import polars as pl
 
     frames = [pl.scan_parquet(u.path).slice(u.start, u.rows).select(["label", *fields]).collect() for u in units]
+    if all(w == 1 for w in widths):  # row-major per unit, then one concatenation (faster than polars' rechunk)
+        ids = [f.select(pl.col(fields).cast(pl.Int32).fill_null(0)).to_numpy(order="c") for f in frames]
+        labels = [f["label"].cast(pl.Float32).to_numpy() for f in frames]
+        if len(frames) == 1:
+            return _writable(np.ascontiguousarray(ids[0], dtype=np.int32)), _writable(labels[0])
+        return np.concatenate(ids).astype(np.int32, copy=False), np.concatenate(labels)
     df = frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=True)
     n = df.height
     label = df["label"].cast(pl.Float32).to_numpy()
-    if all(w == 1 for w in widths):
-        ids = df.select(fields).cast(pl.Int32).to_numpy(order="c")
-        return _writable(np.ascontiguousarray(ids, dtype=np.int32)), _writable(np.ascontiguousarray(label))
     ids = np.zeros((n, sum(widths)), dtype=np.int32)
-    col = 0
     scalars = [(i, f) for i, (f, w) in enumerate(zip(fields, widths, strict=True)) if w == 1]
     offsets = np.cumsum([0, *widths])
     for i, f in scalars:
-        ids[:, offsets[i]] = df[f].cast(pl.Int32).to_numpy()
+        ids[:, offsets[i]] = df[f].cast(pl.Int32).fill_null(0).to_numpy()
     for i, (f, w) in enumerate(zip(fields, widths, strict=True)):
         if w == 1:
             continue
