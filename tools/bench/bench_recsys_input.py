@@ -6,7 +6,7 @@ cardinalities from 4 to 1M, Zipf-like ids) is written in the system temp folder 
 standalone, and deleted afterwards. Contenders, each one full pass over the split, batch 4096:
 
 * ``polars read (floor)``: ``pl.read_parquet`` of every row group, no batches (the decoder's own speed);
-* ``ParquetBatches`` in the main process without and with the shuffle (window 262,144 rows);
+* ``ParquetBatches`` in the main process without and with the shuffle (window 65,536 rows, the default);
 * a ``DataLoader`` with 1 and 2 spawned workers (rows/s per worker = total / workers).
 
 RSS of the main process is sampled every eighth of the rows of the no-shuffle pass: it must stay flat as rows grow.

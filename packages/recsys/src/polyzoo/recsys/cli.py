@@ -199,7 +199,7 @@ def _end_distributed() -> None:
 @click.option(
     "--shuffle/--no-shuffle", default=True, show_default=True, help="prepared input: seeded row-group + buffer shuffle"
 )
-@click.option("--shuffle-buffer", default=262_144, show_default=True, help="prepared input: rows mixed per window")
+@click.option("--shuffle-buffer", default=65_536, show_default=True, help="prepared input: rows mixed per window")
 @click.option("--workers", default=0, show_default=True, help="prepared input: DataLoader workers per process")
 @_skip_opt
 @format_option

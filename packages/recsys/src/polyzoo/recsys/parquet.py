@@ -457,7 +457,7 @@ class ParquetBatches(IterableDataset):
         shuffle: bool = False,
         seed: int = 0,
         epoch: int = 0,
-        shuffle_buffer: int = 262_144,
+        shuffle_buffer: int = 65_536,
         workers: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
@@ -520,16 +520,25 @@ class ParquetBatches(IterableDataset):
         carry_label: np.ndarray | None = None
         for w in range(max(first, 0), len(windows)):
             ids, label = _read_window(windows[w], self.fields, self.widths)
-            if self.shuffle:
-                order = window_order(len(label), self.seed, self.epoch, part, w, True)
-                ids, label = _take_rows(ids, order), label[order]
-            at = max(skip_rows - int(starts[w]), 0)
             n = len(label)
+            if self.shuffle:  # gathered batch by batch: no second window-sized array (page faults, memory)
+                order = window_order(n, self.seed, self.epoch, part, w, True)
+                rows = _row_items(ids)
+
+                def piece(lo: int, hi: int, order=order, rows=rows, label=label, width=ids.shape[1]):
+                    idx = order[lo:hi]
+                    return np.take(rows, idx).view(np.int32).reshape(len(idx), width), label[idx]
+            else:
+
+                def piece(lo: int, hi: int, ids=ids, label=label):
+                    return ids[lo:hi], label[lo:hi]
+
+            at = max(skip_rows - int(starts[w]), 0)
             if carry_ids is not None:
-                need = bs - len(carry_label)
-                take = min(need, n)
-                carry_ids = np.concatenate([carry_ids, ids[:take]])
-                carry_label = np.concatenate([carry_label, label[:take]])
+                take = min(bs - len(carry_label), n)
+                more_ids, more_label = piece(0, take)
+                carry_ids = np.concatenate([carry_ids, more_ids])
+                carry_label = np.concatenate([carry_label, more_label])
                 at = take
                 if len(carry_label) == bs:
                     yield _to_batch(carry_ids, carry_label)
@@ -537,19 +546,19 @@ class ParquetBatches(IterableDataset):
                 else:
                     continue
             while n - at >= bs:
-                yield _to_batch(ids[at : at + bs], label[at : at + bs])
+                yield _to_batch(*piece(at, at + bs))
                 at += bs
             if at < n:
-                carry_ids, carry_label = ids[at:].copy(), label[at:].copy()
+                carry_ids, carry_label = (a.copy() for a in piece(at, n))
         if carry_label is not None and len(carry_label):
             yield _to_batch(carry_ids, carry_label)
 
 
-def _take_rows(ids: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """``ids[order]`` for a C-ordered 2-D array, one memcpy per row (each row viewed as one opaque item): about
-    twice as fast as numpy's element-wise fancy indexing."""
-    rows = np.ascontiguousarray(ids).view(np.dtype((np.void, ids.shape[1] * ids.itemsize))).ravel()
-    return np.take(rows, order).view(ids.dtype).reshape(len(order), ids.shape[1])
+def _row_items(ids: np.ndarray) -> np.ndarray:
+    """A C-ordered 2-D array viewed as a 1-D array of opaque row items, so that ``np.take`` copies whole rows (one
+    memcpy per row: about twice as fast as numpy's element-wise fancy indexing)."""
+    ids = np.ascontiguousarray(ids)
+    return ids.view(np.dtype((np.void, ids.shape[1] * ids.itemsize))).ravel()
 
 
 def _writable(a: np.ndarray) -> np.ndarray:
