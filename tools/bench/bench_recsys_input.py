@@ -10,9 +10,10 @@ standalone, and deleted afterwards. Contenders, each one full pass over the spli
 * a ``DataLoader`` with 1 and 2 spawned workers (rows/s per worker = total / workers).
 
 RSS of the main process is sampled every eighth of the rows of the no-shuffle pass: it must stay flat as rows grow.
-Target (issue 18): ≥ 2M rows/s per process. ``--quick``: 1M rows; full: 10M rows.
+Target (issue 18): ≥ 2M rows/s per process. ``--quick``: 1M rows; full: 10M rows; ``--rows N``: N rows. The
+DataLoader rows include the spawned workers' start-up (importing torch), which dominates small runs.
 
-    uv run python tools/bench/bench_recsys_input.py [--quick]
+    uv run python tools/bench/bench_recsys_input.py [--quick | --rows N]
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ def _loader(data: PreparedData, workers: int) -> int:
     return sum(len(b["label"]) for b in loader)
 
 
-def run(quick: bool = False) -> str:
-    rows = 1_000_000 if quick else 10_000_000
+def run(quick: bool = False, rows: int | None = None) -> str:
+    rows = rows or (1_000_000 if quick else 10_000_000)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         data = write_folder(Path(tmp) / "prepared", rows)
@@ -130,4 +131,6 @@ def run(quick: bool = False) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1M rows instead of 10M")
-    print(run(parser.parse_args().quick))
+    parser.add_argument("--rows", type=int, default=None, help="rows to generate (overrides --quick)")
+    args = parser.parse_args()
+    print(run(args.quick, args.rows))
