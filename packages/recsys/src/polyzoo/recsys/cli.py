@@ -251,7 +251,9 @@ def train(
             "a raw input trains in fp32 only; bf16/fp16 need a prepared folder", param_hint="--precision"
         )
     if not prepared and feature_map is None:
-        raise click.BadParameter(f"{input_path} is a raw input: pass the feature map of `prepare`")
+        raise click.BadParameter(
+            f"{input_path} is a raw input: pass the feature map of `prepare`", param_hint="--feature-map"
+        )
     kwargs = {"num_layers": layers, "num_subspaces": subspaces} if model == "xdeepint" else {}
     spec = TrainSpec(
         model=model,

@@ -287,9 +287,16 @@ class PreparedData:
         return self.feature_map.num_rows
 
     def spec(self) -> dict[str, Any]:
-        """What identifies the data of a run (for the run config)."""
+        """What identifies the data of a run (for the run config): a re-prepared folder (another manifest or feature
+        map) is another run."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name in ("manifest.json", "feature_map.json"):
+            digest.update((self.root / name).read_bytes())
         return {
             "prepared": str(self.root.resolve()),
+            "sha256": digest.hexdigest(),
             "rows": {s: self.rows(s) for s in SPLITS},
             "widths": self.widths,
             "settings": self.manifest.get("settings", {}),
