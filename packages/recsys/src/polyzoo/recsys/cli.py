@@ -219,9 +219,43 @@ def _prepare_feature_map(
     click.echo(json.dumps({"feature_map": str(out), "num_rows": fmap.num_rows, "fields": fmap.num_fields, **stats}))
 
 
+def _distributed(device: str) -> tuple[str, int, int]:
+    """``(device, rank, world_size)``; under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised
+    (NCCL on CUDA, one GPU per local rank; gloo on CPU)."""
+    import os
+
+    import torch
+
+    from polyzoo.shared.options import resolve_device
+
+    dev = resolve_device(device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return dev, 0, 1
+    if not torch.distributed.is_initialized():
+        if dev.startswith("cuda"):
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            dev = f"cuda:{local}"
+            torch.cuda.set_device(local)
+        torch.distributed.init_process_group("nccl" if dev.startswith("cuda") else "gloo")
+    return dev, torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def _end_distributed() -> None:
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 @recsys.command()
 @click.argument("input_path", type=click.Path(exists=True, path_type=Path))
-@click.option("--feature-map", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option(
+    "--feature-map",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="raw input: the feature map of `prepare` (a prepared folder holds its own)",
+)
 @run_options()
 @_format_opt
 @click.option(
@@ -241,7 +275,7 @@ def _prepare_feature_map(
 @click.option("--layers", default=4, show_default=True, help="PIN layers L")
 @click.option("--subspaces", default=16, show_default=True, help="PIN subspaces h (1 vector-wise ... D bit-wise)")
 @click.option("--epochs", default=1, show_default=True)
-@click.option("--batch-size", default=4096, show_default=True)
+@click.option("--batch-size", default=4096, show_default=True, help="rows per step and per process")
 @click.option("--lr", default=1e-3, show_default=True, help="adam/adagrad learning rate")
 @click.option(
     "--gftrl",
@@ -262,12 +296,23 @@ def _prepare_feature_map(
     help="PIN FTRL lr λ1 λ2 (TF semantics)",
 )
 @click.option("--checkpoint-every", default=200, show_default=True)
-@click.option("--split", type=click.Choice(["train", "all"]), default="train", show_default=True)
+@click.option("--split", type=click.Choice(["train", "all"]), default="train", show_default=True, help="raw input")
+@click.option(
+    "--patience",
+    default=2,
+    show_default=True,
+    help="prepared input: stop after this many epochs without a better validation AUC (0: never)",
+)
+@click.option(
+    "--shuffle/--no-shuffle", default=True, show_default=True, help="prepared input: seeded row-group + buffer shuffle"
+)
+@click.option("--shuffle-buffer", default=65_536, show_default=True, help="prepared input: rows mixed per window")
+@click.option("--workers", default=0, show_default=True, help="prepared input: DataLoader workers per process")
 @_skip_opt
 @format_option
 def train(
     input_path: Path,
-    feature_map: Path,
+    feature_map: Path | None,
     run_dir: Path,
     resume: bool,
     overwrite: bool,
@@ -288,22 +333,34 @@ def train(
     ftrl: tuple[float, ...],
     checkpoint_every: int,
     split: str,
+    patience: int,
+    shuffle: bool,
+    shuffle_buffer: int,
+    workers: int,
     skip_bad: bool,
     fmt: str,
 ) -> None:
-    """Train on INPUT_PATH (streamed) into RUN_DIR; rerunning with the same settings resumes from the last complete
-    checkpoint, other settings (a changed feature map included) are refused unless --overwrite."""
+    """Train on INPUT_PATH into RUN_DIR: a prepared folder (`polyzoo recsys prepare`: Parquet shards, train/valid/test,
+    validation each epoch, early stopping, best checkpoint; runs under `torchrun` on several processes) or a raw
+    file (streamed, fp32, one process). Rerunning with the same settings resumes from the last complete
+    checkpoint; other settings (a changed feature map included) are refused unless --overwrite."""
     import hashlib
 
     from polyzoo.recsys.features import FeatureMap
-    from polyzoo.recsys.train import TrainSpec, build_model, build_optimizers, fit
-    from polyzoo.shared.options import resolve_device
+    from polyzoo.recsys.parquet import PreparedData, is_prepared
+    from polyzoo.recsys.train import InputSpec, TrainSpec, build_model, build_optimizers, fit, fit_prepared
     from polyzoo.shared.run import RunDir
     from polyzoo.shared.seed import seed_everything
 
-    if precision != "fp32":
-        raise click.BadParameter("the recsys loop trains in fp32 only (FTRL accumulators)", param_hint="--precision")
-    fmap = FeatureMap.load(feature_map)
+    prepared = is_prepared(input_path)
+    if not prepared and precision != "fp32":
+        raise click.BadParameter(
+            "a raw input trains in fp32 only; bf16/fp16 need a prepared folder", param_hint="--precision"
+        )
+    if not prepared and feature_map is None:
+        raise click.BadParameter(
+            f"{input_path} is a raw input: pass the feature map of `prepare`", param_hint="--feature-map"
+        )
     kwargs = {"num_layers": layers, "num_subspaces": subspaces} if model == "xdeepint" else {}
     spec = TrainSpec(
         model=model,
@@ -323,6 +380,33 @@ def train(
         checkpoint_every=checkpoint_every,
         seed=seed,
     )
+    if prepared:
+        data = PreparedData(input_path)
+        inputs = InputSpec(shuffle, shuffle_buffer, workers, patience, precision=precision)
+        dev, rank, world = _distributed(device)
+        try:
+            seed_everything(spec.seed)
+            net = build_model(spec, data.num_rows, len(data.fields), data.widths).to(dev)
+            opts = build_optimizers(net, spec)
+            result = fit_prepared(
+                net,
+                opts,
+                data,
+                spec,
+                inputs,
+                run_dir,
+                resume=resume,
+                progress=True,
+                overwrite=overwrite,
+                run_info={"device": dev, "processes": world},
+            )
+            if rank == 0:
+                data.feature_map.save(run_dir / "feature_map.json")
+                echo_result({"run": str(run_dir), **result}, fmt)
+        finally:
+            _end_distributed()
+        return
+    fmap = FeatureMap.load(feature_map)
     data_spec = {
         "format": fmt_name,
         "input": str(input_path.resolve()),
@@ -332,7 +416,10 @@ def train(
     }
     RunDir(run_dir, {"train": dataclasses.asdict(spec), "data": data_spec}, resume=resume, overwrite=overwrite).check()
     fmap.check_source(input_path)  # a changed input is refused before the run folder is written
-    dev = resolve_device(device)
+    dev, _, world = _distributed(device)
+    if world > 1:
+        _end_distributed()
+        raise click.UsageError("several processes need a prepared folder (`polyzoo recsys prepare`)")
     seed_everything(spec.seed)
     net = build_model(spec, fmap.num_rows, fmap.num_fields).to(dev)
     opts = build_optimizers(net, spec)
@@ -352,9 +439,9 @@ def train(
 
 
 def _load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
-    """The model of a run's last checkpoint, its feature map and its data spec."""
+    """The model of a run (its best checkpoint when it has one, else its last), its feature map and its config."""
     from polyzoo.recsys.features import FeatureMap
-    from polyzoo.recsys.train import TrainSpec, build_model, load_checkpoint_weights
+    from polyzoo.recsys.train import TrainSpec, build_model, load_best_or_last_weights
     from polyzoo.shared.io import read_json
 
     path = run_dir / "config.json"
@@ -365,9 +452,9 @@ def _load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
         raise ValueError(f"{path}: not a `polyzoo recsys train` run config")
     fmap = FeatureMap.load(run_dir / "feature_map.json")
     spec = TrainSpec(**cfg["train"])
-    net = build_model(spec, fmap.num_rows, fmap.num_fields)
-    net.load_state_dict(load_checkpoint_weights(run_dir))
-    return net, fmap, cfg["data"]
+    net = build_model(spec, fmap.num_rows, fmap.num_fields, cfg["data"].get("widths"))
+    net.load_state_dict(load_best_or_last_weights(run_dir))
+    return net, fmap, cfg
 
 
 @recsys.command(name="eval")
@@ -379,8 +466,15 @@ def _load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
     default=None,
     help="data to evaluate on (default: the training input)",
 )
-@click.option("--split", type=click.Choice(["test", "train", "all"]), default="test", show_default=True)
+@click.option(
+    "--split",
+    type=click.Choice(["test", "valid", "train", "all"]),
+    default="test",
+    show_default=True,
+    help="valid: prepared input only; all: raw input only",
+)
 @click.option("--batch-size", default=8192, show_default=True)
+@click.option("--workers", default=0, show_default=True, help="prepared input: DataLoader workers per process")
 @_skip_opt
 @device_options
 @format_option
@@ -389,20 +483,39 @@ def eval_cmd(
     input_path: Path | None,
     split: str,
     batch_size: int,
+    workers: int,
     skip_bad: bool,
     device: str,
     precision: str,
     fmt: str,
 ) -> None:
-    """AUC and log loss (scikit-learn) of the run's last checkpoint; also written to RUN_DIR/eval.json."""
-    from polyzoo.recsys.train import evaluate
+    """AUC and log loss (scikit-learn) of the run's best checkpoint (highest validation AUC; else its last one);
+    also written to RUN_DIR/eval.json. A prepared input is scored every row once, also under `torchrun`."""
+    from polyzoo.recsys.parquet import PreparedData, is_prepared
+    from polyzoo.recsys.train import evaluate, evaluate_prepared
     from polyzoo.shared.io import write_json_atomic
-    from polyzoo.shared.options import resolve_device
 
-    net, fmap, info = _load_run(run_dir)
-    net = net.to(resolve_device(device))
-    path = input_path or Path(info["input"])
-    result = evaluate(net, _stream(info["format"], path, fmap, batch_size, _split(split), skip_bad))
+    net, fmap, cfg = _load_run(run_dir)
+    info = cfg["data"]
+    path = input_path or Path(info.get("prepared") or info["input"])
+    if is_prepared(path):
+        if split == "all":
+            raise click.BadParameter("a prepared folder has train, valid and test splits", param_hint="--split")
+        dev, rank, _ = _distributed(device)
+        try:
+            net = net.to(dev)
+            result = evaluate_prepared(net, PreparedData(path), split, batch_size, workers, precision)
+        finally:
+            _end_distributed()
+        if rank != 0:
+            return
+    else:
+        from polyzoo.shared.options import resolve_device
+
+        if split == "valid":
+            raise click.BadParameter("a raw input has no validation split", param_hint="--split")
+        net = net.to(resolve_device(device))
+        result = evaluate(net, _stream(info["format"], path, fmap, batch_size, _split(split), skip_bad))
     write_json_atomic(run_dir / "eval.json", {"input": str(path), "split": split, **result})
     echo_result(result, fmt)
 

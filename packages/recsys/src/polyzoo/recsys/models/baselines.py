@@ -36,6 +36,15 @@ class BaselineConfig:
     cin_layers: tuple[int, ...] = (128, 128)  # xDeepFM
     cin_split_half: bool = True
     sparse_embedding: bool = False
+    field_widths: tuple[int, ...] = ()  # id columns per field (L > 1: a multi-hot bag, mean combiner); () = all 1
+
+
+def _widths(field_widths: Sequence[int], num_fields: int) -> list[int] | None:
+    if not field_widths:
+        return None
+    if len(field_widths) != num_fields:
+        raise ValueError(f"field_widths has {len(field_widths)} entries for {num_fields} fields")
+    return list(field_widths)
 
 
 class MLP(nn.Module):
@@ -59,12 +68,15 @@ class MLP(nn.Module):
 class _CTRModel(nn.Module):
     """Shared pieces: a first-order term (one scalar per row + bias) and, when ``dim`` is set, field embeddings."""
 
-    def __init__(self, num_rows: int, num_fields: int, dim: int | None, sparse: bool) -> None:
+    def __init__(
+        self, num_rows: int, num_fields: int, dim: int | None, sparse: bool, field_widths: Sequence[int] = ()
+    ) -> None:
         super().__init__()
         self.num_fields = num_fields
-        self.linear = FieldEmbedding(num_rows, 1, sparse=sparse, init_std=1e-4)
+        widths = _widths(field_widths, num_fields)
+        self.linear = FieldEmbedding(num_rows, 1, sparse=sparse, init_std=1e-4, field_widths=widths)
         self.bias = nn.Parameter(torch.zeros(()))
-        self.embedding = FieldEmbedding(num_rows, dim, sparse=sparse) if dim is not None else None
+        self.embedding = FieldEmbedding(num_rows, dim, sparse=sparse, field_widths=widths) if dim is not None else None
 
     def first_order(self, ids: torch.Tensor) -> torch.Tensor:
         return self.linear(ids).sum(dim=(1, 2)) + self.bias
@@ -85,7 +97,7 @@ class LogisticRegression(_CTRModel):
 
     def __init__(self, num_rows: int, num_fields: int, config: BaselineConfig | None = None) -> None:
         cfg = config or BaselineConfig()
-        super().__init__(num_rows, num_fields, None, cfg.sparse_embedding)
+        super().__init__(num_rows, num_fields, None, cfg.sparse_embedding, cfg.field_widths)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.first_order(ids)
@@ -101,7 +113,7 @@ class FM(_CTRModel):
 
     def __init__(self, num_rows: int, num_fields: int, config: BaselineConfig | None = None) -> None:
         cfg = config or BaselineConfig()
-        super().__init__(num_rows, num_fields, cfg.embedding_dim, cfg.sparse_embedding)
+        super().__init__(num_rows, num_fields, cfg.embedding_dim, cfg.sparse_embedding, cfg.field_widths)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.first_order(ids) + fm_interaction(self.embedding(ids))
@@ -112,7 +124,7 @@ class DeepFM(_CTRModel):
 
     def __init__(self, num_rows: int, num_fields: int, config: BaselineConfig | None = None) -> None:
         cfg = config or BaselineConfig()
-        super().__init__(num_rows, num_fields, cfg.embedding_dim, cfg.sparse_embedding)
+        super().__init__(num_rows, num_fields, cfg.embedding_dim, cfg.sparse_embedding, cfg.field_widths)
         self.dnn = MLP(num_fields * cfg.embedding_dim, cfg.hidden_units, cfg.dropout)
         self.dnn_out = nn.Linear(self.dnn.out_features, 1, bias=False)
 
@@ -127,7 +139,7 @@ class DCN(_CTRModel):
 
     def __init__(self, num_rows: int, num_fields: int, config: BaselineConfig | None = None) -> None:
         cfg = config or BaselineConfig()
-        super().__init__(num_rows, num_fields, cfg.embedding_dim, cfg.sparse_embedding)
+        super().__init__(num_rows, num_fields, cfg.embedding_dim, cfg.sparse_embedding, cfg.field_widths)
         if cfg.dcn_variant not in ("v1", "v2"):
             raise ValueError(f"dcn_variant must be 'v1' or 'v2', got {cfg.dcn_variant!r}")
         self.variant = cfg.dcn_variant
@@ -195,7 +207,7 @@ class XDeepFM(_CTRModel):
 
     def __init__(self, num_rows: int, num_fields: int, config: BaselineConfig | None = None) -> None:
         cfg = config or BaselineConfig()
-        super().__init__(num_rows, num_fields, cfg.embedding_dim, cfg.sparse_embedding)
+        super().__init__(num_rows, num_fields, cfg.embedding_dim, cfg.sparse_embedding, cfg.field_widths)
         self.cin = CIN(num_fields, cfg.cin_layers, cfg.cin_split_half)
         self.cin_out = nn.Linear(self.cin.out_features, 1, bias=False)
         self.dnn = MLP(num_fields * cfg.embedding_dim, cfg.hidden_units, cfg.dropout) if cfg.hidden_units else None

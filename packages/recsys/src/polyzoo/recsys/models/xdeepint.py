@@ -241,6 +241,7 @@ class XDeepIntConfig:
     mix: str = "x0"
     dropout: float = 0.0
     sparse_embedding: bool = True
+    field_widths: tuple[int, ...] = ()  # id columns per field (L > 1: a multi-hot bag, mean combiner); () = all 1
     # multi-head block (official, unused there): set num_heads > 0 to use it
     num_heads: int = 0
     hidden_size: int = 0
@@ -260,7 +261,11 @@ class XDeepInt(nn.Module):
         cfg = dataclasses.replace(config) if config is not None else XDeepIntConfig()
         self.config = cfg
         self.num_fields = num_fields
-        self.embedding = FieldEmbedding(num_rows, cfg.embedding_dim, sparse=cfg.sparse_embedding)
+        if cfg.field_widths and len(cfg.field_widths) != num_fields:
+            raise ValueError(f"field_widths has {len(cfg.field_widths)} entries for {num_fields} fields")
+        self.embedding = FieldEmbedding(
+            num_rows, cfg.embedding_dim, sparse=cfg.sparse_embedding, field_widths=cfg.field_widths or None
+        )
         if cfg.num_heads > 0:
             self.pin: nn.Module = MultiHeadPolynomialBlock(
                 num_fields,
