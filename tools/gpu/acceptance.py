@@ -30,6 +30,11 @@ transformers' ``bf16``/``fp16`` for music, mmengine's ``AmpOptimWrapper`` for de
 Where a package trains in fp32 only (recsys' FTRL loop, the graph loops) or on the CPU only (security's
 distillation), the row runs as the package allows and says so in ``note``.
 
+Devices: ``--device cuda:N`` selects that GPU for every case; transformers' Trainer (music) uses every visible GPU
+(DataParallel when there are several), so on a multi-GPU machine set ``CUDA_VISIBLE_DEVICES`` to one GPU. The CMT and
+RefT rows on CUDA need mmcv compiled with CUDA ops and CMT a CUDA build of spconv (both checked first, one-line error
+otherwise); the graph NeighborLoader samples on the CPU (pinned batches moved to the GPU).
+
 Step counts and the 8-minute budget on an H200 (estimates, not measurements: no GPU was available when this was
 written; from published A100 throughputs scaled ~1.5× and FLOP counts; fp32 with TF32 convolutions, PyTorch's
 default). Warm-up = 10 % of the steps (at least 3; security: 1).
@@ -816,7 +821,6 @@ def case_reft(ctx: Ctx) -> list[Row]:
 
 # ----------------------------------------------------------------------------------------------- graph
 def case_reliant(ctx: Ctx) -> list[Row]:
-
     import torch
 
     from polyzoo.graph.kd import euclidean_kd_loss
@@ -826,7 +830,7 @@ def case_reliant(ctx: Ctx) -> list[Row]:
     from polyzoo.graph.synthetic import BiasedSBMConfig, biased_sbm
     from polyzoo.graph.training import DistillConfig, TeacherConfig, surrogate_nodes
 
-    nodes, degree = ctx.pick((100_000, 20.0), (2_000, 10.0))
+    nodes, degree = ctx.pick((100_000, 20.05), (2_000, 10.0))  # full: 1.0M undirected edges after dedup
     data = biased_sbm(BiasedSBMConfig(num_nodes=nodes, avg_degree=degree, num_features=16, seed=0))
     undirected = data.edge_index.shape[1] // 2
     dcfg, tcfg = DistillConfig(), TeacherConfig()
