@@ -750,6 +750,7 @@ def case_cmt(ctx: Ctx) -> list[Row]:
             mode="train step",
             batch=f"1 × 6 cams {size[0]}×{size[1]} + {n_pts:,} pts",
             unit="scenes",
+            precision="fp32" if note else ctx.precision,
             note="; ".join(x for x in (note, "real nuScenes sample, random init, no GT-paste") if x),
         )
     ]
@@ -814,6 +815,7 @@ def case_reft(ctx: Ctx) -> list[Row]:
             mode="train step",
             batch=f"{n_query} queries + {n_support} supports, {size}²",
             unit="query images",
+            precision="fp32" if note else ctx.precision,
             note="; ".join(x for x in (note, "synthetic shapes episodes, random init") if x),
         )
     ]
