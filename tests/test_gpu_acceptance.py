@@ -122,8 +122,9 @@ def test_measure_interleaves_and_reports_seconds_per_step(acc):
     timed = calls[2:]
     assert [n for n, _ in timed] == ["a", "b"] * 5
     assert [k for n, k in timed if n == "a"] == [2, 2, 1, 1, 1]
-    assert got["a"].seconds_per_step == pytest.approx(0.02, abs=0.015)
-    assert got["b"].seconds_per_step == pytest.approx(0.005, abs=0.015)
+    # sleep never returns early; a loaded machine may make it late, hence the loose upper bounds
+    assert 0.02 <= got["a"].seconds_per_step < 0.5
+    assert 0.005 <= got["b"].seconds_per_step < 0.5
     assert got["a"].seconds_per_step > got["b"].seconds_per_step
 
 
