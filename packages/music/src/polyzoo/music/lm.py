@@ -238,6 +238,7 @@ def _train(
     *,
     resume: bool = True,
     overwrite: bool = False,
+    callbacks: Sequence[Any] = (),
 ) -> Path:
     """Train with transformers' Trainer under the run contract (``config.json`` = ``cfg``'s result settings and
     ``meta``), resuming from the newest complete checkpoint; save ``final/``; returns it. A finished run with the
@@ -265,7 +266,7 @@ def _train(
         args=_training_arguments(out_dir, cfg),
         train_dataset=dataset,
         data_collator=collate,
-        callbacks=[_metrics_callback(run)],
+        callbacks=[_metrics_callback(run), *callbacks],
     )
     if checkpoint is not None:
         log.info("resuming from %s", checkpoint)
@@ -297,12 +298,14 @@ def finetune(
     cfg: LMTrainConfig | None = None,
     resume: bool = True,
     overwrite: bool = False,
+    callbacks: Sequence[Any] = (),
 ) -> Path:
     """Finetune on prompt/completion JSONL (``dataset.prepare_gmd``) with the loss on completions only.
 
     Exactly one of ``model_path`` (a local causal LM directory, e.g. ``pretrain_text``'s ``final/``) and
     ``scratch`` (a small GPT-2 with the character tokenizer, random init) must be given. Returns ``out/final``.
-    ``resume``/``overwrite``: the run contract (see the module docstring).
+    ``resume``/``overwrite``: the run contract (see the module docstring). ``callbacks``: extra transformers
+    ``TrainerCallback``s (e.g. a step timer); they do not change the trained weights.
     """
     from functools import partial
 
@@ -332,7 +335,18 @@ def finetune(
         "train_jsonl_sha256": _sha256(train_jsonl),
         "examples": len(dataset),
     }
-    return _train(model, tokenizer, dataset, collate, Path(out_dir), cfg, meta, resume=resume, overwrite=overwrite)
+    return _train(
+        model,
+        tokenizer,
+        dataset,
+        collate,
+        Path(out_dir),
+        cfg,
+        meta,
+        resume=resume,
+        overwrite=overwrite,
+        callbacks=callbacks,
+    )
 
 
 def _sha256(path: str | os.PathLike) -> str:
