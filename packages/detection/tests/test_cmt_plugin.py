@@ -200,7 +200,8 @@ def test_paper_configs_build(mm):
     r50 = _cfg("cmt_voxel0100_r50_800x320_cbgs.py")
     r50_steps = [t["type"] for t in r50.train_dataloader.dataset.dataset.pipeline]
     assert [s for s in r50_steps if s in order] == order
-    assert r50.model.img_backbone.depth == 50 and r50.model.pts_middle_encoder.sparse_shape == [41, 1080, 1080]
+    assert r50.model.img_backbone.depth == 50
+    assert r50.model.pts_middle_encoder.sparse_shape == [41, 1024, 1024]  # junjie18/CMT's fusion R50 config
     assert math.isclose(r50.optim_wrapper.optimizer.lr, 1.4e-4)
     model = MODELS.build(r50.model)
     assert model.img_neck.body.lateral[1].in_channels == 2048

@@ -1,6 +1,10 @@
 # CMT fusion with ResNet-50 (junjie18/CMT projects/configs/fusion/cmt_voxel0100_r50_800x320_cbgs.py) in mmdet3d 1.x:
-# ResNet-50 (out_indices 2, 3; with_cp) + CPFPN [1024, 2048], 800x320 images, 0.1 m voxels (41x1080x1080 -> 135x135
-# BEV), AdamW lr 1.4e-4, cyclic peak x6. Paper: nuScenes val 67.9 mAP / 70.8 NDS.
+# ResNet-50 (out_indices 2, 3; with_cp) + CPFPN [1024, 2048], 800x320 images, 0.1 m voxels, AdamW lr 1.4e-4, cyclic
+# peak x6. Paper: nuScenes val 67.9 mAP / 70.8 NDS.
+# Sparse shape 41x1024x1024 (-> 128x128 BEV) as the official config, although 108 m / 0.1 m is 1080 cells: spconv
+# drops voxels whose index is >= 1024 (measured with spconv 2.3.8), so the official model sees x, y < 48.4 m only,
+# while the BEV positional encoding spreads its 128 cells over the full -54..54 m. The official weights were
+# trained so; 1080 cannot train at all (SECONDFPN: 135 rows, and 68 x 2 = 136 after the stride-2 stage).
 # The paper initialises the image branch from nuImages weights (nuim_r50.pth): point init_cfg at a local file.
 _base_ = ["./cmt_voxel0075_vov_1600x640_cbgs.py"]
 
@@ -31,7 +35,7 @@ model = dict(
         init_cfg=None,
     ),
     img_neck=dict(in_channels=[1024, 2048]),
-    pts_middle_encoder=dict(sparse_shape=[41, 1080, 1080]),
+    pts_middle_encoder=dict(sparse_shape=[41, 1024, 1024]),  # official (see the header)
 )
 _points = [
     dict(type="LoadPointsFromFile", coord_type="LIDAR", load_dim=5, use_dim=5),
