@@ -15,7 +15,6 @@ from torch_geometric.utils import k_hop_subgraph
 import polyzoo.graph.training as training
 from polyzoo.graph.cli import graph
 from polyzoo.graph.models import build_model
-from polyzoo.graph.synthetic import BiasedSBMConfig, biased_sbm
 from polyzoo.graph.training import DistillConfig, MiniBatch, TeacherConfig, distill, receptive_hops, train_teacher
 from polyzoo.shared.io import load_safetensors
 
@@ -38,6 +37,7 @@ def test_receptive_hops_give_full_graph_outputs(tiny_graph, name, layers):
     hops = receptive_hops(name, layers)
     sub = training._Subgraphs(tiny_graph, [-1] * hops, torch.device("cpu"), "torch")
     x, ei, n_id = sub(seeds)
+    assert torch.equal(n_id[: len(seeds)], seeds)  # seeds first
     got = model(x, ei)[: len(seeds)]
     torch.testing.assert_close(got, full[seeds], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(_subgraph_logits(model, tiny_graph, seeds, hops), full[seeds], rtol=1e-5, atol=1e-6)
