@@ -433,7 +433,8 @@ class Distiller:
         net.train()
         params = list(net.parameters())
         opt_net = torch.optim.SGD(net.parameters(), lr=cfg.lr_net)
-        loss_sum, stats = torch.zeros((), device=self.device), {}
+        # float64 on the device: the same value as the float sum the loop always logged, without reading it back
+        loss_sum, stats = torch.zeros((), dtype=torch.float64, device=self.device), {}
         dsa = cfg.method == "dsa"
         for ol in range(cfg.outer_loop):
             loss = torch.zeros((), device=self.device)
@@ -454,7 +455,7 @@ class Distiller:
                 gw_syn = torch.autograd.grad(syn_loss, params, create_graph=True)
                 loss = loss + match_loss([g.float() for g in gw_syn], [g.float() for g in gw_real])
             self._image_step(loss)
-            loss_sum = loss_sum + self.group.all_reduce(loss.detach().clone())
+            loss_sum = loss_sum + self.group.all_reduce(loss.detach().clone()).double()
             if ol == cfg.outer_loop - 1:
                 break
             self._train_net(net, opt_net, cfg.inner_loop, augment=dsa)
@@ -481,7 +482,7 @@ class Distiller:
             out_syn = self._forward(net.embed, img_syn)
             loss = loss + torch.sum((out_real.mean(0) - out_syn.mean(0)) ** 2)
         self._image_step(loss)
-        stats = {"loss": self.group.all_reduce(loss.detach().clone()) / self.data.num_classes}
+        stats = {"loss": self.group.all_reduce(loss.detach().clone()).double() / self.data.num_classes}
         if cfg.attack.kind == "doorping" and (self.iteration + 1) % cfg.dm_trigger_every == 0:
             for p in net.parameters():
                 p.requires_grad_(True)
