@@ -197,8 +197,8 @@ class Reliant:
             optimizer.step()``; the training loop passes one with gradient scaling for fp16). ``name`` is
             ``"student"`` or ``"proxy"``.
 
-    The node groups of the surrogate are computed once per ``(sens, labels, mask)`` tensors and reused, so a step
-    reads nothing back from the device.
+    The node groups of the surrogate are computed once per ``(sens, labels, mask)`` tensor objects and reused, so a
+    step reads nothing back from the device (pass new tensors, not ones modified in place, to change them).
     """
 
     def __init__(
