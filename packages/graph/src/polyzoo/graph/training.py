@@ -47,6 +47,7 @@ P processes is therefore a different draw from a run on one (the number of proce
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -281,10 +282,11 @@ class _Amp:
 
 class _Subgraphs:
     """Seed nodes → the (x, edge_index, n_id) of their subgraph on the device (seeds first), through PyG's
-    ``NeighborLoader`` with ``num_neighbors`` per hop (an empty list: the seeds alone, no edges)."""
+    ``NeighborLoader`` with ``num_neighbors`` per hop (an empty list: the seeds alone, no edges). Sampling runs on
+    the CPU in this process, one call per step (no loader workers); on CUDA the batch goes through pinned memory."""
 
-    def __init__(self, data: Data, num_neighbors: list[int], device: torch.device, backend: str, features=None):
-        self.device, self.x = device, (data.x if features is None else features).cpu()
+    def __init__(self, data: Data, num_neighbors: list[int], device: torch.device, backend: str):
+        self.device, self.x = device, data.x.cpu()
         self.generator = torch.Generator().manual_seed(0)
         self.loader = None
         if num_neighbors:
@@ -294,9 +296,15 @@ class _Subgraphs:
     def __call__(self, seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.loader is None:
             empty = torch.zeros(2, 0, dtype=torch.long, device=self.device)
-            return self.x[seeds].to(self.device), empty, seeds.to(self.device)
+            return self._move(self.x[seeds]), empty, self._move(seeds)
         b = self.loader(seeds)
-        return b.x.to(self.device), b.edge_index.to(self.device), b.n_id.to(self.device)
+        return self._move(b.x), self._move(b.edge_index), self._move(b.n_id)
+
+    def _move(self, t: torch.Tensor) -> torch.Tensor:
+        """To the device; on CUDA through pinned memory, copied asynchronously."""
+        if self.device.type != "cuda":
+            return t.to(self.device)
+        return t.pin_memory().to(self.device, non_blocking=True)
 
 
 def _global_batches(seeds: torch.Tensor, batch_size: int | None, seed: int, epoch: int, group: _Group):
@@ -663,7 +671,7 @@ def train_teacher(
     )
     dev = group.device
     host = data
-    data = data.to(dev)
+    data = copy.copy(data).to(dev)  # PyG's Data.to moves in place: keep the caller's graph where it is
     seed_everything(cfg.seed)
     model = build_model(cfg.model, data.num_features, cfg.hidden, 2, cfg.num_layers, cfg.dropout).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -784,7 +792,7 @@ def distill(
     )
     dev = group.device
     host = data
-    data, teacher_logits = data.to(dev), teacher_logits.to(dev)
+    data, teacher_logits = copy.copy(data).to(dev), teacher_logits.to(dev)  # the caller's graph stays where it is
     seed_everything(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     proxy_mode = cfg.proxy if cfg.fair != "none" else "none"
