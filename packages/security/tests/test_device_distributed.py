@@ -130,3 +130,52 @@ def test_two_process_distill_and_eval_equal_one_process(tmp_path, method_args):
     e1 = json.loads((one / "evaluation.json").read_text())
     e2 = json.loads((two / "evaluation.json").read_text())
     assert len(e2["runs"]) == 3 and e2["runs"] == e1["runs"] and e2["summary"] == e1["summary"]
+
+
+def _official_update(net, module, trigger, mask, neuron, alpha, steps, threshold=0.5):
+    """Own transcription of baadd's ``update_trigger``: Adam on the trigger, the hook's output of ``module``,
+    MSE to alpha × the first reading, ``loss.item() < threshold`` checked before every step, masked gradient."""
+    net.eval()
+    trig = trigger.detach().clone().unsqueeze(0).requires_grad_()
+    opt = torch.optim.Adam([trig], lr=0.08, betas=[0.9, 0.99])
+    held, first, taken = {}, None, 0
+    handle = module.register_forward_hook(lambda _m, _i, out: held.update(out=out))
+    try:
+        for i in range(steps):
+            opt.zero_grad()
+            net(trig)
+            out = held["out"][:, [neuron]]
+            first = out.detach() if i == 0 else first
+            loss = torch.nn.functional.mse_loss(out, alpha * first)
+            if loss.item() < threshold:
+                break
+            loss.backward()
+            trig.grad.data.mul_(mask)
+            opt.step()
+            taken += 1
+    finally:
+        handle.remove()
+    return trig.detach()[0], taken
+
+
+@pytest.mark.parametrize("check_every", [1, 3, 4, 100])
+def test_trigger_update_reads_back_every_few_steps_with_the_official_result(check_every):
+    """The early-stopping rule evaluated on the device and read back every ``check_every`` steps: the steps taken
+    after it fired are undone, so the trigger and the step count are the official ones (here it fires mid-block)."""
+    from polyzoo.security.attacks import doorping_trigger, update_trigger
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 5), nn.ReLU(inplace=True), nn.Linear(5, 3))
+    trig, mask = doorping_trigger(1, 4, 4, (0.5,), (0.25,), size=2, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        net[1].weight.uniform_(-0.1, 0.1)
+        net[1].weight[2] = 0.5  # the selected neuron (largest Σ|W|)
+        net[1].bias.zero_()
+        net[1].bias[2] = 3.0 - 0.5 * float(trig.sum())  # starting activation 3: alpha 1.5 sets the target 4.5
+    ref, taken = _official_update(net, net[1], trig, mask, 2, alpha=1.5, steps=40)
+    # the rule fires at step 6 (0-based), inside a read-back block for check_every 3, 4 and 100 (steps computed
+    # after it and undone)
+    assert taken == 6
+    cfg = AttackConfig(kind="doorping", alpha=1.5, trigger_steps=40)
+    new, info = update_trigger(net, trig, mask, cfg, check_every=check_every)
+    assert torch.equal(new, ref) and info.steps == taken and info.loss < 0.5
