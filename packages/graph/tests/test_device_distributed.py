@@ -219,3 +219,16 @@ def test_two_process_teacher_and_distill_equal_the_one_process_full_batch_run(tm
         assert max(abs(a[key] - b[key]) for a, b in zip(h1, h2, strict=True)) < 1e-4
     w1, w2 = load_safetensors(one_d / "model.safetensors"), load_safetensors(two_d / "model.safetensors")
     torch.testing.assert_close(w2["proxy.weight"], w1["proxy.weight"], rtol=0, atol=1e-5)
+
+
+def test_deferred_host_reads_with_minibatches_draw_each_epoch_anew(tiny_graph, monkeypatch):
+    """Inside a read-back block every epoch must still get its own seed order and dropout (seeded by epoch)."""
+    cfg = DistillConfig(student="gcn", hidden=8, epochs=9, patience=100, fair="sp", alpha=10.0)
+    t = train_teacher(tiny_graph, TeacherConfig(hidden=8, epochs=3), device="cpu")
+    mb = MiniBatch(batch_size=24, num_neighbors=[4, 4])
+    ref = distill(tiny_graph, t.logits, cfg, device="cpu", minibatch=mb)
+    monkeypatch.setattr(training, "_sync_every", lambda group, log_every: 4)
+    got = distill(tiny_graph, t.logits, cfg, device="cpu", minibatch=mb)
+    assert got.history == ref.history
+    torch.testing.assert_close(got.logits, ref.logits, rtol=0, atol=0)
+    assert len({h["kd"] for h in ref.history}) == len(ref.history)

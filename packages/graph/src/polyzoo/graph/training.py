@@ -399,6 +399,7 @@ class _Loop:
         self.checkpoint_every, self.progress, self.desc = max(1, checkpoint_every), progress, desc
         self.group, self.amp = group, amp
         self.epoch, self.best_val, self.best_epoch, self.bad = 0, -1.0, 0, 0
+        self.current = 0  # the epoch being computed (0-based; ahead of ``epoch`` inside a block)
         self.best_states = {k: _clone_state(m) for k, m in modules.items()}
         self.history: list[dict[str, float]] = []
         self.done = False
@@ -499,6 +500,7 @@ class _Loop:
             if stop_after is not None:
                 block = min(block, stop_after - ran)
             if block <= 1:
+                self.current = self.epoch
                 record = {k: float(v) for k, v in step().items()}
                 acc = float(val())
                 improved = acc >= self.best_val
@@ -530,6 +532,7 @@ class _Loop:
         stopped = torch.zeros((), dtype=torch.bool, device=device)
         records, accs = [], []
         for i in range(block):
+            self.current = self.epoch + i
             rec, acc = step(), val()
             acc = torch.as_tensor(acc, dtype=torch.float32, device=device)
             improved = (acc >= best) & ~stopped
@@ -707,11 +710,11 @@ def train_teacher(
             return amp.forward(model, x, ei)
 
         def step() -> dict[str, Any]:
-            _seed_epoch(cfg.seed, loop.epoch, group.rank)
-            sub.generator.manual_seed((cfg.seed * 1_000_003 + loop.epoch) * 1009 + group.rank)
+            _seed_epoch(cfg.seed, loop.current, group.rank)
+            sub.generator.manual_seed((cfg.seed * 1_000_003 + loop.current) * 1009 + group.rank)
             model.train()
             total, steps = torch.zeros((), device=dev), 0
-            for mine, n in _global_batches(seeds, mb.batch_size, cfg.seed, loop.epoch, group):
+            for mine, n in _global_batches(seeds, mb.batch_size, cfg.seed, loop.current, group):
                 opt.zero_grad(set_to_none=True)
                 loss = torch.zeros((), device=dev)
                 if len(mine):
@@ -881,14 +884,14 @@ def distill(
             return kd, _global_gap(logits.softmax(-1), data.sens[ids], eo_mask[ids], group, cfg.fair)
 
         def step() -> dict[str, Any]:
-            _seed_epoch(cfg.seed, loop.epoch, group.rank)
-            sub.generator.manual_seed((cfg.seed * 1_000_003 + loop.epoch) * 1009 + group.rank)
+            _seed_epoch(cfg.seed, loop.current, group.rank)
+            sub.generator.manual_seed((cfg.seed * 1_000_003 + loop.current) * 1009 + group.rank)
             sums = {"kd": torch.zeros((), device=dev), "bias": torch.zeros((), device=dev)}
             if proxy_step:
                 sums["proxy_bias"] = torch.zeros((), device=dev)
             steps = 0
             params = [p for p in student.parameters() if p.requires_grad]
-            for mine, _ in _global_batches(seeds, mb.batch_size, cfg.seed, loop.epoch, group):
+            for mine, _ in _global_batches(seeds, mb.batch_size, cfg.seed, loop.current, group):
                 ids, k = mine.to(dev), len(mine)
                 x, ei, n_id = sub(mine) if k else (None, None, None)
                 student.train()
