@@ -32,9 +32,9 @@ def test_learning_rate_is_divided_by_ten_after_half_the_epochs(epochs, monkeypat
     seen: list[tuple[float, bool]] = []
     real = evaluate.train_epoch
 
-    def recording(net, opt, x, y, batch_size, transform=None):
+    def recording(net, opt, x, y, batch_size, transform=None, *rest):
         seen.append((opt.param_groups[0]["lr"], len(opt.state) == 0))
-        real(net, opt, x, y, batch_size, transform)
+        real(net, opt, x, y, batch_size, transform, *rest)
 
     monkeypatch.setattr(evaluate, "train_epoch", recording)
     x = torch.randn(12, 1, 4, 4, generator=torch.Generator().manual_seed(0))

@@ -3,6 +3,10 @@
 Runs live in folders (``--run-dir``) under the shared run contract: re-running the same command in the same folder
 resumes where it stopped; a different configuration (the data spec included) is refused before anything is
 written, unless ``--overwrite``.
+
+``--device``/``--precision`` place and autocast the models; ``--batch-size``/``--num-neighbors`` train on PyG
+``NeighborLoader`` mini-batches, the path every run under ``torchrun``/``accelerate launch`` takes (each process a
+disjoint share of the seeds; evaluation gathers every node once). Without them one process trains full-batch.
 """
 
 from __future__ import annotations
@@ -19,13 +23,56 @@ from polyzoo.graph.metrics import fairness_report
 from polyzoo.graph.models import STUDENTS, TEACHERS, build_model
 from polyzoo.graph.reliant import BiasProxy
 from polyzoo.graph.synthetic import BiasedSBMConfig, biased_sbm
-from polyzoo.graph.training import DistillConfig, TeacherConfig, distill, load_logits, train_teacher
+from polyzoo.graph.training import (
+    DistillConfig,
+    MiniBatch,
+    TeacherConfig,
+    distill,
+    load_logits,
+    train_teacher,
+)
 from polyzoo.shared.cli import CommandGroup
 from polyzoo.shared.io import load_safetensors, read_json
 from polyzoo.shared.options import device_options, format_option, run_options
 from polyzoo.shared.report import markdown_table
 
 ROWS = ("acc", "auc", "f1", "sp", "eo", "acc_s0", "acc_s1", "auc_s0", "auc_s1", "f1_s0", "f1_s1")
+
+
+def _minibatch_options(f):
+    f = click.option(
+        "--num-neighbors",
+        default=None,
+        help="Neighbours drawn per hop in mini-batches, comma-separated (e.g. 10,10) [default: every neighbour over "
+        "the model's receptive field: exact full-graph outputs].",
+    )(f)
+    return click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Train on NeighborLoader mini-batches of this many seed nodes (over all processes) [default: full "
+        "batch on one process; all seeds in one step under several processes].",
+    )(f)
+
+
+def _minibatch(opts: dict[str, Any]) -> MiniBatch | None:
+    if opts["batch_size"] is None and opts["num_neighbors"] is None:
+        return None  # full batch on one process; MiniBatch() by default under several
+    hops = None
+    if opts["num_neighbors"] is not None:
+        try:
+            hops = [int(k) for k in str(opts["num_neighbors"]).split(",")]
+        except ValueError:
+            raise click.BadParameter(
+                f"expected comma-separated integers, got {opts['num_neighbors']!r}", param_hint="--num-neighbors"
+            ) from None
+    return MiniBatch(batch_size=opts["batch_size"], num_neighbors=hops)
+
+
+def _is_main() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _load_graph(spec: dict[str, Any]):
@@ -77,6 +124,7 @@ def graph() -> None:
 @click.option("--weight-decay", default=1e-3, show_default=True)
 @click.option("--epochs", default=1000, show_default=True)
 @click.option("--patience", default=100, show_default=True)
+@_minibatch_options
 @run_options(seed_default=TeacherConfig.seed)
 @format_option
 def teacher(run_dir: Path, **opts: Any) -> None:
@@ -104,9 +152,16 @@ def teacher(run_dir: Path, **opts: Any) -> None:
         resume=opts["resume"],
         overwrite=opts["overwrite"],
         device=opts["device"],
+        precision=opts["precision"],
+        minibatch=_minibatch(opts),
     )
-    _echo({"teacher": res.metrics}, opts["fmt"], f"teacher {cfg.model} on {spec['dataset']}: best epoch "
-          f"{res.best_epoch}, ran {res.epochs_run}")
+    if not _is_main():
+        return
+    _echo(
+        {"teacher": res.metrics},
+        opts["fmt"],
+        f"teacher {cfg.model} on {spec['dataset']}: best epoch {res.best_epoch}, ran {res.epochs_run}",
+    )
 
 
 @graph.command("distill")
@@ -133,6 +188,7 @@ def teacher(run_dir: Path, **opts: Any) -> None:
 @click.option("--weight-decay", default=5e-4, show_default=True)
 @click.option("--epochs", default=500, show_default=True)
 @click.option("--patience", default=100, show_default=True)
+@_minibatch_options
 @run_options(seed_default=DistillConfig.seed)
 @format_option
 def distill_cmd(teacher_dir: Path, run_dir: Path, **opts: Any) -> None:
@@ -168,7 +224,11 @@ def distill_cmd(teacher_dir: Path, run_dir: Path, **opts: Any) -> None:
         resume=opts["resume"],
         overwrite=opts["overwrite"],
         device=opts["device"],
+        precision=opts["precision"],
+        minibatch=_minibatch(opts),
     )
+    if not _is_main():
+        return
     teacher_metrics = fairness_report(teacher_logits, data.y, data.sens, data.test_mask)
     title = f"student {cfg.student} ({'vanilla KD' if cfg.fair == 'none' else 'RELIANT ' + cfg.fair})"
     _echo({"teacher": teacher_metrics, "student": res.metrics}, opts["fmt"], title)
@@ -194,7 +254,9 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
     return cfg
 
 
-def _evaluate_run(run_dir: Path, device: str = "cpu") -> dict[str, float]:
+def _evaluate_run(run_dir: Path, device: str = "cpu", precision: str = "fp32") -> dict[str, float]:
+    """Test metrics of a finished run, recomputed on ``device`` (full batch, under ``precision`` autocast)."""
+    from polyzoo.shared.options import autocast_dtype, resolve_device
 
     cfg = _run_config(run_dir)
     weights = run_dir / "model.safetensors"
@@ -214,9 +276,11 @@ def _evaluate_run(run_dir: Path, device: str = "cpu") -> dict[str, float]:
         model = build_model(c.model, data.num_features, c.hidden, 2, c.num_layers, c.dropout)
         model.load_state_dict(state)
         x = data.x
-    model.eval()
-    with torch.no_grad():
-        logits = model(x, data.edge_index)
+    dev = torch.device(resolve_device(device))
+    dtype = autocast_dtype(precision)
+    model.to(dev).eval()
+    with torch.no_grad(), torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+        logits = model(x.to(dev), data.edge_index.to(dev)).float().cpu()
     return fairness_report(logits, data.y, data.sens, data.test_mask)
 
 
@@ -226,7 +290,7 @@ def _evaluate_run(run_dir: Path, device: str = "cpu") -> dict[str, float]:
 @format_option
 def eval_cmd(run_dirs: tuple[Path, ...], device: str, precision: str, fmt: str) -> None:
     """Re-evaluate finished runs (teacher or student) on their test split and print the metric table."""
-    columns = {str(d): _evaluate_run(d, device) for d in run_dirs}
+    columns = {str(d): _evaluate_run(d, device, precision) for d in run_dirs}
     _echo(columns, fmt)
 
 

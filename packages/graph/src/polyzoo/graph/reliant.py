@@ -66,11 +66,19 @@ def legendre_step(p: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _group_gap(prob: torch.Tensor, sens: torch.Tensor, mask: torch.Tensor, what: str) -> torch.Tensor:
+def _groups(sens: torch.Tensor, mask: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the selected nodes of sensitive group 0 and 1 (each must hold a node)."""
     s0, s1 = mask & (sens == 0), mask & (sens == 1)
     for m, g in ((s0, 0), (s1, 1)):
         if not bool(m.any()):
             raise ValueError(f"{what}: no node of sensitive group {g} among the {int(mask.sum())} selected nodes")
+    return s0.nonzero().view(-1), s1.nonzero().view(-1)
+
+
+def _group_gap(
+    prob: torch.Tensor, sens: torch.Tensor, mask: torch.Tensor, what: str, groups: tuple | None = None
+) -> torch.Tensor:
+    s0, s1 = _groups(sens, mask, what) if groups is None else groups
     h = legendre_step(prob)
     return ((h[s0].mean(0) - h[s1].mean(0)) ** 2).sum()
 
@@ -160,6 +168,11 @@ class BiasProxy(nn.Module):
         return torch.cat([x, p.to(x.dtype)], dim=1)
 
 
+def _plain_step(name: str, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    loss.backward()
+    optimizer.step()
+
+
 @dataclass
 class ReliantOutput:
     """Losses of one alternating epoch (floats)."""
@@ -178,6 +191,14 @@ class Reliant:
         proxy: a ``BiasProxy``.
         proxy_view: ``node`` (paper's equations, default) or ``mean`` (official code); see the module docstring.
         proxy_optimizer: optimiser over ``proxy.parameters()`` (needed when the proxy is learnable and fair≠none).
+        forward: ``forward(model, x, edge_index) -> logits`` (default: ``model(x, edge_index)``; the training loop
+            passes one that runs under autocast and returns float32 logits).
+        step: ``step(name, loss, optimizer)`` doing backward and the optimiser step (default: ``loss.backward();
+            optimizer.step()``; the training loop passes one with gradient scaling for fp16). ``name`` is
+            ``"student"`` or ``"proxy"``.
+
+    The node groups of the surrogate are computed once per ``(sens, labels, mask)`` tensor objects and reused, so a
+    step reads nothing back from the device (pass new tensors, not ones modified in place, to change them).
     """
 
     def __init__(
@@ -187,6 +208,8 @@ class Reliant:
         proxy: BiasProxy,
         proxy_view: str = "node",
         proxy_optimizer: torch.optim.Optimizer | None = None,
+        forward=None,
+        step=None,
     ):
         if fair not in ("sp", "eo", "none"):
             raise ValueError(f"fair: expected 'sp', 'eo' or 'none', got {fair!r}")
@@ -196,6 +219,9 @@ class Reliant:
             raise ValueError("a learnable proxy needs proxy_optimizer")
         self.fair, self.alpha, self.proxy, self.proxy_view = fair, float(alpha), proxy, proxy_view
         self.proxy_optimizer = proxy_optimizer
+        self.forward = forward or (lambda model, x, edge_index: model(x, edge_index))
+        self.step = step or _plain_step
+        self._group_cache: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def student_input(self, x: torch.Tensor, node_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The student's input in its step and at evaluation."""
@@ -203,12 +229,17 @@ class Reliant:
 
     def surrogate(self, logits: torch.Tensor, sens: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor):
         """α-free surrogate of the chosen fairness notion on ``mask`` nodes (0 for ``none``)."""
+        if self.fair == "none":
+            return logits.new_zeros(())
         prob = logits.softmax(dim=-1)
-        if self.fair == "sp":
-            return sp_surrogate(prob, sens, mask)
-        if self.fair == "eo":
-            return eo_surrogate(prob, sens, labels, mask)
-        return logits.new_zeros(())
+        key = (sens, labels, mask)
+        cache = self._group_cache
+        if cache is None or any(a is not b for a, b in zip(cache[0], key, strict=True)):
+            m = _mask(prob.shape[0], mask, prob.device)
+            if self.fair == "eo":
+                m = m & (labels == 1)
+            self._group_cache = cache = (key, _groups(sens, m, f"{self.fair}_surrogate"))
+        return _group_gap(prob, sens, mask, "", cache[1])
 
     def student_step(
         self,
@@ -221,21 +252,24 @@ class Reliant:
         labels: torch.Tensor,
         fair_mask: torch.Tensor,
         node_ids: torch.Tensor | None = None,
-    ) -> tuple[float, float]:
+        sync: bool = True,
+    ):
         """Minimise ``kd_loss(logits) + α·surrogate`` over the student's parameters (the proxy is held fixed).
 
         Args:
             kd_loss: callable ``logits (n, C) -> scalar`` (the distillation term, on the nodes it chooses).
             fair_mask: (n,) boolean, the nodes of the surrogate.
+            sync: return floats (True) or the detached device tensors (False: no host synchronisation).
         """
         student.train()
         optimizer.zero_grad(set_to_none=True)
-        logits = student(self.student_input(x, node_ids).detach(), edge_index)
+        logits = self.forward(student, self.student_input(x, node_ids).detach(), edge_index)
         kd = kd_loss(logits)
         bias = self.surrogate(logits, sens, labels, fair_mask)
-        (kd + self.alpha * bias).backward()
-        optimizer.step()
-        return float(kd.detach()), float(bias.detach())
+        self.step("student", kd + self.alpha * bias, optimizer)
+        if sync:
+            return float(kd.detach()), float(bias.detach())
+        return kd.detach(), bias.detach()
 
     def proxy_step(
         self,
@@ -246,7 +280,8 @@ class Reliant:
         labels: torch.Tensor,
         fair_mask: torch.Tensor,
         node_ids: torch.Tensor | None = None,
-    ) -> float | None:
+        sync: bool = True,
+    ):
         """Maximise α·surrogate over the proxy (loss −α·surrogate); the student's weights do not change.
 
         The student runs in train mode as in the official code (dropout active). Returns the surrogate, or ``None``
@@ -260,11 +295,10 @@ class Reliant:
         try:
             self.proxy_optimizer.zero_grad(set_to_none=True)
             student.train()
-            logits = student(self.proxy.augment(x, "node", node_ids), edge_index)
+            logits = self.forward(student, self.proxy.augment(x, "node", node_ids), edge_index)
             bias = self.surrogate(logits, sens, labels, fair_mask)
-            (-self.alpha * bias).backward()
-            self.proxy_optimizer.step()
+            self.step("proxy", -self.alpha * bias, self.proxy_optimizer)
         finally:
             for p in params:
                 p.requires_grad_(True)
-        return float(bias.detach())
+        return float(bias.detach()) if sync else bias.detach()

@@ -221,39 +221,61 @@ class TriggerUpdate:
 
 
 def update_trigger(
-    net: nn.Module, trigger: torch.Tensor, mask: torch.Tensor, config: AttackConfig | None = None
+    net: nn.Module,
+    trigger: torch.Tensor,
+    mask: torch.Tensor,
+    config: AttackConfig | None = None,
+    check_every: int | None = None,
 ) -> tuple[torch.Tensor, TriggerUpdate]:
     """One DOORPING trigger update against ``net``. ``trigger``/``mask`` ``(C, H, W)``; returns the new trigger
     (outside the mask it is unchanged) and a :class:`TriggerUpdate`. ``config.doorping_hook`` chooses what the
-    hook reads (default "official": what the official code reads, see the module docstring)."""
+    hook reads (default "official": what the official code reads, see the module docstring).
+
+    The early-stopping rule (stop before the step whose loss is below the threshold) is evaluated on the device and
+    read back every ``check_every`` steps (default: every step on the CPU, every 25 on CUDA); the steps computed
+    after the stop are undone (the trigger is kept at its value when the rule fired), so the result does not depend
+    on ``check_every``."""
     cfg = config or AttackConfig(kind="doorping")
+    if check_every is None:
+        check_every = 25 if trigger.device.type == "cuda" else 1
+    check_every = max(1, int(check_every))
     was_training = net.training
     net.eval()
     module_name, neurons = select_neuron(net, cfg.layer, cfg.topk)
     t = trigger.detach().clone().unsqueeze(0).requires_grad_(True)
     opt = torch.optim.Adam([t], lr=cfg.trigger_lr, betas=(0.9, 0.99))
     target = None
-    before = after = float("nan")
-    loss_value, steps = float("nan"), 0
+    before = after = loss_value = torch.tensor(float("nan"), device=t.device)
+    stopped = torch.zeros((), dtype=torch.bool, device=t.device)
+    steps = torch.zeros((), dtype=torch.long, device=t.device)
     try:
         for step in range(cfg.trigger_steps):
             out = _selected(_module_output(net, module_name, t, cfg.doorping_hook), neurons)
             if target is None:
                 target = cfg.alpha * out.detach()
-                before = float(out.detach().mean())
+                before = out.detach().mean()
             loss = F.mse_loss(out, target)
-            loss_value = float(loss.detach())
-            after = float(out.detach().mean())
-            if loss_value < cfg.trigger_threshold:
-                break
+            live = ~stopped
+            loss_value = torch.where(live, loss.detach(), loss_value)
+            after = torch.where(live, out.detach().mean(), after)
+            # compared in float64, as the official rule compares the Python float of the loss
+            stopped = stopped | (loss.detach().double() < cfg.trigger_threshold)
             (grad,) = torch.autograd.grad(loss, t)
+            kept = t.detach().clone()
             t.grad = grad * mask
             opt.step()
-            steps = step + 1
-        if steps == cfg.trigger_steps:
             with torch.no_grad():
-                after = float(_selected(_module_output(net, module_name, t, cfg.doorping_hook), neurons).mean())
+                t.copy_(torch.where(stopped, kept, t))  # a step taken once the rule has fired is undone
+            steps = steps + (~stopped).long()
+            if (step + 1) % check_every == 0 and bool(stopped):
+                break
+        n_steps = int(steps)
+        if n_steps == cfg.trigger_steps:
+            with torch.no_grad():
+                after = _selected(_module_output(net, module_name, t, cfg.doorping_hook), neurons).mean()
     finally:
         net.train(was_training)
-    info = TriggerUpdate(module_name, [int(i) for i in neurons], steps, before, after, loss_value)
+    info = TriggerUpdate(
+        module_name, [int(i) for i in neurons], n_steps, float(before), float(after), float(loss_value)
+    )
     return t.detach()[0], info

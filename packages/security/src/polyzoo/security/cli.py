@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from polyzoo.shared.cli import CommandGroup
-from polyzoo.shared.options import data_root_option, echo_result, format_option, run_options
+from polyzoo.shared.options import data_root_option, device_options, echo_result, format_option, run_options
 
 DATASET_HELP = "digits (scikit-learn, built in), fashion-mnist, cifar10 (python batches) or imagefolder"
 
@@ -38,20 +38,19 @@ def security() -> None:
 @run_options()
 def distill(**kw) -> None:
     """Distil a data set into RUN_DIR (RUN_DIR/synset.safetensors). Rerunning with the same settings resumes from
-    RUN_DIR/checkpoint.safetensors; other settings are refused unless --overwrite. CPU only for now."""
+    RUN_DIR/checkpoint.safetensors; other settings are refused unless --overwrite.
+
+    --device places the images and networks; --precision bf16/fp16 runs the networks under autocast (the images,
+    the matching loss and the trigger update stay float32). Under `torchrun`/`accelerate launch` the classes are
+    shared out over the processes and the result is the one-process result."""
     import dataclasses
 
     from polyzoo.security.attacks import AttackConfig
     from polyzoo.security.data import load_dataset
-    from polyzoo.security.distill import DistillConfig, Distiller
+    from polyzoo.security.distill import DistillConfig, Distiller, ProcessGroup
     from polyzoo.security.files import CHECKPOINT, SYNSET
-    from polyzoo.shared.options import resolve_device
     from polyzoo.shared.run import RunDir
 
-    if kw["device"] != "auto" and resolve_device(kw["device"]) != "cpu":
-        raise click.BadParameter("security's distillation runs on the CPU only for now", param_hint="--device")
-    if kw["precision"] != "fp32":
-        raise click.BadParameter("security's distillation computes in fp32 only", param_hint="--precision")
     data_path = str(kw["data_root"]) if kw["data_root"] else None
     cfg = DistillConfig(
         method=kw["method"],
@@ -69,19 +68,29 @@ def distill(**kw) -> None:
         attack=AttackConfig(kind=kw["attack"], target=kw["target"], size=kw["trigger_size"], portion=kw["portion"]),
     )
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "checkpoint_every"}
+    if kw["precision"] != "fp32":  # changes the result (fp32 runs keep the config they always had)
+        settings["precision"] = kw["precision"]
     data_spec = {"dataset": kw["dataset"], "data_root": str(Path(data_path).resolve()) if data_path else None}
+    group = ProcessGroup(kw["device"])
     run = RunDir(
         kw["run_dir"],
         {"distill": settings, "data": data_spec},
+        run_info={"device": str(group.device), "processes": group.world},
         resume=kw["resume"],
         overwrite=kw["overwrite"],
         engine_files=(CHECKPOINT, SYNSET, "evaluation.json", "defense.json"),
+        is_main=group.is_main,
     )
     run.check()  # a changed configuration is refused before the data is loaded or anything is written
     data = load_dataset(kw["dataset"], data_path, seed=0)
     run.open()
-    Distiller(data, cfg, run_dir=kw["run_dir"], dataset_path=data_path).run(progress=True)
-    click.echo(f"wrote {Path(kw['run_dir']) / SYNSET}")
+    group.barrier()
+    distiller = Distiller(
+        data, cfg, run_dir=kw["run_dir"], dataset_path=data_path, device=kw["device"], precision=kw["precision"]
+    )
+    distiller.run(progress=group.is_main)
+    if group.is_main:
+        click.echo(f"wrote {Path(kw['run_dir']) / SYNSET}")
 
 
 def _load(synset_path: str):
@@ -108,35 +117,70 @@ _synset_option = click.option(
 @click.option("--epochs", type=int, default=None, help="default: 300 (dc), 1000 with DSA augmentation (dsa/dm)")
 @click.option("--model", default=None, help="evaluation network (default: the distillation network)")
 @click.option("--out", "out_path", default=None, help="JSON results (default: beside the synset); resumes")
+@device_options
 @format_option
 def evaluate(
-    synset_path: str, num_eval: int, epochs: int | None, model: str | None, out_path: str | None, fmt: str
+    synset_path: str,
+    num_eval: int,
+    epochs: int | None,
+    model: str | None,
+    out_path: str | None,
+    device: str,
+    precision: str,
+    fmt: str,
 ) -> None:
     """Train fresh networks on a synthetic set; report CTA and ASR (with and without target-class images).
 
     OUT records the evaluation settings and the synthetic set's SHA-256; it is resumed only when both match, and
-    recomputed from scratch otherwise (another --epochs/--model, or the set distilled again)."""
+    recomputed from scratch otherwise (another --epochs/--model/--precision, or the set distilled again). Under
+    `torchrun`/`accelerate launch` the networks are shared out over the processes (network i on process
+    i mod processes, the same seed i as with one process) and every network's metrics are gathered once."""
     import dataclasses
 
+    import torch
     from tqdm.auto import tqdm
 
+    from polyzoo.security.distill import ProcessGroup
     from polyzoo.security.evaluate import attack_metrics, default_eval_config, train_network
     from polyzoo.shared.report import mean_std
 
+    group = ProcessGroup(device)
     s, data = _load(synset_path)
     cfg = default_eval_config(
         s.config["method"], model or s.config["model"], s.config["norm"], epochs, s.config.get("width", 128)
     )
     out = Path(out_path) if out_path else Path(synset_path).with_name("evaluation.json")
-    basis = _basis(synset_path, {"eval": dataclasses.asdict(cfg), "target": s.target})
+    settings = {"eval": dataclasses.asdict(cfg), "target": s.target}
+    if precision != "fp32":
+        settings["precision"] = precision
+    basis = _basis(synset_path, settings)
     runs = _resumable(out, basis).get("runs", [])[:num_eval]
-    for i in tqdm(range(len(runs), num_eval), desc="evaluate", initial=len(runs), total=num_eval):
-        net = train_network(s.images, s.labels, data.num_classes, cfg, seed=i)
-        runs.append(attack_metrics(net, data.test_x, data.test_y, s.trigger, s.mask, s.target))
-        _write(out, {**basis, "runs": runs})
-    summary = {k: mean_std(r[k] for r in runs) for k in ("cta", "asr_all", "asr_nontarget")}
+    keys = ("cta", "asr_all", "asr_nontarget")
+    bar = tqdm(desc="evaluate", initial=len(runs), total=num_eval, disable=not group.is_main)
+    while len(runs) < num_eval:  # one round: a network per process
+        first = len(runs)
+        width = min(group.world, num_eval - first)
+        got = torch.zeros(width, len(keys), dtype=torch.float64, device=group.device)
+        i = first + group.rank
+        if group.rank < width:
+            net = train_network(
+                s.images, s.labels, data.num_classes, cfg, seed=i, device=group.device, precision=precision
+            )
+            m = attack_metrics(net, data.test_x, data.test_y, s.trigger, s.mask, s.target, precision=precision)
+            got[group.rank] = torch.tensor([m[k] for k in keys], dtype=torch.float64)
+        group.all_reduce(got)  # each row is written by exactly one process: the sum is that row
+        runs += [dict(zip(keys, row, strict=True)) for row in got.cpu().tolist()]
+        bar.update(width)
+        if group.is_main:
+            _write(out, {**basis, "runs": runs})
+    bar.close()
+    summary = {k: mean_std(r[k] for r in runs) for k in keys}
     table = {k: {"mean": v.mean, "std": None if v.n < 2 else v.std, "n": v.n} for k, v in summary.items()}
-    _write(out, {**basis, "runs": runs, "summary": table})  # std: sample (ddof=1); none for a single network
+    if group.is_main:
+        _write(out, {**basis, "runs": runs, "summary": table})  # std: sample (ddof=1); none for a single network
+    group.barrier()
+    if not group.is_main:
+        return
     rows = [{"metric": k, **v} for k, v in table.items()]
     echo_result(rows, fmt)
     if fmt == "table":

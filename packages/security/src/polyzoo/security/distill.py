@@ -28,6 +28,19 @@ Loop defaults follow ``get_loops`` (ipc 1: 1/1, 10: 10/50, 20: 20/25, 30: 30/20,
 Runs are resumable: the synthetic set, the optimiser state, the trigger and the poison indices are checkpointed
 atomically (``checkpoint.safetensors``, JSON state in its header; no pickle, see :mod:`polyzoo.security.files`);
 each iteration reseeds the RNG from (seed, iteration), so a resumed run repeats the same draws.
+
+Device, precision, several processes. ``Distiller(..., device=, precision=)`` keeps the synthetic images, the real
+set and the trigger on ``device``; every random draw (network initialisation, real batches, augmentation seeds) is
+still taken on the CPU, so a CUDA run uses the same draws as a CPU one. ``bf16``/``fp16`` run the networks' forward
+passes under ``torch.autocast``; the synthetic images, the matching losses (DM's mean embeddings and their squared
+distance, DC's gradient distance), the image optimiser, the trigger update and its early-stopping rule stay float32.
+Launched with several processes (``torchrun`` / ``accelerate launch``; Accelerate's ``PartialState`` sets up the
+process group, gloo on the CPU), the classes are shared out: process r computes the matching terms of the classes
+c ≡ r (mod processes), every process still takes every random draw (so all stay in step), and the images' gradient
+is summed over processes. Each class's term touches only that class's images, so the sum adds exact zeros: the
+synthetic set is bit-for-bit the one-process result (on the CPU; the network update and DOORPING's trigger update of
+an iteration are repeated identically on every process). The official behaviour (one process, fp32, CPU) is the
+default.
 """
 
 from __future__ import annotations
@@ -45,13 +58,14 @@ from tqdm.auto import tqdm
 from polyzoo.security.attacks import AttackConfig, doorping_trigger, naive_trigger, poison, stamp, update_trigger
 from polyzoo.security.augment import DEFAULT_STRATEGY, diff_augment
 from polyzoo.security.data import ImageData
-from polyzoo.security.evaluate import train_epoch
+from polyzoo.security.evaluate import Precision, train_epoch
 from polyzoo.security.files import CHECKPOINT, SYNSET, read_state, refuse_legacy, write_state
 from polyzoo.security.networks import get_network
 
 __all__ = [
     "DistillConfig",
     "Distiller",
+    "ProcessGroup",
     "SyntheticSet",
     "distance_wb",
     "get_loops",
@@ -64,6 +78,44 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
+
+
+class ProcessGroup:
+    """Where this process computes and which share of the work it owns: ``device`` (``auto``/``cpu``/``cuda[:N]``);
+    with ``WORLD_SIZE`` > 1 (``torchrun``, ``accelerate launch``) Accelerate's ``PartialState`` joins the process
+    group (gloo on the CPU, NCCL on CUDA, one GPU per process)."""
+
+    def __init__(self, device: str = "cpu"):
+        from polyzoo.shared.options import resolve_device
+
+        name = resolve_device(device)
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        if self.world > 1:
+            from accelerate import PartialState
+
+            state = PartialState(cpu=name == "cpu")
+            self.device, self.rank, self.world = state.device, state.process_index, state.num_processes
+        else:
+            if name.startswith("cuda:"):
+                torch.cuda.set_device(int(name.split(":")[1]))
+            self.device, self.rank = torch.device(name), 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def owns(self, item: int) -> bool:
+        return item % self.world == self.rank
+
+    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum ``t`` over the processes, in place (nothing with one process)."""
+        if self.world > 1:
+            torch.distributed.all_reduce(t)
+        return t
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
 
 
 def get_loops(ipc: int) -> tuple[int, int]:
@@ -196,7 +248,11 @@ class Distiller:
     """Distils ``data`` into ``config.ipc`` images per class, optionally planting a backdoor.
 
     ``run_dir`` (optional) holds ``checkpoint.safetensors`` (resumable state) and ``synset.safetensors`` (the
-    result); a run folder with a pickle-based ``checkpoint.pt``/``synset.pt`` of an earlier version is refused."""
+    result); a run folder with a pickle-based ``checkpoint.pt``/``synset.pt`` of an earlier version is refused.
+
+    ``device`` and ``precision`` (``fp32``, ``bf16``, ``fp16``) as in the module docstring; ``log_every``: how often
+    (iterations) the progress bar reads the loss back from the device. Under several processes only the main one
+    writes files."""
 
     def __init__(
         self,
@@ -204,7 +260,15 @@ class Distiller:
         config: DistillConfig,
         run_dir: str | os.PathLike | None = None,
         dataset_path: str | None = None,
+        *,
+        device: str = "cpu",
+        precision: str = "fp32",
+        log_every: int = 10,
     ) -> None:
+        self.group = ProcessGroup(device)
+        self.device = self.group.device
+        self.amp = Precision(precision, self.device)
+        self.log_every = max(1, log_every)
         self.data = data
         self.config = dataclasses.replace(config, attack=dataclasses.replace(config.attack))
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -233,11 +297,11 @@ class Distiller:
                 if len(idx) < cfg.ipc:
                     raise ValueError(f"class {cls} has {len(idx)} training images, fewer than ipc={cfg.ipc}")
                 picks.append(idx[torch.randperm(len(idx), generator=g)[: cfg.ipc]])
-            self.images = self.real_x[torch.cat(picks)].clone()
+            self.images = self.real_x[torch.cat(picks).to(self.device)].clone()
         else:
-            self.images = torch.randn((k * cfg.ipc, c, h, w), generator=g)
+            self.images = torch.randn((k * cfg.ipc, c, h, w), generator=g).to(self.device)
         self.images.requires_grad_(True)
-        self.labels = torch.arange(k).repeat_interleave(cfg.ipc)
+        self.labels = torch.arange(k).repeat_interleave(cfg.ipc).to(self.device)
         self.optimizer = torch.optim.SGD([self.images], lr=cfg.lr_img, momentum=0.5)
         self.iteration = 0
         if self.run_dir is not None:
@@ -249,21 +313,25 @@ class Distiller:
     def _build_real(self) -> None:
         atk = self.config.attack
         x, y = self.data.train_x, self.data.train_y
+        self.trigger, self.mask = self.trigger.cpu(), self.mask.cpu()
         if atk.kind != "none":
             x, y = poison(x, y, self.poison_idx, self.trigger, self.mask, atk.target)
-        self.real_x, self.real_y = x, y
+        # indices stay on the CPU (the draws are CPU draws); images, trigger and mask live on the device
         self.indices_class = [torch.nonzero(y == c).flatten() for c in range(self.data.num_classes)]
+        self.real_x, self.real_y = x.to(self.device), y.to(self.device)
+        self.trigger, self.mask = self.trigger.to(self.device), self.mask.to(self.device)
         for c, idx in enumerate(self.indices_class):
             if len(idx) == 0:
                 raise ValueError(f"class {c} has no training images")
 
     def _restamp(self) -> None:
         if len(self.poison_idx):
-            self.real_x[self.poison_idx] = stamp(self.real_x[self.poison_idx], self.trigger, self.mask)
+            idx = self.poison_idx.to(self.device)
+            self.real_x[idx] = stamp(self.real_x[idx], self.trigger, self.mask)
 
     def _real_batch(self, c: int, n: int) -> torch.Tensor:
         idx = self.indices_class[c]
-        return self.real_x[idx[torch.randperm(len(idx))[:n]]]
+        return self.real_x[idx[torch.randperm(len(idx))[:n]].to(self.device)]
 
     # ----------------------------------------------------------------------------------------------- state
     def _state(self) -> dict[str, Any]:
@@ -271,16 +339,24 @@ class Distiller:
             "images": self.images.detach().clone(),
             "optimizer": self.optimizer.state_dict(),
             "iteration": self.iteration,
-            "trigger": self.trigger.clone(),
+            "trigger": self.trigger.cpu().clone(),
             "poison_idx": self.poison_idx.clone(),
             "config": self.config.to_dict(),
-            "history": list(self.history),
+            "history": self._history(),
         }
+
+    def _history(self) -> list[dict[str, float]]:
+        """The per-iteration records as floats (values kept as device tensors are read back here, once)."""
+        self.history = [{k: v.item() if torch.is_tensor(v) else v for k, v in h.items()} for h in self.history]
+        return list(self.history)
 
     def _save_checkpoint(self) -> None:
         if self.run_dir is None:
             return
-        write_state(self.run_dir / CHECKPOINT, self._state(), "distillation checkpoint")
+        state = self._state()
+        if self.group.is_main:
+            write_state(self.run_dir / CHECKPOINT, state, "distillation checkpoint")
+        self.group.barrier()
 
     def _load_checkpoint(self, path: Path) -> None:
         state = read_state(path, "distillation checkpoint")
@@ -291,10 +367,10 @@ class Distiller:
         if diff:
             raise ValueError(f"{path}: checkpoint was written with a different configuration: {diff}")
         with torch.no_grad():
-            self.images.copy_(state["images"])
+            self.images.copy_(state["images"].to(self.device))
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
-        self.trigger = state["trigger"]
+        self.trigger = state["trigger"].to(self.device)
         self.poison_idx = state["poison_idx"]
         self.history = list(state["history"])
         self._build_real()
@@ -303,10 +379,10 @@ class Distiller:
     def synset(self) -> SyntheticSet:
         d = self.data
         return SyntheticSet(
-            self.images.detach().clone(),
-            self.labels.clone(),
-            self.trigger.clone(),
-            self.mask.clone(),
+            self.images.detach().cpu().clone(),
+            self.labels.cpu().clone(),
+            self.trigger.cpu().clone(),
+            self.mask.cpu().clone(),
             self.config.to_dict(),
             {
                 "name": d.name,
@@ -315,20 +391,36 @@ class Distiller:
                 "std": list(d.std),
                 "num_classes": d.num_classes,
             },
-            list(self.history),
+            self._history(),
         )
 
     # ----------------------------------------------------------------------------------------------- loop
     def _new_net(self) -> torch.nn.Module:
         d = self.data
-        return get_network(
+        net = get_network(  # initialised on the CPU (the same draws on every device), then moved
             self.config.model, d.channel, d.num_classes, d.im_size, norm=self.config.norm, width=self.config.width
         )
+        return net.to(self.device)
 
     def _train_net(self, net: torch.nn.Module, opt: torch.optim.Optimizer, epochs: int, augment: bool) -> None:
         transform = (lambda xb: diff_augment(xb, self.config.dsa_strategy)) if augment else None
         for _ in range(epochs):
-            train_epoch(net, opt, self.images.detach(), self.labels, self.config.batch_train, transform)
+            train_epoch(net, opt, self.images.detach(), self.labels, self.config.batch_train, transform, self.amp)
+
+    def _image_step(self, loss: torch.Tensor) -> None:
+        """One optimiser step on the synthetic images; with several processes their gradient (each process's
+        classes) is summed first."""
+        self.optimizer.zero_grad()
+        if loss.requires_grad:
+            loss.backward()
+        if self.images.grad is None:  # this process owns no class
+            self.images.grad = torch.zeros_like(self.images)
+        self.group.all_reduce(self.images.grad)
+        self.optimizer.step()
+
+    def _forward(self, fn, x: torch.Tensor) -> torch.Tensor:
+        with self.amp.autocast():
+            return fn(x).float()
 
     def _doorping_update(self, net: torch.nn.Module) -> dict[str, float]:
         self.trigger, info = update_trigger(net, self.trigger, self.mask, self.config.attack)
@@ -341,32 +433,35 @@ class Distiller:
         net.train()
         params = list(net.parameters())
         opt_net = torch.optim.SGD(net.parameters(), lr=cfg.lr_net)
-        loss_sum, stats = 0.0, {}
+        # float64 on the device: the same value as the float sum the loop always logged, without reading it back
+        loss_sum, stats = torch.zeros((), dtype=torch.float64, device=self.device), {}
         dsa = cfg.method == "dsa"
         for ol in range(cfg.outer_loop):
-            loss = torch.zeros(())
+            loss = torch.zeros((), device=self.device)
             for c in range(self.data.num_classes):
-                img_real = self._real_batch(c, cfg.batch_real)
+                img_real = self._real_batch(c, cfg.batch_real)  # every process takes every draw
+                seed = int(torch.randint(0, 2**31 - 1, (1,))) if dsa else None
+                if not self.group.owns(c):
+                    continue
                 img_syn = self.images[c * cfg.ipc : (c + 1) * cfg.ipc]
-                lab_real = torch.full((len(img_real),), c, dtype=torch.long)
-                lab_syn = torch.full((cfg.ipc,), c, dtype=torch.long)
+                lab_real = torch.full((len(img_real),), c, dtype=torch.long, device=self.device)
+                lab_syn = torch.full((cfg.ipc,), c, dtype=torch.long, device=self.device)
                 if dsa:
-                    seed = int(torch.randint(0, 2**31 - 1, (1,)))
                     img_real = diff_augment(img_real, cfg.dsa_strategy, seed=seed)
                     img_syn = diff_augment(img_syn, cfg.dsa_strategy, seed=seed)
-                gw_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(img_real), lab_real), params)]
-                gw_syn = torch.autograd.grad(F.cross_entropy(net(img_syn), lab_syn), params, create_graph=True)
-                loss = loss + match_loss(list(gw_syn), gw_real)
-            self.optimizer.zero_grad()
-            loss.backward()
-            self.optimizer.step()
-            loss_sum += float(loss.detach())
+                real_loss = F.cross_entropy(self._forward(net, img_real), lab_real)
+                gw_real = [g.detach() for g in torch.autograd.grad(real_loss, params)]
+                syn_loss = F.cross_entropy(self._forward(net, img_syn), lab_syn)
+                gw_syn = torch.autograd.grad(syn_loss, params, create_graph=True)
+                loss = loss + match_loss([g.float() for g in gw_syn], [g.float() for g in gw_real])
+            self._image_step(loss)
+            loss_sum = loss_sum + self.group.all_reduce(loss.detach().clone()).double()
             if ol == cfg.outer_loop - 1:
                 break
             self._train_net(net, opt_net, cfg.inner_loop, augment=dsa)
             if cfg.attack.kind == "doorping":
                 stats = self._doorping_update(net)
-        return {"loss": loss_sum / (self.data.num_classes * cfg.outer_loop), **stats}
+        return {"loss": loss_sum / (self.data.num_classes * cfg.outer_loop), **stats}  # a tensor: no host sync
 
     def _step_dm(self) -> dict[str, float]:
         cfg = self.config
@@ -374,20 +469,20 @@ class Distiller:
         net.train()
         for p in net.parameters():
             p.requires_grad_(False)
-        loss = torch.zeros(())
+        loss = torch.zeros((), device=self.device)
         for c in range(self.data.num_classes):
-            img_real = self._real_batch(c, cfg.batch_real)
-            img_syn = self.images[c * cfg.ipc : (c + 1) * cfg.ipc]
+            img_real = self._real_batch(c, cfg.batch_real)  # every process takes every draw
             seed = int(torch.randint(0, 2**31 - 1, (1,)))
+            if not self.group.owns(c):
+                continue
+            img_syn = self.images[c * cfg.ipc : (c + 1) * cfg.ipc]
             img_real = diff_augment(img_real, cfg.dsa_strategy, seed=seed)
             img_syn = diff_augment(img_syn, cfg.dsa_strategy, seed=seed)
-            out_real = net.embed(img_real).detach()
-            out_syn = net.embed(img_syn)
+            out_real = self._forward(net.embed, img_real).detach()
+            out_syn = self._forward(net.embed, img_syn)
             loss = loss + torch.sum((out_real.mean(0) - out_syn.mean(0)) ** 2)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        stats = {"loss": float(loss.detach()) / self.data.num_classes}
+        self._image_step(loss)
+        stats = {"loss": self.group.all_reduce(loss.detach().clone()).double() / self.data.num_classes}
         if cfg.attack.kind == "doorping" and (self.iteration + 1) % cfg.dm_trigger_every == 0:
             for p in net.parameters():
                 p.requires_grad_(True)
@@ -420,7 +515,8 @@ class Distiller:
             while self.iteration < cfg.iterations:
                 stats = self.step()
                 bar.update(1)
-                bar.set_postfix(loss=f"{stats['loss']:.4f}")
+                if progress and (self.iteration % self.log_every == 0 or self.iteration == cfg.iterations):
+                    bar.set_postfix(loss=f"{float(stats['loss']):.4f}")
                 if callback is not None:
                     callback(self, stats)
                 if cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
@@ -429,6 +525,7 @@ class Distiller:
             bar.close()
         self._save_checkpoint()
         result = self.synset()
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.group.is_main:
             save_synset(result, self.run_dir / SYNSET)
+        self.group.barrier()
         return result
