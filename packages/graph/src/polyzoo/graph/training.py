@@ -69,8 +69,9 @@ from polyzoo.graph.metrics import fairness_report
 from polyzoo.graph.models import STUDENTS, TEACHERS, build_model
 from polyzoo.graph.reliant import BiasProxy, Reliant, legendre_step
 from polyzoo.graph.sampling import neighbor_loader
+from polyzoo.shared.distributed import ProcessGroup
 from polyzoo.shared.io import load_safetensors, pack_tensors, read_json, unpack_tensors, write_json_atomic
-from polyzoo.shared.options import PRECISION_CHOICES, autocast_dtype, resolve_device
+from polyzoo.shared.options import PRECISION_CHOICES, autocast_dtype
 from polyzoo.shared.run import RunDir, write_lines
 from polyzoo.shared.seed import seed_everything
 
@@ -171,74 +172,7 @@ def receptive_hops(model: str, num_layers: int) -> int:
     return num_layers + 1 if model in ("gcn", "sgc") else num_layers
 
 
-class _Group:
-    """This process's device and share: one process, or several joined through Accelerate's ``PartialState``."""
-
-    def __init__(self, device: str):
-        name = resolve_device(device)
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            from accelerate import PartialState
-
-            state = PartialState(cpu=name == "cpu")
-            self.device, self.rank, self.world = state.device, state.process_index, state.num_processes
-        else:
-            self.device, self.rank, self.world = torch.device(name), 0, 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` summed over the processes (in place; ``t`` itself with one process)."""
-        if self.world > 1:
-            torch.distributed.all_reduce(t)
-        return t
-
-    def sum(self, t: torch.Tensor) -> torch.Tensor:
-        """Differentiable sum over processes whose backward is the identity: each process back-propagates its own
-        share, and :meth:`reduce_grads` adds the shares."""
-        return _SumOverProcesses.apply(t) if self.world > 1 else t
-
-    def reduce_grads(self, params: list[nn.Parameter]) -> None:
-        """Sum the parameters' gradients over processes (one flattened all-reduce)."""
-        if self.world == 1:
-            return
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        flat = torch.cat([p.grad.reshape(-1) for p in params])
-        torch.distributed.all_reduce(flat)
-        offset = 0
-        for p in params:
-            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def gather_rows(self, mine: torch.Tensor, n: int) -> torch.Tensor:
-        """Rows of nodes ``rank, rank + P, …`` from every process, reassembled into the (n, …) array."""
-        if self.world == 1:
-            return mine
-        per = -(-n // self.world)
-        pad = mine.new_zeros((per, *mine.shape[1:]))
-        pad[: mine.shape[0]] = mine
-        parts = [torch.empty_like(pad) for _ in range(self.world)]
-        torch.distributed.all_gather(parts, pad)
-        return torch.stack(parts, dim=1).reshape(per * self.world, *mine.shape[1:])[:n]
-
-
-class _SumOverProcesses(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
-        out = t.clone()
-        torch.distributed.all_reduce(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad
+_Group = ProcessGroup  # polyzoo.shared.distributed
 
 
 class _Amp:

@@ -220,25 +220,12 @@ def _prepare_feature_map(
 
 
 def _distributed(device: str) -> tuple[str, int, int]:
-    """``(device, rank, world_size)``; under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised
-    (NCCL on CUDA, one GPU per local rank; gloo on CPU)."""
-    import os
+    """``(device, rank, world_size)`` of this process (:class:`polyzoo.shared.distributed.ProcessGroup`: under
+    ``torchrun`` the process group is joined, NCCL on CUDA with one GPU per local rank, gloo on CPU)."""
+    from polyzoo.shared.distributed import ProcessGroup
 
-    import torch
-
-    from polyzoo.shared.options import resolve_device
-
-    dev = resolve_device(device)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return dev, 0, 1
-    if not torch.distributed.is_initialized():
-        if dev.startswith("cuda"):
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            dev = f"cuda:{local}"
-            torch.cuda.set_device(local)
-        torch.distributed.init_process_group("nccl" if dev.startswith("cuda") else "gloo")
-    return dev, torch.distributed.get_rank(), torch.distributed.get_world_size()
+    group = ProcessGroup(device)
+    return str(group.device), group.rank, group.world
 
 
 def _end_distributed() -> None:

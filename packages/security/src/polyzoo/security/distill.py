@@ -61,11 +61,12 @@ from polyzoo.security.data import ImageData
 from polyzoo.security.evaluate import Precision, train_epoch
 from polyzoo.security.files import CHECKPOINT, SYNSET, read_state, refuse_legacy, write_state
 from polyzoo.security.networks import get_network
+from polyzoo.shared.distributed import ProcessGroup
 
 __all__ = [
     "DistillConfig",
     "Distiller",
-    "ProcessGroup",
+    "ProcessGroup",  # re-exported from polyzoo.shared.distributed
     "SyntheticSet",
     "distance_wb",
     "get_loops",
@@ -78,44 +79,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
-
-
-class ProcessGroup:
-    """Where this process computes and which share of the work it owns: ``device`` (``auto``/``cpu``/``cuda[:N]``);
-    with ``WORLD_SIZE`` > 1 (``torchrun``, ``accelerate launch``) Accelerate's ``PartialState`` joins the process
-    group (gloo on the CPU, NCCL on CUDA, one GPU per process)."""
-
-    def __init__(self, device: str = "cpu"):
-        from polyzoo.shared.options import resolve_device
-
-        name = resolve_device(device)
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        if self.world > 1:
-            from accelerate import PartialState
-
-            state = PartialState(cpu=name == "cpu")
-            self.device, self.rank, self.world = state.device, state.process_index, state.num_processes
-        else:
-            if name.startswith("cuda:"):
-                torch.cuda.set_device(int(name.split(":")[1]))
-            self.device, self.rank = torch.device(name), 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def owns(self, item: int) -> bool:
-        return item % self.world == self.rank
-
-    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
-        """Sum ``t`` over the processes, in place (nothing with one process)."""
-        if self.world > 1:
-            torch.distributed.all_reduce(t)
-        return t
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
 
 
 def get_loops(ipc: int) -> tuple[int, int]:
