@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -81,7 +82,7 @@ class TrainConfig:
     eval_batch_size: int | None = None
     shuffle: bool = True
     drop_last: bool = False
-    num_workers: int = 0
+    num_workers: int | None = 0  # loader worker processes; None: 4 on CUDA (up to the CPU count), 0 on the CPU
     seed: int = 0
     deterministic: bool = False
     gradient_accumulation_steps: int = 1
@@ -258,6 +259,11 @@ class Trainer:
         device = "cpu" if config.cpu else resolve_device(config.device)
         cpu = device == "cpu"
         if device.startswith("cuda:"):
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise ValueError(
+                    f"--device {config.device}: one GPU per process is chosen by the launcher (LOCAL_RANK) when "
+                    "several processes run; use --device cuda or auto (restrict GPUs with CUDA_VISIBLE_DEVICES)"
+                )
             torch.cuda.set_device(int(device.split(":")[1]))
         self.accelerator = Accelerator(
             cpu=cpu,
@@ -269,12 +275,15 @@ class Trainer:
         self.sampler = EpochSampler(len(train_data), config.shuffle, config.seed)
         self.train_samples = SeededSamples(train_data, config.seed)
         pin = self.accelerator.device.type == "cuda"
+        workers = config.num_workers
+        if workers is None:
+            workers = min(4, os.cpu_count() or 1) if pin else 0
         train_loader = DataLoader(
             self.train_samples,
             batch_size=config.batch_size,
             sampler=self.sampler,
             drop_last=config.drop_last,
-            num_workers=config.num_workers,
+            num_workers=workers,
             collate_fn=collate_fn,
             pin_memory=pin,
             # own generator: creating an iterator must not draw from the global RNG (exact resume)
@@ -286,7 +295,7 @@ class Trainer:
                 eval_data,
                 batch_size=config.eval_batch_size or config.batch_size,
                 shuffle=False,
-                num_workers=config.num_workers,
+                num_workers=workers,
                 collate_fn=collate_fn,
                 pin_memory=pin,
                 generator=torch.Generator().manual_seed(config.seed),
