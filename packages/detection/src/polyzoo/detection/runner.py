@@ -200,7 +200,12 @@ def apply_run_options(
     compared = {k: v for k, v in cfg.to_dict().items() if k not in RUN_ONLY_KEYS}
     config = {"mmengine_config": compared, "precision": precision}
     run = RunDir(
-        cfg.work_dir, config, resume=resume, overwrite=overwrite, engine_files=("*.pth", "last_checkpoint")
+        cfg.work_dir,
+        config,
+        resume=resume,
+        overwrite=overwrite,
+        engine_files=("*.pth", "last_checkpoint"),
+        is_main=int(os.environ.get("RANK", "0")) == 0,  # under torchrun only rank 0 writes the run files
     ).open()
     action = run.action
     cfg.resume = action == "resume" and osp.exists(osp.join(cfg.work_dir, "last_checkpoint"))

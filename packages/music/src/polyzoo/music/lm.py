@@ -324,6 +324,7 @@ def _train(
         resume=resume,
         overwrite=overwrite,
         engine_files=("checkpoint-*", "final", "run.json", "runs"),  # runs/: transformers' TensorBoard logs
+        is_main=int(os.environ.get("RANK", "0")) == 0,  # under torchrun only rank 0 writes the run files
     ).open()
     final = out_dir / "final"
     if run.action == "resume" and (final / "config.json").is_file() and _trained_steps(out_dir) == cfg.max_steps:
