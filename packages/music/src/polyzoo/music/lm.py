@@ -219,6 +219,10 @@ def _training_arguments(out_dir: Path, cfg: LMTrainConfig):
         dataloader_pin_memory=device != "cpu",
         remove_unused_columns=False,
         disable_tqdm=not cfg.progress,
+        # transformers' default checks every step's loss for NaN/inf on the host (a GPU synchronisation per step) to
+        # leave it out of the logged mean; off, the loss stays on the device until a log step and a non-finite
+        # loss shows in the logged mean
+        logging_nan_inf_filter=False,
     )
 
 
