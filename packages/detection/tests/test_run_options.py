@@ -47,9 +47,37 @@ def test_precision_device_and_trackers(tmp_path, monkeypatch):
     import os
 
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
-    cfg = _cfg(tmp_path / "b")
-    apply_run_options(cfg, device="cpu", precision="bf16")
-    assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.optim_wrapper.dtype == "bfloat16"
+    with pytest.raises(ValueError, match="needs a GPU"):  # mmengine's AmpOptimWrapper asserts CUDA when built
+        apply_run_options(_cfg(tmp_path / "b"), device="cpu", precision="bf16")
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("bf16", "bfloat16"), ("fp16", "float16")])
+def test_precision_on_a_gpu_reaches_the_optimizer_wrapper_and_the_loops(tmp_path, monkeypatch, precision, dtype):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine (no CUDA call is made)
+    before = torch.get_autocast_dtype("cuda")
+    try:
+        cfg = _cfg(tmp_path / precision)
+        apply_run_options(cfg, device="auto", precision=precision)
+        assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.optim_wrapper.dtype == dtype
+        assert cfg.optim_wrapper.get("loss_scale") == ("dynamic" if precision == "fp16" else None)
+        assert cfg.val_cfg.fp16 and cfg.test_cfg.fp16  # mmengine's loops run under autocast...
+        assert torch.get_autocast_dtype("cuda") == getattr(torch, dtype)  # ...in this dtype
+    finally:
+        torch.set_autocast_dtype("cuda", before)
+
+
+def test_eval_precision_on_the_cpu():
+    from polyzoo.detection.runner import eval_precision
+
+    cfg = Config.fromfile(str(CONFIG))
+    eval_precision(cfg, "fp32", on_cpu=True)
+    assert not cfg.test_cfg.get("fp16")
+    eval_precision(cfg, "bf16", on_cpu=True)  # mmengine's CPU autocast: bfloat16
+    assert cfg.test_cfg.fp16 and cfg.val_cfg.fp16
+    with pytest.raises(ValueError, match="bfloat16 only"):
+        eval_precision(cfg, "fp16", on_cpu=True)
 
 
 def test_cmt_check_default_steps_equal_the_library_default():

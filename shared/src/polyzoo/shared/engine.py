@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -81,7 +82,7 @@ class TrainConfig:
     eval_batch_size: int | None = None
     shuffle: bool = True
     drop_last: bool = False
-    num_workers: int = 0
+    num_workers: int | None = 0  # loader worker processes; None: 4 on CUDA (up to the CPU count), 0 on the CPU
     seed: int = 0
     deterministic: bool = False
     gradient_accumulation_steps: int = 1
@@ -161,6 +162,48 @@ def _default_predict(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.
     return model(inputs), targets
 
 
+class _Window:
+    """Train loss and step extras summed on the device between two log records, read (one host synchronisation,
+    the mean over processes) only every ``log_every`` steps. A non-finite loss is counted on the device too and
+    raised when the window is read, before any checkpoint is written, naming the window's first step."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.clear()
+
+    def clear(self) -> None:
+        self.loss = torch.zeros((), device=self.device)
+        self.bad = torch.zeros((), dtype=torch.long, device=self.device)
+        self.extra: dict[str, Any] = {}
+        self.n = 0
+        self.first_step: int | None = None
+
+    def add(self, loss: torch.Tensor, extra: Mapping[str, Any], step: int) -> None:
+        value = loss.detach().float()
+        self.loss += value
+        self.bad += (~torch.isfinite(value)).long()
+        for k, v in extra.items():
+            v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
+            self.extra[k] = self.extra.get(k, 0.0) + v
+        self.n += 1
+        self.first_step = step if self.first_step is None else self.first_step
+
+    def read(self, acc: Accelerator, name: str) -> dict[str, float]:
+        """The window's means (averaged over processes); raises FloatingPointError on a non-finite loss."""
+        keys = sorted(self.extra)
+        values = torch.stack(
+            [self.loss, self.bad.float(), *(torch.as_tensor(self.extra[k], device=self.device) for k in keys)]
+        )
+        values = acc.reduce(values, reduction="sum").tolist() if acc.num_processes > 1 else values.tolist()
+        if values[1] > 0:
+            raise FloatingPointError(
+                f"{name}: non-finite loss in the steps {self.first_step}..{self.first_step + self.n - 1}"
+                f" (mean {values[0] / (self.n * acc.num_processes)})"
+            )
+        scale = 1.0 / (self.n * acc.num_processes)
+        return {"loss": values[0] * scale, **{k: v * scale for k, v in zip(keys, values[2:], strict=True)}}
+
+
 class Trainer:
     """Fit and evaluate a model with seeding, progress bar, metrics log, atomic checkpoints and exact resume.
 
@@ -170,7 +213,9 @@ class Trainer:
         train_data: a map-style ``Dataset`` (the trainer builds the loader so that it can order and resume it).
         config: :class:`TrainConfig`.
         loss_fn: ``loss_fn(outputs, targets)`` for the default step (batches are ``(inputs, targets)``).
-        step_fn: ``step_fn(model, batch) -> loss`` or ``(loss, {name: float})``, for any other batch layout.
+        step_fn: ``step_fn(model, batch) -> loss`` or ``(loss, {name: value})``, for any other batch layout; values
+            may be 0-d tensors (summed on the device and read every ``log_every`` steps, averaged over the window
+            and the processes, like the loss).
         eval_data: dataset evaluated at the end of every ``eval_every_epochs`` epochs and by :meth:`evaluate`.
         predict_fn: ``predict_fn(model, batch) -> (outputs, targets)`` for evaluation (default: ``(model(x), y)``).
         metrics_fn: ``metrics_fn(outputs, targets) -> {name: float}`` on the whole gathered evaluation set
@@ -178,6 +223,11 @@ class Trainer:
         scheduler: an LR scheduler stepped after each optimizer step.
         collate_fn: passed to the data loaders.
         extra_config: JSON-serializable facts saved into ``config.json`` (model hyperparameters, data...).
+
+    The loop reads nothing back from the device between log records: losses and step values are summed on the
+    device and read every ``log_every`` steps (and before a checkpoint), a non-finite loss is raised then.
+    ``callbacks`` (``cb(trainer, record)``) run after every optimizer step with the latest record read.
+    Under fp16 PyTorch's ``GradScaler`` still reads its overflow flag every step (bf16 and fp32 do not).
     """
 
     def __init__(
@@ -209,6 +259,11 @@ class Trainer:
         device = "cpu" if config.cpu else resolve_device(config.device)
         cpu = device == "cpu"
         if device.startswith("cuda:"):
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise ValueError(
+                    f"--device {config.device}: one GPU per process is chosen by the launcher (LOCAL_RANK) when "
+                    "several processes run; use --device cuda or auto (restrict GPUs with CUDA_VISIBLE_DEVICES)"
+                )
             torch.cuda.set_device(int(device.split(":")[1]))
         self.accelerator = Accelerator(
             cpu=cpu,
@@ -220,12 +275,15 @@ class Trainer:
         self.sampler = EpochSampler(len(train_data), config.shuffle, config.seed)
         self.train_samples = SeededSamples(train_data, config.seed)
         pin = self.accelerator.device.type == "cuda"
+        workers = config.num_workers
+        if workers is None:
+            workers = min(4, os.cpu_count() or 1) if pin else 0
         train_loader = DataLoader(
             self.train_samples,
             batch_size=config.batch_size,
             sampler=self.sampler,
             drop_last=config.drop_last,
-            num_workers=config.num_workers,
+            num_workers=workers,
             collate_fn=collate_fn,
             pin_memory=pin,
             # own generator: creating an iterator must not draw from the global RNG (exact resume)
@@ -237,7 +295,7 @@ class Trainer:
                 eval_data,
                 batch_size=config.eval_batch_size or config.batch_size,
                 shuffle=False,
-                num_workers=config.num_workers,
+                num_workers=workers,
                 collate_fn=collate_fn,
                 pin_memory=pin,
                 generator=torch.Generator().manual_seed(config.seed),
@@ -392,7 +450,7 @@ class Trainer:
         )
         t0 = time.perf_counter()
         last_eval_step = -1
-        window_loss, window_n = 0.0, 0
+        window = _Window(acc.device)
         while self.global_step < total and self.epoch < cfg.epochs:
             self.train_loader.set_epoch(self.epoch)
             self.train_samples.set_epoch(self.epoch)
@@ -404,43 +462,41 @@ class Trainer:
                 with acc.accumulate(self.model):
                     out = self.step_fn(self.model, batch)
                     loss, extra = out if isinstance(out, tuple) else (out, {})
-                    if not torch.isfinite(loss.detach()):
-                        raise FloatingPointError(
-                            f"{cfg.name}: non-finite loss {loss.item()} at step {self.global_step + 1}"
-                        )
+                    window.add(loss, extra, self.global_step + 1)  # on the device: no host synchronisation
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.grad_clip_norm:
                         acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip_norm)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                 self.batches_in_epoch += 1
-                window_loss += loss.detach().float().item()
-                window_n += 1
                 if not acc.sync_gradients:
                     continue
                 if self.scheduler is not None:
                     self.scheduler.step()
                 self.global_step += 1
                 bar.update(1)
-                record = {"loss": window_loss / window_n, **{k: float(v) for k, v in extra.items()}}
-                if self.global_step % cfg.log_every == 0 or self.global_step == total:
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    self._log(
-                        {
-                            "step": self.global_step,
-                            "epoch": self.epoch,
-                            "split": "train",
-                            "lr": float(lr),
-                            "elapsed_s": round(time.perf_counter() - t0, 3),
-                            **record,
-                        }
-                    )
-                    bar.set_postfix(loss=f"{record['loss']:.4g}")
-                    window_loss, window_n = 0.0, 0
-                last = record
+                checkpoint_now = bool(cfg.checkpoint_every) and self.global_step % cfg.checkpoint_every == 0
+                if self.global_step % cfg.log_every == 0 or self.global_step == total or checkpoint_now:
+                    # the only host synchronisation of the loop: every log_every steps (and before a checkpoint)
+                    record = window.read(acc, cfg.name)
+                    if self.global_step % cfg.log_every == 0 or self.global_step == total:
+                        lr = self.optimizer.param_groups[0]["lr"]
+                        self._log(
+                            {
+                                "step": self.global_step,
+                                "epoch": self.epoch,
+                                "split": "train",
+                                "lr": float(lr),
+                                "elapsed_s": round(time.perf_counter() - t0, 3),
+                                **record,
+                            }
+                        )
+                        bar.set_postfix(loss=f"{record['loss']:.4g}")
+                        window.clear()
+                    last = record
                 for cb in self.callbacks:
-                    cb(self, record)
-                if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
+                    cb(self, last)
+                if checkpoint_now:
                     self.save_checkpoint()
                 if self.global_step >= total:
                     break
@@ -472,11 +528,15 @@ class Trainer:
         outputs, targets = [], []
         for batch in loader:
             out, tgt = self.predict_fn(self.model, batch)
+            # gather_for_metrics drops the samples the distributed sampler repeated to even out the last batch
             out, tgt = self.accelerator.gather_for_metrics((out, tgt))
-            outputs.append(out.float().cpu())
-            targets.append(tgt.cpu())
-        metrics = {k: float(v) for k, v in self.metrics_fn(torch.cat(outputs), torch.cat(targets)).items()}
-        self._log({"step": self.global_step, "epoch": self.epoch, "split": "eval", **metrics})
+            outputs.append(out.detach().float())  # kept on the device: one transfer at the end, not one per batch
+            targets.append(tgt)
+        if not outputs:
+            raise ValueError(f"{self.config.name}: the evaluation set is empty")
+        out_all, tgt_all = torch.cat(outputs).cpu(), torch.cat(targets).cpu()
+        metrics = {k: float(v) for k, v in self.metrics_fn(out_all, tgt_all).items()}
+        self._log({"step": self.global_step, "epoch": self.epoch, "split": "eval", "samples": len(tgt_all), **metrics})
         self.model.train()
         return {f"eval_{k}": v for k, v in metrics.items()}
 

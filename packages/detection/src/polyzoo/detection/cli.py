@@ -62,11 +62,17 @@ def train(
 @format_option
 @click.pass_context
 def evaluate(ctx: click.Context, config: str, checkpoint: str, device: str, precision: str, fmt: str) -> None:
-    """Evaluate CHECKPOINT with CONFIG (other options as tools/test.py: --work-dir, --out, --cfg-options)."""
-    from polyzoo.detection.runner import select_device, test_main
+    """Evaluate CHECKPOINT with CONFIG (other options as tools/test.py: --work-dir, --out, --cfg-options, --launcher
+    pytorch under torchrun). --precision bf16/fp16 runs mmengine's test loop under autocast."""
+    import torch
+
+    from polyzoo.detection.runner import eval_precision, select_device, test_main
 
     select_device(device)
-    echo_result(test_main([config, checkpoint, *ctx.args]), fmt)
+    on_cpu = device == "cpu" or not torch.cuda.is_available()
+    echo_result(
+        test_main([config, checkpoint, *ctx.args], prepare=lambda cfg: eval_precision(cfg, precision, on_cpu)), fmt
+    )
 
 
 @detection.command(name="toy-data")

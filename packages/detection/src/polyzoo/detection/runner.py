@@ -55,6 +55,51 @@ def _load_cfg(args: argparse.Namespace) -> Any:
     return cfg
 
 
+def distributed_without_cuda(cfg: Any) -> None:
+    """``--launcher pytorch`` on CPUs (under ``torchrun``, gloo). mmengine's launcher assumes GPUs: it calls
+    ``torch.cuda.set_device(LOCAL_RANK)``, takes ``env_cfg.dist_cfg.backend`` (nccl in the configs) and wraps the
+    model in DDP with ``device_ids=[LOCAL_RANK]``, which DDP refuses for a CPU module. Without CUDA the process
+    group is created here with gloo (mmengine then finds it initialised) and the DDP wrapper gets no device ids
+    (mmengine's defaults otherwise: ``broadcast_buffers=False``, the config's ``find_unused_parameters``). Runs
+    on the resolved config after the run contract, so these launch details are not part of the compared config."""
+    import torch
+
+    if cfg.get("launcher", "none") != "pytorch" or torch.cuda.is_available():
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    env = cfg.get("env_cfg") or {}
+    env.setdefault("dist_cfg", {})["backend"] = "gloo"
+    cfg.env_cfg = env
+    wrapper = cfg.get("model_wrapper_cfg") or dict(
+        type="MMDistributedDataParallel",
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get("find_unused_parameters", False),
+    )
+    wrapper["device_ids"] = None
+    cfg.model_wrapper_cfg = wrapper
+
+
+def eval_precision(cfg: Any, precision: str, on_cpu: bool) -> None:
+    """``--precision`` for mmengine's validation and test loops: bf16/fp16 turn on their autocast (``fp16=True``,
+    in the dtype set here as the process's CUDA autocast dtype); mmengine's CPU autocast runs bfloat16 only."""
+    import torch
+
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"--precision: expected fp32, bf16 or fp16, got {precision!r}")
+    if precision == "fp32":
+        return
+    if on_cpu and precision == "fp16":
+        raise ValueError("--precision fp16 on the CPU: mmengine's CPU autocast runs bfloat16 only (use bf16 or fp32)")
+    if not on_cpu:
+        torch.set_autocast_dtype("cuda", torch.bfloat16 if precision == "bf16" else torch.float16)
+    for key in ("val_cfg", "test_cfg"):
+        if cfg.get(key) is not None:
+            cfg[key]["fp16"] = True
+
+
 def _build_runner(cfg: Any) -> Any:
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -118,8 +163,9 @@ def apply_run_options(
     the work dir's checkpoints are removed). Returns ``"new"``, ``"resume"`` or ``"restart"``.
 
     ``device`` ``cpu`` hides the GPUs (before CUDA starts), ``cuda:N`` selects one; ``precision`` bf16/fp16 selects
-    ``AmpOptimWrapper`` with that dtype, fp32 ``OptimWrapper`` (also for a config that asks AMP on a CPU machine);
-    ``log_with`` adds the matching mmengine visualisation backend.
+    ``AmpOptimWrapper`` with that dtype and autocast in the validation loop (:func:`eval_precision`); it needs a GPU
+    (mmengine's ``AmpOptimWrapper`` does), so it is refused on the CPU; fp32 selects ``OptimWrapper`` (also for a
+    config that asks AMP on a CPU machine); ``log_with`` adds the matching mmengine visualisation backend.
     """
     import torch
 
@@ -130,6 +176,12 @@ def apply_run_options(
     select_device(device)
     on_cpu = device == "cpu" or not torch.cuda.is_available()
     wrapper = cfg.get("optim_wrapper")
+    if precision in ("bf16", "fp16") and on_cpu:
+        raise ValueError(
+            f"--precision {precision}: mixed-precision training of an mmengine config needs a GPU (AmpOptimWrapper); "
+            "use --precision fp32 on the CPU"
+        )
+    eval_precision(cfg, precision, on_cpu)
     if wrapper is not None:
         if precision in ("bf16", "fp16"):
             wrapper.type = "AmpOptimWrapper"
@@ -148,7 +200,12 @@ def apply_run_options(
     compared = {k: v for k, v in cfg.to_dict().items() if k not in RUN_ONLY_KEYS}
     config = {"mmengine_config": compared, "precision": precision}
     run = RunDir(
-        cfg.work_dir, config, resume=resume, overwrite=overwrite, engine_files=("*.pth", "last_checkpoint")
+        cfg.work_dir,
+        config,
+        resume=resume,
+        overwrite=overwrite,
+        engine_files=("*.pth", "last_checkpoint"),
+        is_main=int(os.environ.get("RANK", "0")) == 0,  # under torchrun only rank 0 writes the run files
     ).open()
     action = run.action
     cfg.resume = action == "resume" and osp.exists(osp.join(cfg.work_dir, "last_checkpoint"))
@@ -190,13 +247,15 @@ def train_main(argv: Sequence[str] | None = None, prepare: Any = None) -> Any:
         cfg.resume, cfg.load_from = True, args.resume
     if prepare is not None:
         prepare(cfg)
+    distributed_without_cuda(cfg)
     runner = _build_runner(cfg)
     _guard_loading(runner, args.trust_checkpoint, args.resume)
     return runner.train()
 
 
-def test_main(argv: Sequence[str] | None = None) -> dict:
-    """Evaluate a checkpoint with an mmengine config. Returns the metrics dict."""
+def test_main(argv: Sequence[str] | None = None, prepare: Any = None) -> dict:
+    """Evaluate a checkpoint with an mmengine config. Returns the metrics dict. ``prepare(cfg)`` runs on the resolved
+    config before the runner is built (``polyzoo detection eval`` applies ``--precision`` there)."""
     parser = argparse.ArgumentParser(description="Test a detector checkpoint with an mmengine config.")
     parser.add_argument("config", help="config file")
     parser.add_argument("checkpoint", help="checkpoint file (mmengine .pth or a plain state dict)")
@@ -209,6 +268,9 @@ def test_main(argv: Sequence[str] | None = None) -> dict:
         raise ValueError(f"{args.checkpoint}: empty file; expected a checkpoint")
     cfg = _load_cfg(args)
     cfg.load_from = args.checkpoint
+    if prepare is not None:
+        prepare(cfg)
+    distributed_without_cuda(cfg)
     runner = _build_runner(cfg)
     if args.out is not None:
         from mmengine.evaluator import DumpResults

@@ -34,6 +34,10 @@ def _train_options(f):
         click.option("--lr", default=5e-4, show_default=True, help="Peak learning rate (cosine, warm-up)."),
         click.option("--warmup", default=50, show_default=True, help="Warm-up steps."),
         click.option("--save-every", default=200, show_default=True, help="Checkpoint every N steps (resume point)."),
+        click.option("--log-every", default=20, show_default=True, help="Steps between training-loss records."),
+        click.option(
+            "--workers", type=int, default=None, help="Data loader processes (default: 4 on CUDA, 0 on the CPU)."
+        ),
         run_options(),
     ]
     for option in reversed(options):
@@ -46,13 +50,16 @@ def _model_options(f):
         click.option("--layers", default=4, show_default=True, help="Small GPT-2: transformer blocks."),
         click.option("--dim", default=128, show_default=True, help="Small GPT-2: embedding width."),
         click.option("--heads", default=4, show_default=True, help="Small GPT-2: attention heads."),
+        click.option(
+            "--dropout", default=0.1, show_default=True, help="Small GPT-2: dropout (residual, embedding, attention)."
+        ),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def _train_config(steps, batch_size, lr, warmup, save_every, seed, device, precision, log_with):
+def _train_config(steps, batch_size, lr, warmup, save_every, log_every, workers, seed, device, precision, log_with):
     from polyzoo.music.lm import LMTrainConfig
 
     return LMTrainConfig(
@@ -61,10 +68,12 @@ def _train_config(steps, batch_size, lr, warmup, save_every, seed, device, preci
         learning_rate=lr,
         warmup_steps=min(warmup, steps // 10),  # short runs: at most a tenth of the steps
         save_steps=save_every,
+        logging_steps=log_every,
         seed=seed,
         device=device,
         precision=precision,
         log_with=log_with,
+        num_workers=workers,
     )
 
 
@@ -228,7 +237,9 @@ def convert(inputs: tuple[Path, ...], out: Path, no_pad: bool, columns: str, mer
 @click.option("--max-chars", default=None, type=int, help="Read at most this many characters of the corpus.")
 @_model_options
 @_train_options
-def pretrain_text(corpus, block_size, max_chars, layers, dim, heads, run_dir, resume, overwrite, **train) -> None:
+def pretrain_text(
+    corpus, block_size, max_chars, layers, dim, heads, dropout, run_dir, resume, overwrite, **train
+) -> None:
     """Train the small character-level GPT-2 on local text; RUN_DIR/final is a model directory for
     `finetune --model`. Rerunning with the same settings resumes; others are refused unless --overwrite."""
     from polyzoo.music.lm import SmallGPT2Config, pretrain_text
@@ -237,7 +248,7 @@ def pretrain_text(corpus, block_size, max_chars, layers, dim, heads, run_dir, re
     final = pretrain_text(
         corpus,
         run_dir,
-        model_config=SmallGPT2Config(n_layer=layers, n_embd=dim, n_head=heads),
+        model_config=SmallGPT2Config(n_layer=layers, n_embd=dim, n_head=heads, dropout=dropout),
         cfg=_train_config(**train),
         block_size=block_size,
         max_chars=max_chars,
@@ -262,17 +273,27 @@ def pretrain_text(corpus, block_size, max_chars, layers, dim, heads, run_dir, re
     help="Local causal LM directory (model + tokenizer, e.g. a GPT-2 on disk or pretrain-text's final).",
 )
 @click.option("--from-scratch", is_flag=True, help="A randomly initialised small GPT-2 with a character tokenizer.")
+@click.option(
+    "--eval",
+    "eval_jsonl",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Held-out prompt/completion JSONL (e.g. prepare's validation.jsonl) scored after training: completion-token "
+    "NLL and perplexity.",
+)
 @_model_options
 @_train_options
-def finetune(train_jsonl, model_path, from_scratch, layers, dim, heads, run_dir, resume, overwrite, **train) -> None:
+def finetune(
+    train_jsonl, model_path, from_scratch, eval_jsonl, layers, dim, heads, dropout, run_dir, resume, overwrite, **train
+) -> None:
     """Finetune with transformers' Trainer, loss on completions only, into RUN_DIR; rerunning with the same settings
-    resumes from RUN_DIR/checkpoint-*, other settings are refused unless --overwrite."""
+    resumes from RUN_DIR/checkpoint-*, other settings are refused unless --overwrite. Several processes:
+    torchrun --nproc_per_node N -m polyzoo.shared.cli music finetune ... (each takes --batch-size a step)."""
     from polyzoo.music.lm import SmallGPT2Config, finetune
 
     if bool(model_path) == from_scratch:
         raise click.UsageError("give exactly one of --model PATH or --from-scratch")
     check_output_dir(run_dir, "run folder")  # before the data and the model are loaded
-    scratch = SmallGPT2Config(n_layer=layers, n_embd=dim, n_head=heads) if from_scratch else None
+    scratch = SmallGPT2Config(n_layer=layers, n_embd=dim, n_head=heads, dropout=dropout) if from_scratch else None
     final = finetune(
         train_jsonl,
         run_dir,
@@ -281,8 +302,13 @@ def finetune(train_jsonl, model_path, from_scratch, layers, dim, heads, run_dir,
         cfg=_train_config(**train),
         resume=resume,
         overwrite=overwrite,
+        eval_jsonl=eval_jsonl,
     )
     click.echo(f"model: {final}")
+    if eval_jsonl is not None and (final.parent / "run.json").is_file():
+        evaluation = json.loads((final.parent / "run.json").read_text(encoding="utf-8")).get("eval")
+        if evaluation:
+            click.echo(json.dumps(evaluation))
 
 
 @music.command()

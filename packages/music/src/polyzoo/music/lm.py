@@ -15,8 +15,10 @@ a ``TrainerCallback``), transformers' checkpoints ``checkpoint-<step>/`` (model,
 training resumes from the newest complete one, i.e. one with ``trainer_state.json``), then ``final/`` (model and
 tokenizer, written atomically) and ``run.json`` (with ``global_step``). The same settings resume (a finished run is
 returned as it is); other settings, more steps included, are refused before anything is written unless
-``overwrite``. Device and precision are transformers' own (``use_cpu``, ``bf16``/``fp16``), trackers its
-``report_to``.
+``overwrite``. Device and precision are transformers' own (``use_cpu``, ``bf16``/``fp16``; see
+:func:`select_device`), trackers its ``report_to``. Several processes: ``torchrun --nproc_per_node N -m
+polyzoo.shared.cli music finetune ...`` (transformers' DDP; gloo on the CPU), each process taking ``--batch-size``
+examples a step.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -139,28 +142,64 @@ class LMTrainConfig:
     logging_steps: int = 20
     seed: int = 0
     progress: bool = True
-    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 | fp16 (transformers' mixed precision)
     log_with: str = "none"  # none | tensorboard | wandb | mlflow (transformers' report_to)
+    num_workers: int | None = None  # data loader processes; None: 4 on CUDA, 0 on the CPU
 
     def result_config(self) -> dict[str, Any]:
         """The settings that determine the trained weights (compared with the run folder's config.json)."""
-        run_only = {"save_steps", "save_total_limit", "logging_steps", "progress", "device", "log_with"}
+        run_only = {"save_steps", "save_total_limit", "logging_steps", "progress", "device", "log_with", "num_workers"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in run_only}
+
+
+def select_device(device: str) -> str:
+    """``--device`` for transformers' ``Trainer``, which takes ``cuda:0`` in one process (all visible GPUs through
+    ``nn.DataParallel`` when there are several) and ``cuda:LOCAL_RANK`` under ``torchrun``: ``cpu`` is its
+    ``use_cpu``; ``cuda:N`` in one process leaves only GPU N visible (``CUDA_VISIBLE_DEVICES``, so it must run before
+    CUDA starts) and is refused under several processes, where the launcher gives each process its GPU. Returns
+    ``"cpu"`` or ``"cuda"``."""
+    import torch
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ValueError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda:"):
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError(
+                f"--device {device}: under several processes each takes the GPU of its LOCAL_RANK; use --device cuda "
+                "(restrict GPUs with CUDA_VISIBLE_DEVICES)"
+            )
+        index = int(device.split(":")[1])
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = [v.strip() for v in visible.split(",")] if visible else None
+        if ids is not None and index >= len(ids):
+            raise ValueError(f"--device {device}: CUDA_VISIBLE_DEVICES={visible} shows {len(ids)} GPU(s)")
+        os.environ["CUDA_VISIBLE_DEVICES"] = ids[index] if ids is not None else str(index)
+        if torch.cuda.is_available() and torch.cuda.device_count() != 1:
+            raise ValueError(
+                f"--device {device}: CUDA had already started with {torch.cuda.device_count()} GPUs; set "
+                f"CUDA_VISIBLE_DEVICES={index} instead"
+            )
+        device = "cuda"
+    from polyzoo.shared.options import resolve_device
+
+    return resolve_device(device)
 
 
 def _training_arguments(out_dir: Path, cfg: LMTrainConfig):
     from transformers import TrainingArguments
 
-    from polyzoo.shared.options import resolve_device
-
     if cfg.precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"precision: expected fp32, bf16 or fp16, got {cfg.precision!r}")
-    device = resolve_device(cfg.device)
+    device = select_device(cfg.device)
+    workers = (
+        cfg.num_workers if cfg.num_workers is not None else (min(4, os.cpu_count() or 1) if device != "cpu" else 0)
+    )
     return TrainingArguments(
         output_dir=str(out_dir),
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay,
@@ -176,11 +215,42 @@ def _training_arguments(out_dir: Path, cfg: LMTrainConfig):
         use_cpu=device == "cpu",
         bf16=cfg.precision == "bf16",
         fp16=cfg.precision == "fp16",
-        dataloader_num_workers=0,
+        dataloader_num_workers=workers,
         dataloader_pin_memory=device != "cpu",
         remove_unused_columns=False,
         disable_tqdm=not cfg.progress,
+        # transformers' default checks every step's loss for NaN/inf on the host (a GPU synchronisation per step) to
+        # leave it out of the logged mean; off, the loss stays on the device until a log step and a non-finite
+        # loss shows in the logged mean
+        logging_nan_inf_filter=False,
     )
+
+
+def completion_nll(logits, labels):
+    """Per example: the summed negative log-likelihood of its labelled (completion) tokens and their count, (B, 2).
+    Given to transformers' ``Trainer`` as ``preprocess_logits_for_metrics``, so only (B, 2) numbers per batch are
+    gathered across processes (its ``gather_for_metrics`` drops the examples a distributed sampler repeated)."""
+    import torch
+
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    targets = labels[:, 1:]
+    mask = targets != -100
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    nll = -logp.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return torch.stack([(nll * mask).sum(1), mask.sum(1).float()], dim=1)
+
+
+def completion_metrics(prediction) -> dict[str, float]:
+    """``compute_metrics`` over the whole evaluation set: completion-token NLL (nats per token), its perplexity,
+    and how many examples and tokens were scored."""
+    import math
+
+    import numpy as np
+
+    per_example = np.asarray(prediction.predictions, dtype=np.float64).reshape(-1, 2)
+    tokens = float(per_example[:, 1].sum())
+    nll = float(per_example[:, 0].sum()) / max(tokens, 1.0)
+    return {"nll": nll, "perplexity": math.exp(min(nll, 700.0)), "examples": len(per_example), "tokens": tokens}
 
 
 def _checkpoint_step(path: Path) -> int | None:
@@ -222,7 +292,8 @@ def _metrics_callback(run: Any) -> Any:
     class RunMetrics(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
-                run.log_metrics({"step": int(state.global_step), "split": "train", **logs})
+                split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+                run.log_metrics({"step": int(state.global_step), "split": split, **logs})
 
     return RunMetrics()
 
@@ -239,10 +310,13 @@ def _train(
     resume: bool = True,
     overwrite: bool = False,
     callbacks: Sequence[Any] = (),
+    eval_dataset=None,
 ) -> Path:
     """Train with transformers' Trainer under the run contract (``config.json`` = ``cfg``'s result settings and
     ``meta``), resuming from the newest complete checkpoint; save ``final/``; returns it. A finished run with the
-    same settings is returned as it is."""
+    same settings is returned as it is. With ``eval_dataset``, the trained model is then scored on it
+    (:func:`completion_metrics`, once over the whole set, on any number of processes) into ``run.json``'s
+    ``eval`` and ``metrics.jsonl``."""
     from transformers import Trainer
 
     from polyzoo.shared.io import atomic_dir, write_json_atomic
@@ -255,6 +329,7 @@ def _train(
         resume=resume,
         overwrite=overwrite,
         engine_files=("checkpoint-*", "final", "run.json", "runs"),  # runs/: transformers' TensorBoard logs
+        is_main=int(os.environ.get("RANK", "0")) == 0,  # under torchrun only rank 0 writes the run files
     ).open()
     final = out_dir / "final"
     if run.action == "resume" and (final / "config.json").is_file() and _trained_steps(out_dir) == cfg.max_steps:
@@ -267,11 +342,17 @@ def _train(
         train_dataset=dataset,
         data_collator=collate,
         callbacks=[_metrics_callback(run), *callbacks],
+        eval_dataset=eval_dataset,
+        compute_metrics=completion_metrics if eval_dataset is not None else None,
+        preprocess_logits_for_metrics=completion_nll if eval_dataset is not None else None,
     )
     if checkpoint is not None:
         log.info("resuming from %s", checkpoint)
         run.trim_metrics(_checkpoint_step(checkpoint) or 0)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    evaluation = trainer.evaluate() if eval_dataset is not None else None
+    if not trainer.is_world_process_zero():
+        return final
     with atomic_dir(final) as tmp:
         trainer.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -284,6 +365,7 @@ def _train(
             "global_step": int(trainer.state.global_step),
             "metrics": result.metrics,
             "loss_history": history,
+            **({"eval": evaluation} if evaluation is not None else {}),
         },
     )
     return final
@@ -299,13 +381,15 @@ def finetune(
     resume: bool = True,
     overwrite: bool = False,
     callbacks: Sequence[Any] = (),
+    eval_jsonl: str | os.PathLike | None = None,
 ) -> Path:
     """Finetune on prompt/completion JSONL (``dataset.prepare_gmd``) with the loss on completions only.
 
     Exactly one of ``model_path`` (a local causal LM directory, e.g. ``pretrain_text``'s ``final/``) and
     ``scratch`` (a small GPT-2 with the character tokenizer, random init) must be given. Returns ``out/final``.
     ``resume``/``overwrite``: the run contract (see the module docstring). ``callbacks``: extra transformers
-    ``TrainerCallback``s (e.g. a step timer); they do not change the trained weights.
+    ``TrainerCallback``s (e.g. a step timer); they do not change the trained weights. ``eval_jsonl``: held-out
+    examples scored after training (completion-token NLL and perplexity, in ``run.json``'s ``eval``).
     """
     from functools import partial
 
@@ -335,6 +419,14 @@ def finetune(
         "train_jsonl_sha256": _sha256(train_jsonl),
         "examples": len(dataset),
     }
+    eval_dataset = None
+    if eval_jsonl is not None:
+        held_out = read_jsonl(eval_jsonl)
+        if not held_out:
+            raise ValueError(f"{eval_jsonl}: no examples")
+        eval_dataset = CompletionDataset(held_out, tokenizer, max_length=model_max_length(model))
+        meta["eval_jsonl"] = str(Path(eval_jsonl).resolve())
+        meta["eval_jsonl_sha256"] = _sha256(eval_jsonl)
     return _train(
         model,
         tokenizer,
@@ -346,6 +438,7 @@ def finetune(
         resume=resume,
         overwrite=overwrite,
         callbacks=callbacks,
+        eval_dataset=eval_dataset,
     )
 
 

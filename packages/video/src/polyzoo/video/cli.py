@@ -85,7 +85,13 @@ def video() -> None:
 @click.option("--dropout", default=0.5, show_default=True)
 @click.option("--epochs", default=50, show_default=True)
 @click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
-@click.option("--batch-size", default=8, show_default=True)
+@click.option("--batch-size", default=8, show_default=True, help="Clips per process and step.")
+@click.option(
+    "--grad-accum",
+    default=1,
+    show_default=True,
+    help="Batches accumulated per optimizer step (1 GPU × 8 batches of 8 = TCP's 8 GPUs × 8).",
+)
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
 @click.option("--lr", default=0.015, show_default=True, help="Base learning rate (backbone).")
 @click.option("--lr-x-factor", default=5.0, show_default=True, help="LR multiplier of the head and classifier.")
@@ -143,6 +149,7 @@ def train(**kw) -> None:
         epochs=kw["epochs"],
         max_steps=kw["max_steps"],
         batch_size=kw["batch_size"],
+        gradient_accumulation_steps=kw["grad_accum"],
         num_workers=kw["workers"],
         seed=kw["seed"],
         grad_clip_norm=kw["grad_clip"] or None,
@@ -232,9 +239,9 @@ def evaluate(
     with torch.no_grad(), torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
         for x, y in tqdm(loader, desc="eval", dynamic_ncols=True):
             o, t = predict(model, (x.to(dev, non_blocking=True), y))
-            outs.append(o.float().cpu())
-            tgts.append(t.cpu())
-    metrics = topk_metrics(torch.cat(outs), torch.cat(tgts))
+            outs.append(o.float())  # on the device: one transfer at the end, not one per batch
+            tgts.append(t)
+    metrics = topk_metrics(torch.cat(outs).cpu(), torch.cat(tgts).cpu())
     echo_result({"videos": len(data), "views": f"{clips}x{crops}", "fusion": fusion, **metrics}, fmt)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -79,12 +78,13 @@ def _optimizer(model: VideoClassifier, cfg: OptimConfig) -> torch.optim.Optimize
     raise ValueError(f"OptimConfig.optimizer must be 'sgd' or 'adamw', got {cfg.optimizer!r}")
 
 
-def step_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """(uint8 clips (N, T, 3, H, W), labels (N,)) → cross-entropy loss and batch accuracy."""
+def step_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(uint8 clips (N, T, 3, H, W), labels (N,)) → cross-entropy loss and batch accuracy (a 0-d tensor left on
+    the device: the engine reads it with the loss every ``log_every`` steps)."""
     clips, labels = batch
     logits = model(normalize(clips))
     loss = F.cross_entropy(logits, labels)
-    return loss, {"acc": float((logits.argmax(1) == labels).float().mean())}
+    return loss, {"acc": (logits.detach().argmax(1) == labels).float().mean()}
 
 
 def fuse_views(logits: torch.Tensor, fusion: str = "max_prob") -> torch.Tensor:
@@ -141,14 +141,7 @@ def build_trainer(
     seed_everything(train_cfg.seed, train_cfg.deterministic)  # the initial weights follow --seed
     model = build_model(model_cfg)
     optimizer = _optimizer(model, optim_cfg)
-    scheduler = None
-    if optim_cfg.lr_steps:
-        n, bs = len(train_data), train_cfg.batch_size
-        batches = n // bs if train_cfg.drop_last else math.ceil(n / bs)
-        per_epoch = max(1, batches // train_cfg.gradient_accumulation_steps)  # one process
-        milestones = [e * per_epoch for e in optim_cfg.lr_steps]
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
-    return Trainer(
+    trainer = Trainer(
         model,
         optimizer,
         train_data,
@@ -157,7 +150,6 @@ def build_trainer(
         eval_data=eval_data,
         predict_fn=multiview_predict_fn(fusion or PROTOCOL_FUSION[clip_cfg.protocol]),
         metrics_fn=topk_metrics,
-        scheduler=scheduler,
         extra_config={
             "model": dataclasses.asdict(model_cfg),
             "clip": dataclasses.asdict(clip_cfg),
@@ -165,6 +157,12 @@ def build_trainer(
             **(extra or {}),
         },
     )
+    if optim_cfg.lr_steps:
+        # epochs → optimizer steps of this launch: the prepared loader holds one process's share of an epoch
+        per_epoch = trainer._steps_per_epoch()
+        milestones = [e * per_epoch for e in optim_cfg.lr_steps]
+        trainer.scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    return trainer
 
 
 def load_run(run: str | Path, checkpoint: str | Path | None = None) -> tuple[VideoClassifier, ModelConfig, ClipConfig]:

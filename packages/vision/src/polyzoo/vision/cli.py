@@ -73,7 +73,9 @@ def list_models() -> None:
 @click.option("--img-size", type=int, default=None, help="Resize inputs to this side (default: the data's size).")
 @click.option("--limit", type=int, default=None, help="Use only the first N training and evaluation samples.")
 @click.option("--checkpoint-every", default=0, show_default=True, help="Steps between checkpoints (0: at the end).")
-@click.option("--workers", default=0, show_default=True, help="Data loader worker processes.")
+@click.option(
+    "--workers", type=int, default=None, help="Data loader worker processes (default: 4 on CUDA, 0 on the CPU)."
+)
 @click.option("--model-arg", "model_args", multiple=True, help="Extra model argument key=value (repeatable).")
 @format_option
 def train(
@@ -96,7 +98,7 @@ def train(
     img_size: int | None,
     limit: int | None,
     checkpoint_every: int,
-    workers: int,
+    workers: int | None,
     model_args: tuple[str, ...],
     fmt: str,
 ) -> None:
@@ -168,6 +170,9 @@ def _checkpoint_eval_data(data: str, model: Any):
 @click.option("--model-arg", "model_args", multiple=True, help="Extra model argument key=value for --checkpoint.")
 @click.option("--data", default=None, help="Evaluate on other data (default: the run's). " + DATA_HELP)
 @click.option("--batch-size", default=256, show_default=True)
+@click.option(
+    "--workers", type=int, default=None, help="Data loader worker processes (default: 4 on CUDA, 0 on the CPU)."
+)
 @device_options
 @format_option
 def evaluate(
@@ -177,6 +182,7 @@ def evaluate(
     model_args: tuple[str, ...],
     data: str | None,
     batch_size: int,
+    workers: int | None,
     device: str,
     precision: str,
     fmt: str,
@@ -204,13 +210,17 @@ def evaluate(
         except (FileNotFoundError, ValueError, RuntimeError) as e:
             raise click.ClickException(f"{checkpoint}: {e}") from e
         ds = _checkpoint_eval_data(data, model)
-        metrics = evaluate_run(model, ds, batch_size=batch_size, progress=True, device=device, precision=precision)
+        metrics = evaluate_run(
+            model, ds, batch_size=batch_size, progress=True, device=device, precision=precision, num_workers=workers
+        )
         echo_result({"checkpoint": str(checkpoint), "model": model_name, "data": ds.name, "n": len(ds.eval),
                      **metrics}, fmt)  # fmt: skip
         return
     model, facts = load_run_model(run_dir)  # bad runs and data: one Error line through CommandGroup
     ds = load_data(data or facts["data"], img_size=facts["img_size"], seed=facts["settings"]["seed"])
-    metrics = evaluate_run(model, ds, batch_size=batch_size, progress=True, device=device, precision=precision)
+    metrics = evaluate_run(
+        model, ds, batch_size=batch_size, progress=True, device=device, precision=precision, num_workers=workers
+    )
     echo_result({"run": str(run_dir), "data": ds.name, "n": len(ds.eval), **metrics}, fmt)
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ class TrainSettings:
     device: str = "auto"
     precision: str = "fp32"
     log_with: str = "none"
-    num_workers: int = 0
+    num_workers: int | None = None  # None: 4 on CUDA, 0 on the CPU
 
     def result_settings(self) -> dict[str, Any]:
         """The settings that determine the trained weights (``config.json``'s compared part)."""
@@ -154,9 +155,6 @@ def fit_model(
         num_workers=s.num_workers,
         log_every=max(1, min(10, s.max_steps or 10)),
     )
-    steps_per_epoch = math.ceil(len(ds.train) / s.batch_size)
-    total = s.max_steps or steps_per_epoch * s.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(total, s.warmup_steps))
     trainer = Trainer(
         model,
         optimizer,
@@ -165,9 +163,12 @@ def fit_model(
         loss_fn=nn.CrossEntropyLoss(label_smoothing=s.label_smoothing),
         eval_data=ds.eval,
         metrics_fn=topk_metrics,
-        scheduler=scheduler,
         extra_config=extra_config,
     )
+    # the schedule's length in optimizer steps of this launch: the prepared loader holds one process's share of
+    # each epoch, so N processes (each with batch_size samples a step) take N times fewer steps per epoch
+    total = s.max_steps or trainer.total_steps()
+    trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(total, s.warmup_steps))
     trainer.check_run(resume, overwrite)
     return trainer.fit(resume=resume, overwrite=overwrite)
 
@@ -199,23 +200,28 @@ def evaluate_run(
     progress: bool = False,
     device: str = "cpu",
     precision: str = "fp32",
+    num_workers: int | None = None,
 ) -> dict[str, float]:
     """Loss, top-1 and top-5 of ``model`` on ``data.eval`` (``device``: auto|cpu|cuda[:N]; ``precision``:
-    fp32, or bf16/fp16 autocast)."""
+    fp32, or bf16/fp16 autocast; ``num_workers``: loader processes, None: 4 on CUDA, 0 on the CPU)."""
     from tqdm.auto import tqdm
 
     from polyzoo.shared.options import autocast_dtype, resolve_device
 
     dev = torch.device(resolve_device(device))
     dtype = autocast_dtype(precision)
-    loader = torch.utils.data.DataLoader(data.eval, batch_size=batch_size, shuffle=False, pin_memory=dev.type == "cuda")
+    if num_workers is None:
+        num_workers = min(4, os.cpu_count() or 1) if dev.type == "cuda" else 0
+    loader = torch.utils.data.DataLoader(
+        data.eval, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=dev.type == "cuda"
+    )
     model = model.to(dev).eval()
     outs, tgts = [], []
     with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
         for x, y in tqdm(loader, desc="eval", disable=not progress):
-            outs.append(model(x.to(dev, non_blocking=True)).float().cpu())
+            outs.append(model(x.to(dev, non_blocking=True)).float())  # on the device: one transfer at the end
             tgts.append(y)
-    return topk_metrics(torch.cat(outs), torch.cat(tgts))
+    return topk_metrics(torch.cat(outs).cpu(), torch.cat(tgts))
 
 
 def export_onnx(
