@@ -75,7 +75,8 @@ def test_compare_arms_is_welchs_interval_against_the_margin():
     # a margin inside the interval: inconclusive; a non-inferiority margin below it: pass
     mid = (low + high) / 2
     assert compare_arms(a, b, margin=mid).passed is None
-    assert compare_arms(a, b, margin=low - 1e-3).passed is True and compare_arms(a, b, margin=high + 1e-3).passed is False
+    assert compare_arms(a, b, margin=low - 1e-3).passed is True
+    assert compare_arms(a, b, margin=high + 1e-3).passed is False
 
 
 def test_compare_arms_within_the_seed_spread_is_inconclusive():
@@ -146,7 +147,8 @@ def test_report_links_resolve_with_a_relative_out(tmp_path, monkeypatch):
         assert not Path(link).is_absolute() and (report.parent / link).is_file(), link
     assert "![fake](fake_figure.png)" in text and "reports/" not in text
     assert str(tmp_path) not in text  # nothing absolute, no temp folder
-    assert (report.parent / "runs" / "fake" / "run" / "checkpoint.txt").is_file() and "run folder: runs/fake/run" in text
+    assert (report.parent / "runs" / "fake" / "run" / "checkpoint.txt").is_file()
+    assert "run folder: runs/fake/run" in text
     # the summary lists status, seeds and the log
     assert re.search(r"\| fake \| INCONCLUSIVE \| 0, 1, 2 \| [\d.]+ \| \[log\]\(logs/fake.log\) \|", text)
     assert "| broken | ERROR |" in text and "RuntimeError: boom" in text
@@ -204,9 +206,8 @@ def test_cli_reproduce_writes_a_report_whose_links_resolve(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     threads = torch.get_num_threads()
     try:
-        res = CliRunner().invoke(
-            main, ["reproduce", "--quick", "--only", "shared", "--out", "reports", "--threads", "1", "--no-deterministic"]
-        )
+        args = ["reproduce", "--quick", "--only", "shared", "--out", "reports", "--threads", "1", "--no-deterministic"]
+        res = CliRunner().invoke(main, args)
     finally:
         torch.set_num_threads(threads)
     assert res.exit_code == 0, res.output

@@ -51,8 +51,13 @@ def _worker(steps: int) -> None:
         return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
 
     model = nn.Sequential(
-        block(1, 16, 1), block(16, 16, 1), block(16, 32, 2), block(32, 64, 2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+        block(1, 16, 1),
+        block(16, 16, 1),
+        block(16, 32, 2),
+        block(32, 64, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
     )
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     x, y = torch.randn(64, 1, 16, 16), torch.randint(0, 10, (64,))
@@ -87,7 +92,10 @@ def _time(setting: str, steps: int, beside: bool) -> tuple[float, int]:
             time.sleep(0.3)  # let the busy loop start
         out = subprocess.run(
             [sys.executable, __file__, "--worker", "--steps", str(steps)],
-            env=env, check=True, capture_output=True, text=True,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     finally:
         if busy is not None:
