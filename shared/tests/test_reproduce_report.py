@@ -110,6 +110,10 @@ def _figure_check(ctx: ReproContext) -> CheckResult:
         print(f"noisy library line {i}")  # must go to the log, not the console
         print("a warning", file=sys.stderr)
         bar.update(postfix=f"loss {1.0 / (i + 1):.2f}")
+    from tqdm import tqdm
+
+    for _ in tqdm(range(500), desc="library bar", mininterval=0):  # a library's own bar: one line in the log
+        pass
     fig = ctx.figure_path("fake_figure")
     with figure(fig, figsize=(2, 2)) as (_, ax):
         ax.plot([0, 1])
@@ -160,6 +164,8 @@ def test_report_links_resolve_with_a_relative_out(tmp_path, monkeypatch):
     assert "fake training [####################] 3/3" in out and "noisy library line" not in out
     log = (report.parent / "logs" / "fake.log").read_text()
     assert log.count("noisy library line") == 3 and log.count("a warning") == 3
+    bar_lines = [line for line in log.splitlines() if "library bar" in line]
+    assert len(bar_lines) == 1 and "500/500" in bar_lines[0] and "\r" not in log
 
 
 def test_run_dir_stays_inside_the_report(tmp_path):
@@ -239,3 +245,18 @@ def test_polyzoo_script_runs_with_the_passive_wait_policy():
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     out = subprocess.run([exe, "info"], env=env, capture_output=True, text=True, check=True).stdout
     assert "OMP_WAIT_POLICY: ACTIVE" in out
+
+
+def test_line_log_keeps_the_last_state_of_a_redrawn_line():
+    from polyzoo.shared.report import _LineLog
+
+    buf = io.StringIO()
+    log = _LineLog(buf)
+    log.write("\rbar 1/3")
+    log.write("\rbar 2/3\rbar 3/3")
+    log.write("\n")
+    log.write("windows line\r\n")
+    log.write("partial ")
+    log.write("line")
+    log.close()
+    assert buf.getvalue() == "bar 3/3\nwindows line\npartial line\n"

@@ -21,10 +21,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import io
 import logging
 import math
 import os
 import platform
+import re
 import sys
 import threading
 import time
@@ -398,6 +400,43 @@ def discover_checks(only: Iterable[str] = ()) -> dict[str, Callable[[ReproContex
     return found
 
 
+class _LineLog(io.TextIOBase):
+    """A check's log: text into ``fh``, where a line redrawn with carriage returns (a library's progress bar)
+    leaves only its last state, so a bar writes one line into the log rather than one per redraw."""
+
+    def __init__(self, fh: IO[str]) -> None:
+        self.fh, self.line, self.cr = fh, "", False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        for part in re.split(r"(\r|\n)", text):
+            if part == "\n":
+                self.fh.write(self.line + "\n")
+                self.line, self.cr = "", False
+            elif part == "\r":
+                self.cr = True
+            elif part:
+                if self.cr:  # the line is being redrawn: drop its previous state
+                    self.line, self.cr = "", False
+                self.line += part
+        return len(text)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def fileno(self) -> int:
+        return self.fh.fileno()
+
+    def close(self) -> None:
+        if self.line:
+            self.fh.write(self.line + "\n")
+            self.line = ""
+        self.fh.flush()
+        super().close()
+
+
 def _heartbeat(bar: Progress, stop: threading.Event) -> None:
     while not stop.wait(1.0):
         bar.tick()
@@ -407,7 +446,8 @@ def run_checks(checks: dict[str, Any], ctx: ReproContext, console: IO[str] | Non
     """Run ``checks`` one after another. On ``console`` (default: standard error) a line when each starts and
     ends and one progress bar while it runs (:meth:`ReproContext.progress`, redrawn at least every
     :data:`SILENCE_S` s); what a check prints itself goes to ``<out_dir>/logs/<name>.log``. torch's thread count is
-    restored after each check, so that one check's setting cannot change the next one's results."""
+    restored after each check, so that one check's setting cannot change the next one's results. In the log, a line
+    redrawn with carriage returns (a library's own progress bar) keeps only its last state."""
     console = sys.stderr if console is None else console
     outcomes = []
     for i, (name, ep) in enumerate(checks.items(), 1):
@@ -421,7 +461,7 @@ def run_checks(checks: dict[str, Any], ctx: ReproContext, console: IO[str] | Non
         stop = threading.Event()
         beat = threading.Thread(target=_heartbeat, args=(bar, stop), daemon=True)
         t0 = time.perf_counter()
-        with open(log_path, "w", buffering=1, encoding="utf-8") as out:
+        with open(log_path, "w", buffering=1, encoding="utf-8") as fh, _LineLog(fh) as out:
             beat.start()
             try:
                 with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
