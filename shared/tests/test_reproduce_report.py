@@ -210,17 +210,16 @@ def test_cli_reproduce_writes_a_report_whose_links_resolve(tmp_path, monkeypatch
     from polyzoo.shared.cli import main
 
     monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-    try:
-        args = ["reproduce", "--quick", "--only", "shared", "--out", "reports", "--threads", "1", "--no-deterministic"]
-        res = CliRunner().invoke(main, args)
-    finally:
-        torch.set_num_threads(threads)
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    res = CliRunner().invoke(main, ["reproduce", "--quick", "--only", "shared", "--out", "reports", "--threads", "1"])
     assert res.exit_code == 0, res.output
+    # the command restores torch's settings when it returns (it may run in-process)
+    assert torch.get_num_threads() == threads and torch.are_deterministic_algorithms_enabled() == det
     (report,) = Path("reports").glob("*/REPORT.md")
     assert _links(report) and all((report.parent / link).is_file() for link in _links(report))
     text = report.read_text()
     assert "torch threads (intra-op / inter-op): 1 /" in text and "device: cpu" in text
+    assert "deterministic algorithms: True" in text
     assert "[1/1] shared: PASS" in res.output
 
 

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import shlex
 import sys
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -230,20 +232,20 @@ def reproduce(
     if not checks:
         available = sorted({ep.name.split(".")[0] for ep in metadata.entry_points(group="polyzoo.reproductions")})
         raise click.UsageError(f"no reproduction checks match --only {' '.join(only)}; installed: {available}")
-    runtime = _reproducible_runtime(threads, deterministic)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    ctx = ReproContext(
-        out_dir=out.absolute() / stamp,
-        quick=quick,
-        data_root=data_root,
-        seed=seed,
-        device=resolve_device(device),
-        runtime=runtime,
-    )
-    click.echo(f"running {len(checks)} check(s) on {ctx.device}: {', '.join(checks)}", err=True)
-    click.echo("runtime: " + "; ".join(f"{k}: {v}" for k, v in runtime.items()), err=True)
-    outcomes = run_checks(checks, ctx)
-    path = write_report(outcomes, ctx, "polyzoo " + shlex.join(sys.argv[1:]))
+    with _reproducible_runtime(threads, deterministic) as runtime:
+        ctx = ReproContext(
+            out_dir=out.absolute() / stamp,
+            quick=quick,
+            data_root=data_root,
+            seed=seed,
+            device=resolve_device(device),
+            runtime=runtime,
+        )
+        click.echo(f"running {len(checks)} check(s) on {ctx.device}: {', '.join(checks)}", err=True)
+        click.echo("runtime: " + "; ".join(f"{k}: {v}" for k, v in runtime.items()), err=True)
+        outcomes = run_checks(checks, ctx)
+        path = write_report(outcomes, ctx, "polyzoo " + shlex.join(sys.argv[1:]))
     click.echo(f"checks: {sum(o.seconds for o in outcomes):.1f} s in all", err=True)
     for o in outcomes:
         click.echo(f"{o.status:12} {o.name} ({o.seconds:.1f} s)", err=True)
@@ -252,21 +254,37 @@ def reproduce(
         sys.exit(1)
 
 
-def _reproducible_runtime(threads: int | None, deterministic: bool) -> dict[str, str]:
-    """Fix what decides the checks' numbers on this machine (threads, deterministic algorithms) and describe it."""
+@contextlib.contextmanager
+def _reproducible_runtime(threads: int | None, deterministic: bool) -> Iterator[dict[str, str]]:
+    """Fix what decides the checks' numbers on this machine (threads, deterministic algorithms), yield its
+    description for the report, and restore torch's previous settings on leaving (the command may run in-process,
+    e.g. under click's test runner)."""
     import torch
 
     from polyzoo.shared.perf import runtime_settings
 
-    if threads is not None:
-        torch.set_num_threads(threads)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS; read at CUDA start
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        # no NaN-filling of torch.empty (a cost on every allocation; results do not depend on it)
-        torch.utils.deterministic.fill_uninitialized_memory = False
-        torch.backends.cudnn.benchmark = False
-    return runtime_settings()
+    det = torch.utils.deterministic
+    before = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        det.fill_uninitialized_memory,
+        torch.backends.cudnn.benchmark,
+    )
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS; read at CUDA start
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            # no NaN-filling of torch.empty (a cost on every allocation; results do not depend on it)
+            det.fill_uninitialized_memory = False
+            torch.backends.cudnn.benchmark = False
+        yield runtime_settings()
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
+        det.fill_uninitialized_memory, torch.backends.cudnn.benchmark = before[3], before[4]
 
 
 def entry() -> None:

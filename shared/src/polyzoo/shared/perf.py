@@ -76,7 +76,7 @@ def allocator_description() -> str:
     tunables = os.environ.get("GLIBC_TUNABLES")
     if tunables == GLIBC_MALLOC_TUNABLES:
         return f"tuned glibc malloc (GLIBC_TUNABLES={tunables})"
-    return f"GLIBC_TUNABLES={tunables or '(unset: default malloc)'}"
+    return f"GLIBC_TUNABLES={tunables or '(unset)'} (glibc's default malloc)"
 
 
 def runtime_settings() -> dict[str, str]:
