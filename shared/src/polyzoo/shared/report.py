@@ -27,6 +27,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import sys
 import threading
 import time
@@ -291,8 +292,9 @@ class Progress:
         now = time.monotonic()
         if not (force or self.tty or now - self.last_line >= self.interval):
             return
-        if self.tty:
-            self.stream.write("\r\033[K" + self.line())
+        if self.tty:  # one terminal row (a wrapped line could not be redrawn in place)
+            width = shutil.get_terminal_size().columns - 1
+            self.stream.write("\r\033[K" + self.line()[:width])
         else:
             self.stream.write(self.line() + "\n")
         self.stream.flush()
