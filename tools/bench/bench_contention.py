@@ -105,9 +105,10 @@ def _time(setting: str, steps: int, beside: bool) -> tuple[float, int]:
     return res["seconds"], res["threads"]
 
 
-def run(quick: bool = False, settings: list[str] | None = None) -> str:
+def run(quick: bool = False, settings: list[str] | None = None, repeats: int | None = None) -> str:
     names = settings or list(SETTINGS)
-    steps, repeats = (30, 1) if quick else (60, 3)
+    steps, default_repeats = (30, 1) if quick else (60, 3)
+    repeats = repeats or default_repeats
     times: dict[tuple[str, bool], list[float]] = {(n, b): [] for n in names for b in (False, True)}
     threads: dict[str, int] = {}
     for _ in range(repeats):
@@ -134,11 +135,12 @@ def main() -> None:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=150, help=argparse.SUPPRESS)
     p.add_argument("--settings", nargs="*", choices=list(SETTINGS), help="settings to compare (default: all)")
+    p.add_argument("--repeats", type=int, default=None, help="rounds (default: 1 with --quick, else 3)")
     args = p.parse_args()
     if args.worker:
         _worker(args.steps)
     else:
-        print(run(args.quick, args.settings))
+        print(run(args.quick, args.settings, args.repeats))
 
 
 if __name__ == "__main__":
