@@ -56,3 +56,18 @@ def test_eca_check_verdict_follows_the_welch_rule(tmp_path, monkeypatch):
     # no temp folder: the runs live in the report folder, named relative to it
     assert "runs/vision" in res.notes[0] and (tmp_path / "report" / "runs" / "vision").is_dir()
     assert res.figures[0].parent == tmp_path / "report"
+
+
+def test_emo_and_sot_quick_runs_are_one_seed_smoke_runs(tmp_path, monkeypatch):
+    from polyzoo.shared.report import ReproContext
+    from polyzoo.vision import reproduction as rep
+
+    monkeypatch.setattr(rep, "_train", lambda model, data, ctx, name, epochs, lr, seed: {"eval_top1": 0.9})
+    ctx = ReproContext(out_dir=tmp_path, quick=True, seed=4)
+    for check in (rep.emo_vs_mobilenetv2_check, rep.sot_head_check):
+        res = check(ctx)
+        # one seed per arm: no spread, so the rule cannot decide (never a single-seed PASS/FAIL)
+        assert res.seeds == [4] and res.passed is None
+        assert "smoke run" in res.verdict and "no seed spread" in res.verdict
+    full = ReproContext(out_dir=tmp_path, quick=False, seed=0)
+    assert rep._seeds(full, "emo") == [0, 1, 2]
