@@ -130,7 +130,7 @@ def test_tcp_beats_gap_on_temporal_order_clips(tmp_path):
     for r in results.values():
         assert 0.0 <= r["top1"] <= 1.0 and r["params"] > 0
     assert results["tcp"]["params"] > results["gap"]["params"]
-    assert (tmp_path / "video_runs" / "video_tcp" / "checkpoints").is_dir()
+    assert (tmp_path / "runs" / "video" / "runs" / "video_tcp" / "checkpoints").is_dir()
 
 
 def test_eval_and_predict_accept_an_official_checkpoint_file(synthetic_lists, tmp_path):

@@ -3,18 +3,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import shlex
 import sys
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
 import click
 
-from polyzoo.shared.perf import GLIBC_MALLOC_TUNABLES, reexec_with_tuned_malloc
+from polyzoo.shared.perf import apply_thread_defaults, reexec_with_tuned_malloc
 
 COMMANDS_GROUP = "polyzoo.commands"
 DEBUG_ENV = "POLYZOO_DEBUG"
@@ -145,12 +147,13 @@ def main(verbose: int, debug: bool) -> None:
 
 @main.command()
 def info() -> None:
-    """List installed polyzoo packages, their subcommands and their reproduction checks."""
-    import os
+    """List installed polyzoo packages, their subcommands and their reproduction checks, and the runtime settings
+    (threads, OpenMP wait policy, allocator) this command runs with."""
+    from polyzoo.shared.perf import runtime_settings
 
-    tunables = os.environ.get("GLIBC_TUNABLES")
-    allocator = "tuned glibc malloc" if tunables == GLIBC_MALLOC_TUNABLES else f"GLIBC_TUNABLES={tunables or '(unset)'}"
-    click.echo(f"allocator: {allocator}")
+    click.echo("runtime:")
+    for key, value in runtime_settings().items():
+        click.echo(f"  {key}: {value}")
     click.echo("packages:")
     for name, version in _installed_packages():
         click.echo(f"  {name} {version}")
@@ -185,12 +188,44 @@ def info() -> None:
     default=None,
     help="Folder of real data sets for the longer checks (see each package's README).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
-def reproduce(quick: bool, only: tuple[str, ...], out: Path, data_root: Path | None, seed: int) -> None:
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Base seed (a check with n seeds runs seed … seed+n-1)."
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Where the checks that train run (auto: cuda when a GPU is present).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch intra-op threads (default: torch's, one per core; recorded in the report).",
+)
+@click.option(
+    "--deterministic/--no-deterministic",
+    default=True,
+    show_default=True,
+    help="torch.use_deterministic_algorithms (warn-only) so that a rerun on this machine gives the same numbers.",
+)
+def reproduce(
+    quick: bool,
+    only: tuple[str, ...],
+    out: Path,
+    data_root: Path | None,
+    seed: int,
+    device: str,
+    threads: int | None,
+    deterministic: bool,
+) -> None:
     """Run the reproduction checks of every installed package and write a report with tables and plots.
 
-    Exits with status 1 when a check fails or errors (the report says which and why).
+    Exits with status 1 when a check fails or errors (the report says which and why); an INCONCLUSIVE check
+    (a difference within its seed spread) does not fail the run.
     """
+    from polyzoo.shared.options import resolve_device
     from polyzoo.shared.report import ReproContext, discover_checks, run_checks, write_report
 
     checks = discover_checks(only)
@@ -198,20 +233,66 @@ def reproduce(quick: bool, only: tuple[str, ...], out: Path, data_root: Path | N
         available = sorted({ep.name.split(".")[0] for ep in metadata.entry_points(group="polyzoo.reproductions")})
         raise click.UsageError(f"no reproduction checks match --only {' '.join(only)}; installed: {available}")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    ctx = ReproContext(out_dir=out / stamp, quick=quick, data_root=data_root, seed=seed)
-    click.echo(f"running {len(checks)} check(s): {', '.join(checks)}", err=True)
-    outcomes = run_checks(checks, ctx)
-    path = write_report(outcomes, ctx, "polyzoo " + shlex.join(sys.argv[1:]))
+    with _reproducible_runtime(threads, deterministic) as runtime:
+        ctx = ReproContext(
+            out_dir=out.absolute() / stamp,
+            quick=quick,
+            data_root=data_root,
+            seed=seed,
+            device=resolve_device(device),
+            runtime=runtime,
+        )
+        click.echo(f"running {len(checks)} check(s) on {ctx.device}: {', '.join(checks)}", err=True)
+        click.echo("runtime: " + "; ".join(f"{k}: {v}" for k, v in runtime.items()), err=True)
+        outcomes = run_checks(checks, ctx)
+        path = write_report(outcomes, ctx, "polyzoo " + shlex.join(sys.argv[1:]))
+    click.echo(f"checks: {sum(o.seconds for o in outcomes):.1f} s in all", err=True)
     for o in outcomes:
-        click.echo(f"{o.status:5} {o.name} ({o.seconds:.1f} s)", err=True)
+        click.echo(f"{o.status:12} {o.name} ({o.seconds:.1f} s)", err=True)
     click.echo(f"report: {path}")
     if not all(o.passed for o in outcomes):
         sys.exit(1)
 
 
+@contextlib.contextmanager
+def _reproducible_runtime(threads: int | None, deterministic: bool) -> Iterator[dict[str, str]]:
+    """Fix what decides the checks' numbers on this machine (threads, deterministic algorithms), yield its
+    description for the report, and restore torch's previous settings on leaving (the command may run in-process,
+    e.g. under click's test runner)."""
+    import torch
+
+    from polyzoo.shared.perf import runtime_settings
+
+    det = torch.utils.deterministic
+    before = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        det.fill_uninitialized_memory,
+        torch.backends.cudnn.benchmark,
+    )
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS; read at CUDA start
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            # no NaN-filling of torch.empty (a cost on every allocation; results do not depend on it)
+            det.fill_uninitialized_memory = False
+            torch.backends.cudnn.benchmark = False
+        yield runtime_settings()
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
+        det.fill_uninitialized_memory, torch.backends.cudnn.benchmark = before[3], before[4]
+
+
 def entry() -> None:
-    """The ``polyzoo`` script: re-executes itself once with glibc malloc tuned for large tensors (see
-    :mod:`polyzoo.shared.perf`; opt out with ``POLYZOO_MALLOC_TUNING=0``), then runs the command."""
+    """The ``polyzoo`` script: sets the OpenMP wait policy to PASSIVE unless the user chose one (idle threads sleep
+    instead of spinning, so that a machine shared with other CPU-bound processes does not collapse a run; opt out
+    with ``POLYZOO_THREAD_TUNING=0``), re-executes itself once with glibc malloc tuned for large tensors (opt out
+    with ``POLYZOO_MALLOC_TUNING=0``; both in :mod:`polyzoo.shared.perf`), then runs the command."""
+    apply_thread_defaults()
     reexec_with_tuned_malloc([sys.executable, "-m", "polyzoo.shared.cli", *sys.argv[1:]])
     main(prog_name="polyzoo")
 

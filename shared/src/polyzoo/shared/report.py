@@ -8,7 +8,12 @@ A check that raises is reported as an error (with its traceback), never hidden.
 
 What every reproduction shares lives here, once: :func:`mean_std` (a :class:`MeanStd` table cell; the std is the
 *sample* standard deviation, ddof = 1, and the report says so), :func:`markdown_table` (the report's and the CLIs'
-Markdown tables) and :func:`figure` / :func:`mean_std_bars` (matplotlib figures written beside the report).
+Markdown tables), :func:`figure` / :func:`mean_std_bars` (matplotlib figures written beside the report) and
+:func:`compare_arms` (the one rule that turns per-seed values of two arms into PASS / FAIL / INCONCLUSIVE).
+
+While a check runs, :meth:`ReproContext.progress` is its one progress bar on the console and
+:meth:`ReproContext.run_dir` its working folder inside the report folder (``<report>/runs/<name>``); whatever the
+check prints (library logs, progress bars of its own) goes to ``<report>/logs/<check>.log``, not to the console.
 """
 
 from __future__ import annotations
@@ -16,31 +21,44 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import io
 import logging
 import math
+import os
 import platform
+import re
+import shutil
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
 from polyzoo.shared.io import atomic_path
 
 __all__ = [
+    "MACHINE_NOTE",
     "STD_NOTE",
+    "VERDICT_RULE",
     "CheckResult",
+    "Comparison",
     "MeanStd",
+    "Progress",
     "ReproContext",
+    "combine_status",
+    "compare_arms",
     "discover_checks",
     "figure",
     "markdown_table",
     "mean_std",
     "mean_std_bars",
     "run_checks",
+    "t_quantile",
     "write_report",
 ]
 
@@ -84,19 +102,248 @@ def mean_std(values: Iterable[float], digits: int = 4, scale: float = 1.0) -> Me
     return MeanStd(mean, std, n, digits)
 
 
+VERDICT_RULE = (
+    "Verdict rule (every comparison of two arms over seeds, `polyzoo.shared.report.compare_arms`): a claim "
+    "'A exceeds B by more than δ' PASSES when the whole 95% Welch confidence interval of mean(A) − mean(B) lies "
+    "above δ, FAILS when it lies wholly below δ, and is INCONCLUSIVE when it contains δ (the difference is within "
+    "the seed spread). Welch (1947): unequal variances, Welch–Satterthwaite degrees of freedom, Student-t quantile; "
+    "an arm with fewer than 2 seeds has no spread, so its comparison is INCONCLUSIVE."
+)
+
+MACHINE_NOTE = (
+    "What may differ across machines: floating-point results depend on the CPU's instruction set (which "
+    "oneDNN/MKL kernels run), the number of threads (the order of reductions), library versions and the device "
+    "(CPU or CUDA), so a table cell can move in its last digits or, through training, by about a seed's spread. "
+    "On one machine with the same threads, versions and device, a rerun gives the same numbers (seeded, "
+    "deterministic algorithms on). Times depend on the machine and its load. Verdicts by the rule above are "
+    "meant to hold across machines, except that a result near the rule's boundary can move between PASS or FAIL "
+    "and INCONCLUSIVE."
+)
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile (0.5 < p < 1) of Student's t with ``df`` > 0 degrees of freedom (non-integer allowed):
+    Newton's method on the CDF, integrated from the density by Simpson's rule (no SciPy in polyzoo-shared)."""
+    if not (0.5 < p < 1.0) or not df > 0:
+        raise ValueError(f"t_quantile: need 0.5 < p < 1 and df > 0, got p={p}, df={df}")
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def density(x: float) -> float:
+        return math.exp(log_c - (df + 1) / 2 * math.log1p(x * x / df))
+
+    def cdf(x: float, steps: int = 2000) -> float:  # Simpson on [0, x], x > 0
+        h = x / steps
+        inner = sum((4 if i % 2 else 2) * density(i * h) for i in range(1, steps))
+        return 0.5 + h / 3 * (density(0.0) + inner + density(x))
+
+    x = 1.0  # the CDF is concave on x > 0: Newton from below the root climbs to it monotonically
+    for _ in range(100):
+        step = (cdf(x) - p) / density(x)
+        x -= step
+        if abs(step) < 1e-10 * max(1.0, x):
+            break
+    return x
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """The outcome of :func:`compare_arms`: the difference of the arms' means, its 95% Welch interval and the
+    verdict on the claim ``mean(a) − mean(b) > margin`` (``passed``: True PASS, False FAIL, None INCONCLUSIVE)."""
+
+    a: MeanStd
+    b: MeanStd
+    diff: float
+    low: float
+    high: float
+    margin: float
+    passed: bool | None
+    text: str
+
+    @property
+    def status(self) -> str:
+        return "INCONCLUSIVE" if self.passed is None else ("PASS" if self.passed else "FAIL")
+
+
+def compare_arms(
+    a: Iterable[float],
+    b: Iterable[float],
+    margin: float = 0.0,
+    names: tuple[str, str] = ("A", "B"),
+    scale: float = 1.0,
+    digits: int = 4,
+    confidence: float = 0.95,
+) -> Comparison:
+    """Decide the claim "``a`` exceeds ``b`` by more than ``margin``" from per-seed values of the two arms, by
+    :data:`VERDICT_RULE`: the ``confidence`` Welch interval of mean(a) − mean(b) (values times ``scale``; ``margin``
+    in the scaled unit) wholly above the margin: PASS; wholly below: FAIL; else INCONCLUSIVE. A non-inferiority
+    claim ("a is at most δ worse than b") is ``margin=-δ``; for "lower is better" pass the arms swapped.
+
+    With zero spread in both arms the interval is the difference itself (decided unless it equals the margin)."""
+    ma, mb = mean_std(a, digits, scale), mean_std(b, digits, scale)
+    diff = ma.mean - mb.mean
+    if ma.n < 2 or mb.n < 2:
+        low, high, passed = -math.inf, math.inf, None
+        interval = f"{min(ma.n, mb.n)} run(s) in an arm: no seed spread"
+    else:
+        va, vb = ma.std**2 / ma.n, mb.std**2 / mb.n
+        se = math.sqrt(va + vb)
+        if se == 0:
+            half = 0.0
+        else:
+            df = (va + vb) ** 2 / (va**2 / (ma.n - 1) + vb**2 / (mb.n - 1))
+            half = t_quantile(0.5 + confidence / 2, df) * se
+        low, high = diff - half, diff + half
+        passed = True if low > margin else (False if high < margin else None)
+        interval = f"{confidence:.0%} Welch interval [{low:+.{digits}f}, {high:+.{digits}f}], n = {ma.n}/{mb.n}"
+    status = "INCONCLUSIVE" if passed is None else ("PASS" if passed else "FAIL")
+    text = (
+        f"{names[0]} − {names[1]} = {diff:+.{digits}f} ({interval}); claim > {margin:+.{digits}g}: {status} "
+        "(rule: Welch interval vs margin, see the header)"
+    )
+    return Comparison(ma, mb, diff, low, high, margin, passed, text)
+
+
+def combine_status(*passed: bool | None) -> bool | None:
+    """All sub-claims PASS: True; any FAIL: False; otherwise None (INCONCLUSIVE)."""
+    if any(p is False for p in passed):
+        return False
+    return True if all(p is True for p in passed) else None
+
+
+SILENCE_S = 25.0
+"""A check's progress line is printed again after this many seconds without console output."""
+
+
+class Progress:
+    """A check's one progress bar on the console (``stream``; ``None``: nowhere). On a terminal one line redrawn
+    in place (every second, so the elapsed time moves); otherwise (a log file) a line when the bar starts, at most
+    every ``interval`` seconds while it advances, and after :data:`SILENCE_S` seconds of silence. Usable as a
+    context manager (leaving it does nothing: the runner closes the bar when the check ends)."""
+
+    def __init__(self, name: str, stream: IO[str] | None = None, interval: float = 10.0) -> None:
+        self.name, self.stream, self.interval = name, stream, interval
+        self.tty = bool(stream is not None and getattr(stream, "isatty", lambda: False)())
+        self.total: int | None = None
+        self.n = 0
+        self.desc = ""
+        self.postfix = ""
+        self.started = self.last_line = time.monotonic()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def reset(self, total: int | None, desc: str = "") -> Progress:
+        """Start counting again towards ``total`` steps (None: unknown), labelled ``desc``."""
+        with self._lock:
+            self.total, self.n, self.desc, self.postfix = total, 0, desc, ""
+            self._draw(force=True)
+        return self
+
+    def update(self, n: int = 1, postfix: str | None = None) -> None:
+        """Advance by ``n`` steps; ``postfix``: a short status shown after the bar (e.g. the last loss)."""
+        with self._lock:
+            self.n += n
+            if postfix is not None:
+                self.postfix = postfix
+            self._draw(force=self.total is not None and self.n >= self.total)
+
+    def set_postfix(self, text: str) -> None:
+        with self._lock:
+            self.postfix = text
+            self._draw()
+
+    def tick(self) -> None:
+        """The runner's heartbeat (once a second): redraw a terminal line; re-print a silent log line."""
+        with self._lock:
+            if self.tty or time.monotonic() - self.last_line >= SILENCE_S:
+                self._draw(force=True)
+
+    def close(self) -> None:
+        with self._lock:
+            if self.tty and self.stream is not None:
+                self.stream.write("\r\033[K")
+                self.stream.flush()
+            self.stream = None
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        parts = [f"  {self.name}"]
+        if self.desc:
+            parts.append(self.desc)
+        if self.total:
+            done = min(self.n / self.total, 1.0)
+            parts.append(f"[{'#' * round(20 * done):<20}] {self.n}/{self.total}")
+        elif self.n:
+            parts.append(str(self.n))
+        parts.append(f"{elapsed:.0f} s")
+        if self.total and 0 < self.n < self.total:
+            parts.append(f"~{elapsed * (self.total - self.n) / self.n:.0f} s left")
+        if self.postfix:
+            parts.append(self.postfix)
+        return " ".join(parts)
+
+    def _draw(self, force: bool = False) -> None:
+        if self.stream is None:
+            return
+        now = time.monotonic()
+        if not (force or self.tty or now - self.last_line >= self.interval):
+            return
+        if self.tty:  # one terminal row (a wrapped line could not be redrawn in place)
+            width = shutil.get_terminal_size().columns - 1
+            self.stream.write("\r\033[K" + self.line()[:width])
+        else:
+            self.stream.write(self.line() + "\n")
+        self.stream.flush()
+        self.last_line = now
+
+
 @dataclasses.dataclass
 class ReproContext:
-    """What a check gets: where to put its figures, how long to run, where real data lives."""
+    """What a check gets: where to put its figures and runs, how long to run, where real data lives, which device
+    to train on, its progress bar."""
 
     out_dir: Path
     quick: bool = True
     data_root: Path | None = None
     seed: int = 0
+    device: str = "cpu"  # "cpu" or "cuda" (resolved by `polyzoo reproduce --device`)
+    runtime: dict[str, str] = dataclasses.field(default_factory=dict)  # threads, allocator, ... (report header)
+    bar: Progress | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def figure_path(self, name: str) -> Path:
         """Path for a PNG in the report folder (``name`` without extension)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         return self.out_dir / f"{name}.png"
+
+    def run_dir(self, name: str) -> Path:
+        """A check's working folder inside the report folder, ``<out_dir>/runs/<name>`` (created): checkpoints,
+        generated data, anything it writes besides figures. ``name`` is a relative path such as ``music`` or
+        ``vision/eca``. Kept after the run; name it in the report with :meth:`relative`."""
+        rel = Path(name)
+        if not name or rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"run_dir: expected a relative folder name without '..', got {name!r}")
+        path = self.out_dir / "runs" / rel
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def relative(self, path: str | Path) -> str:
+        """``path`` as the report names it: relative to the report folder (POSIX separators)."""
+        return _link(path, self.out_dir)
+
+    def progress(self, total: int | None, desc: str = "") -> Progress:
+        """The running check's progress bar, reset to count ``total`` steps labelled ``desc``; call
+        ``.update()`` per step. Outside ``polyzoo reproduce`` (e.g. in tests) a bar that shows nothing."""
+        if self.bar is None:
+            self.bar = Progress("check", None)
+        return self.bar.reset(total, desc)
+
+    def seeds(self, n: int) -> list[int]:
+        """``n`` seeds starting at :attr:`seed`."""
+        return [self.seed + i for i in range(n)]
 
 
 @dataclasses.dataclass
@@ -113,6 +360,7 @@ class CheckResult:
     paper: str | None = None  # the paper's number(s), where one applies
     figures: Sequence[Path] = ()
     notes: Sequence[str] = ()
+    seeds: Sequence[int] = ()  # the seeds the claim ran on (the report's summary lists them)
 
     @property
     def status(self) -> str:
@@ -126,6 +374,7 @@ class _Outcome:
     seconds: float
     results: list[CheckResult]
     error: str | None = None
+    log: Path | None = None  # what the check printed
 
     @property
     def passed(self) -> bool:
@@ -153,18 +402,86 @@ def discover_checks(only: Iterable[str] = ()) -> dict[str, Callable[[ReproContex
     return found
 
 
-def run_checks(checks: dict[str, Any], ctx: ReproContext) -> list[_Outcome]:
+class _LineLog(io.TextIOBase):
+    """A check's log: text into ``fh``, where a line redrawn with carriage returns (a library's progress bar)
+    leaves only its last state, so a bar writes one line into the log rather than one per redraw."""
+
+    def __init__(self, fh: IO[str]) -> None:
+        self.fh, self.line, self.cr = fh, "", False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        for part in re.split(r"(\r|\n)", text):
+            if part == "\n":
+                self.fh.write(self.line + "\n")
+                self.line, self.cr = "", False
+            elif part == "\r":
+                self.cr = True
+            elif part:
+                if self.cr:  # the line is being redrawn: drop its previous state
+                    self.line, self.cr = "", False
+                self.line += part
+        return len(text)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def fileno(self) -> int:
+        return self.fh.fileno()
+
+    def close(self) -> None:
+        if self.line:
+            self.fh.write(self.line + "\n")
+            self.line = ""
+        self.fh.flush()
+        super().close()
+
+
+def _heartbeat(bar: Progress, stop: threading.Event) -> None:
+    while not stop.wait(1.0):
+        bar.tick()
+
+
+def run_checks(checks: dict[str, Any], ctx: ReproContext, console: IO[str] | None = None) -> list[_Outcome]:
+    """Run ``checks`` one after another. On ``console`` (default: standard error) a line when each starts and
+    ends and one progress bar while it runs (:meth:`ReproContext.progress`, redrawn at least every
+    :data:`SILENCE_S` s); what a check prints itself goes to ``<out_dir>/logs/<name>.log``. torch's thread count is
+    restored after each check, so that one check's setting cannot change the next one's results. In the log, a line
+    redrawn with carriage returns (a library's own progress bar) keeps only its last state."""
+    console = sys.stderr if console is None else console
     outcomes = []
-    for name, ep in checks.items():
+    for i, (name, ep) in enumerate(checks.items(), 1):
         log.info("reproduce: running %s", name)
+        console.write(f"[{i}/{len(checks)}] {name}: started\n")
+        console.flush()
+        log_path = ctx.out_dir / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        bar, threads = Progress(name, console), torch.get_num_threads()
+        ctx.bar = bar
+        stop = threading.Event()
+        beat = threading.Thread(target=_heartbeat, args=(bar, stop), daemon=True)
         t0 = time.perf_counter()
-        try:
-            fn = ep.load() if hasattr(ep, "load") else ep
-            res = fn(ctx)
-            results = list(res) if isinstance(res, list | tuple) else [res]
-            outcomes.append(_Outcome(name, time.perf_counter() - t0, results))
-        except Exception:
-            outcomes.append(_Outcome(name, time.perf_counter() - t0, [], traceback.format_exc()))
+        with open(log_path, "w", buffering=1, encoding="utf-8") as fh, _LineLog(fh) as out:
+            beat.start()
+            try:
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                    fn = ep.load() if hasattr(ep, "load") else ep
+                    res = fn(ctx)
+                results = list(res) if isinstance(res, list | tuple) else [res]
+                outcome = _Outcome(name, time.perf_counter() - t0, results, log=log_path)
+            except Exception:
+                outcome = _Outcome(name, time.perf_counter() - t0, [], traceback.format_exc(), log=log_path)
+            finally:
+                stop.set()
+                beat.join()
+                bar.close()
+                ctx.bar = None
+                torch.set_num_threads(threads)
+        outcomes.append(outcome)
+        console.write(f"[{i}/{len(checks)}] {name}: {outcome.status} in {outcome.seconds:.1f} s\n")
+        console.flush()
     return outcomes
 
 
@@ -223,25 +540,52 @@ def _versions() -> str:
     return ", ".join(f"{n} {v}" for n, v in dists)
 
 
+def _link(path: Path | str, report_dir: Path) -> str:
+    """``path`` relative to the report's folder, as a Markdown link target (POSIX separators)."""
+    return Path(os.path.relpath(Path(path).absolute(), report_dir.absolute())).as_posix()
+
+
+def _seeds_cell(results: Sequence[CheckResult]) -> str:
+    seeds = sorted({s for r in results for s in r.seeds})
+    return ", ".join(map(str, seeds)) if seeds else "-"
+
+
 def write_report(outcomes: list[_Outcome], ctx: ReproContext, command: str) -> Path:
-    """Write ``REPORT.md`` into ``ctx.out_dir`` (atomically) and return its path."""
+    """Write ``REPORT.md`` into ``ctx.out_dir`` (atomically) and return its path. Every link (figures, logs) is
+    relative to the report's folder, so the report shows its images wherever the folder is moved or viewed."""
     now = dt.datetime.now().astimezone()
+    report_dir = ctx.out_dir
+    runtime = ctx.runtime or _runtime()
     lines = [
         "# polyzoo reproduction report",
         "",
         f"- date: {now:%Y-%m-%d %H:%M:%S %Z}",
         f"- command: `{command}`",
-        f"- mode: {'quick' if ctx.quick else 'full'}; data root: {ctx.data_root or '-'}; seed: {ctx.seed}",
-        f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
+        f"- mode: {'quick' if ctx.quick else 'full'}; data root: {ctx.data_root or '-'}; device: {ctx.device}",
+        f"- seeds: base seed {ctx.seed}; a check with n seeds runs seeds {ctx.seed} … {ctx.seed} + n − 1 "
+        "(listed per check in the summary)",
+        f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, torch {torch.__version__}"
+        + (f", CUDA {torch.cuda.get_device_name(0)}" if ctx.device.startswith("cuda") else ""),
+        "- runtime: " + "; ".join(f"{k}: {v}" for k, v in runtime.items()),
         f"- packages: {_versions()}",
         f"- {STD_NOTE}",
+        f"- {VERDICT_RULE}",
+        f"- {MACHINE_NOTE}",
         "",
         "## Summary",
         "",
         markdown_table(
-            ["check", "status", "time (s)"],
-            [[o.name, o.status, round(o.seconds, 1)] for o in outcomes],
+            ["check", "status", "seeds", "time (s)", "console output"],
+            [
+                [
+                    o.name,
+                    o.status,
+                    _seeds_cell(o.results),
+                    round(o.seconds, 1),
+                    f"[log]({_link(o.log, report_dir)})" if o.log else "-",
+                ]
+                for o in outcomes
+            ],
         ),
         "",
     ]
@@ -273,11 +617,16 @@ def write_report(outcomes: list[_Outcome], ctx: ReproContext, command: str) -> P
                 lines += [f"**Paper.** {r.paper}", ""]
             lines += [f"**Verdict.** {r.verdict}", ""]
             for fig in r.figures:
-                rel = Path(fig).relative_to(ctx.out_dir) if Path(fig).is_absolute() else Path(fig)
-                lines += [f"![{r.title}]({rel.as_posix()})", ""]
+                lines += [f"![{r.title}]({_link(fig, report_dir)})", ""]
             lines += [f"- {n}" for n in r.notes] + ([""] if r.notes else [])
-    path = ctx.out_dir / "REPORT.md"
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    path = report_dir / "REPORT.md"
+    report_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines))
     return path
+
+
+def _runtime() -> dict[str, str]:
+    from polyzoo.shared.perf import runtime_settings
+
+    return runtime_settings()

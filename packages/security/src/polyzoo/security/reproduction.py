@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,7 @@ def run_table(
     run_root: Path | None = None,
     defend: bool = True,
     poll_seconds: float = 10.0,
+    on_done: Callable[[tuple[str, str, int]], None] | None = None,
 ) -> tuple[list[list[Any]], list[list[Any]]]:
     """Rows ``[method, attack, CTA, ASR all, ASR non-target, nets]`` (the three metrics as
     :class:`~polyzoo.shared.report.MeanStd` over seeds × nets; the first row is the undistilled real-image
@@ -204,7 +206,8 @@ def run_table(
     Cells are numbers; the report formats them.
 
     With a ``run_root``, each (method, attack, seed) run lives in its own folder there: finished runs are reused,
-    and several processes given the same ``run_root`` share the work (:func:`polyzoo.security.jobs.run_claimed`)."""
+    and several processes given the same ``run_root`` share the work (:func:`polyzoo.security.jobs.run_claimed`).
+    ``on_done(key)`` is called after each (method, attack, seed) run this process computes."""
     configs = [(REAL_INIT, "none", seed) for seed in st.seeds]
     configs += [(m, a, seed) for m in st.methods for a in ("none", "naive", "doorping") for seed in st.seeds]
 
@@ -215,7 +218,10 @@ def run_table(
         return run_root / f"{m.replace(' ', '_')}_{a}_s{seed}" if run_root is not None else None
 
     def run(key: tuple[str, str, int], run_dir: Path | None) -> dict[str, Any]:
-        return run_config(data, *key, st, run_dir, wants_defense(*key))
+        result = run_config(data, *key, st, run_dir, wants_defense(*key))
+        if on_done is not None:
+            on_done(key)
+        return result
 
     results = run_claimed({key: folder(*key) for key in configs}, run, poll_seconds)
 
@@ -267,11 +273,13 @@ def check(ctx: ReproContext) -> list[CheckResult]:
     else:
         data = load_fashion_mnist(Path(ctx.data_root) / "fashion-mnist" if ctx.data_root else None)
         st, where = FULL, "Fashion-MNIST 60k/10k resized to 32×32"
-    if ctx.quick:
-        run_root = ctx.out_dir / "security_runs"
-    else:  # shared by every report under the same --out, so concurrent invocations split the runs between them
-        run_root = ctx.out_dir.parent / "security_runs" / settings_key(data, st)
-    rows, defense_rows = run_table(data, st, run_root=run_root)
+    # full mode: shared by every report under the same --out, so concurrent invocations split the runs between them
+    shared_root = ctx.out_dir.parent / "security_runs" / settings_key(data, st)
+    run_root = ctx.run_dir("security") if ctx.quick else shared_root
+    bar = ctx.progress(len(st.seeds) * (1 + 3 * len(st.methods)), "distil + evaluate (method × attack × seed)")
+    rows, defense_rows = run_table(
+        data, st, run_root=run_root, on_done=lambda key: bar.update(postfix=f"{key[0]}/{key[1]} seed {key[2]}")
+    )
     passed, verdict = _verdict(rows)
     settings = (
         f"ConvNet width {st.width} ({st.norm} norm), ipc {st.ipc}, iterations {st.iterations}, outer/inner "
@@ -300,7 +308,7 @@ def check(ctx: ReproContext) -> list[CheckResult]:
                 if st.doorping_hook == "official"
                 else "the hook reads a copy of the pre-activation (not the official code's reading)."
             ),
-            f"Runs (checkpoints, result.json per method/attack/seed): {run_root}",
+            f"Runs (checkpoints, result.json per method/attack/seed): {ctx.relative(run_root)}",
         ],
     )
     defense = CheckResult(
@@ -328,4 +336,5 @@ def check(ctx: ReproContext) -> list[CheckResult]:
             + (f"a fixed random {st.defense_test} of the test images." if st.defense_test else "all test images."),
         ],
     )
+    main.seeds = defense.seeds = list(st.seeds)
     return [main, defense]
