@@ -35,7 +35,8 @@ optimizer steps, two seeds, one prompt with a short token budget: a smoke run of
 generation results are always INCONCLUSIVE. Full: the Groove MIDI Dataset under ``<data-root>/drums/groove`` (or
 ``<data-root>/groove``, ``<data-root>``; without ``--data-root`` the shared data folder beside the clone,
 ``polyzoo.shared.paths.shared_data_dir``) prepared as the official data (``prepare_gmd``'s defaults), finetuning on
-its 372 training examples, the loss on its 47 dev examples, generation on the first ``FULL.generate`` test prompts.
+its 372 training examples, the loss on the first ``FULL.heldout`` of its 47 dev examples, generation on the first
+``FULL.generate`` test prompts.
 
 Every run (corpus, pretraining, finetuning, generated grooves) is kept under the report folder
 (``<report>/runs/music``, or the context's ``run_dir("music")`` where it has one), never in a temporary folder.
@@ -120,16 +121,16 @@ FULL = ReproSizes(
     layers=2,
     dim=64,
     heads=4,
-    pretrain_steps=300,
+    pretrain_steps=150,
     pretrain_batch=16,
     block_size=256,
-    finetune_steps=150,
+    finetune_steps=80,
     finetune_batch=1,
-    learning_rate=1e-3,
+    learning_rate=2e-3,
     seeds=3,
     generate=8,
     max_new_tokens=None,
-    heldout=None,
+    heldout=24,
     max_corpus_chars=None,
 )
 
