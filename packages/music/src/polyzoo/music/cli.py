@@ -395,25 +395,30 @@ def generate(model_path, prompts, out, limit, temperature, max_new_tokens, seed,
 @format_option
 def evaluate(human, generated, train_dir, kmeans, out_json, fmt) -> None:
     """Structural metrics (mean stability, two-means gap and spread) of human, random, repeat and each generated
-    set, on the grooves they share; duplication of generated bars in the training set."""
-    from polyzoo.music.evaluation import evaluate_systems, read_drumroll_folder
+    set, on the grooves they share; duplication of generated bars in the training set. Files are scored as they
+    are, as the paper's metric does (16-line blocks of the raw text): malformed lines and missing bars are counted
+    per system (malformed_lines, grooves_malformed, short_grooves, unscored_grooves), not refused; only an
+    unreadable file (missing, empty, binary, not UTF-8) stops the command, with one line naming it."""
+    from polyzoo.music.evaluation import evaluate_systems, read_groove_folder
 
-    human_rolls = read_drumroll_folder(human)
+    human_rolls = read_groove_folder(human)
     systems = {}
     for item in generated:
         name, sep, folder = item.partition("=")
-        if not sep:
+        if not sep or not name:
             raise click.BadParameter(f"{item!r}: expected NAME=DIR", param_hint="--generated")
-        rolls = read_drumroll_folder(folder)
+        rolls = read_groove_folder(folder)
         systems[name] = rolls
         missing = set(rolls) - set(human_rolls)
         if missing:
             raise click.BadParameter(f"{folder}: grooves without a human counterpart: {sorted(missing)[:5]}")
     if systems:  # compare on the grooves every system generated
         shared = set(human_rolls).intersection(*map(set, systems.values()))
+        if not shared:
+            raise click.BadParameter("no groove is present in --human and in every --generated folder")
         human_rolls = {k: v for k, v in human_rolls.items() if k in shared}
         systems = {n: {k: v for k, v in s.items() if k in shared} for n, s in systems.items()}
-    reference = read_drumroll_folder(train_dir) if train_dir else None
+    reference = read_groove_folder(train_dir) if train_dir else None
     rows = evaluate_systems(human_rolls, systems, reference, kmeans)
     echo_result(rows, fmt)
     if out_json:

@@ -4,8 +4,25 @@ official code https://github.com/zharry29/drums-with-llm (``source/analysis.py``
 Stability: split a drumroll into 16-line bars and keep the first 16; for each inner bar i = 1..14 (0-based),
 ``s_i = min(Lev(m_i, m_{i-1}), Lev(m_i, m_{i+1}))`` with ``Lev`` the character Levenshtein distance between the bar
 strings. As the official code, a bar string is ``'\\n'.join(lines)`` of lines read with ``readlines()``, i.e. each
-line keeps its own newline (``"xxxxxx\\n\\nxxxxxx\\n..."``); ``bar_string`` builds exactly that, so distances equal the
-official ones (an inserted or deleted line costs 8 edits, a changed hit 1).
+line keeps its own newline (``"xxxxxx\\n\\nxxxxxx\\n..."``), so distances equal the official ones (an inserted or
+deleted line costs 8 edits, a changed hit 1).
+
+**Raw text, any system's output.** The official ``analysis.py`` never parses the format: it splits the file as it is
+(``readlines()`` in text mode: universal newlines, each line with its newline, the last one without if the file
+does not end with one) into 16-line blocks, the last block partial when the line count is not a multiple of 16, and
+measures edit distances between the raw strings. Outputs of language models contain malformed lines (``-oooo--``,
+empty lines, a stray ``SEP``) and stop early; they are scored exactly that way here (``read_groove``,
+``read_groove_folder`` never validate the format), and counted per system: ``malformed_lines`` (lines that are not
+six ``o``/``-`` characters), ``grooves_malformed``, ``short_grooves`` (fewer than 16 full bars, i.e. under 256 lines)
+and ``unscored_grooves`` (fewer than 3 bars: no inner bar, no stability). Only unreadable files are errors
+(``UnreadableGrooveError``: missing, empty, binary, not UTF-8), one line naming the file. The metric functions take
+lines either as ``readlines()`` gives them (ending in newlines) or clean (none does: each then gets its newline, as
+the file form); ``as_read`` says which.
+
+- **Short grooves (official crash, handled):** with fewer than 2 stabilities (fewer than 4 blocks) the official
+  ``KMeans(n_clusters=2)`` raises; such grooves keep their stabilities in the pooled mean (as officially) and enter
+  the cluster means only when they have at least one value (one value: gap 0, distance 0); a groove without any
+  stability (fewer than 3 blocks) is left out of the cluster means. A system without any stability has NaN metrics.
 
 Metrics per groove: the mean stability, and a 1-D two-means clustering of the stabilities returning the distance
 between the two centres and the mean distance of each value to its own centre.
@@ -32,6 +49,8 @@ between the two centres and the mean distance of each value to its own centre.
 from __future__ import annotations
 
 import dataclasses
+import io
+import math
 import os
 import random
 from collections import Counter
@@ -45,6 +64,8 @@ from polyzoo.music.drumroll import HIT, LINES_PER_BAR, NUM_BARS, NUM_COLUMNS, RE
 
 __all__ = [
     "GrooveMetrics",
+    "UnreadableGrooveError",
+    "as_read",
     "bar_string",
     "bars",
     "duplication_counts",
@@ -53,8 +74,11 @@ __all__ = [
     "groove_metrics",
     "levenshtein",
     "levenshtein_dp",
+    "malformed_lines",
     "random_baseline",
     "read_drumroll_folder",
+    "read_groove",
+    "read_groove_folder",
     "repeat_baseline",
     "stabilities",
     "summarize",
@@ -62,6 +86,11 @@ __all__ = [
 ]
 
 RANDOM_SEED = 29
+NUM_LINES = NUM_BARS * LINES_PER_BAR  # 256: 16 full bars
+
+
+class UnreadableGrooveError(ValueError):
+    """A groove file that cannot be read as text (missing, empty, binary, not UTF-8); the message names it."""
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -110,20 +139,33 @@ def levenshtein_dp(a: str, b: str) -> int:
     return previous[-1]
 
 
+def as_read(lines: Sequence[str]) -> list[str]:
+    """Lines as the official ``readlines()`` gives them: lines that already end in newlines (read from a file; the
+    last may lack one) are kept as they are; clean lines (none ends in a newline) each get one, as in the file form.
+    """
+    lines = list(lines)
+    if any(line.endswith("\n") for line in lines):
+        return lines
+    return [f"{line}\n" for line in lines]
+
+
 def bars(lines: Sequence[str], num_bars: int = NUM_BARS) -> list[list[str]]:
-    """The first ``num_bars`` 16-line bars (the last may be partial when the text is shorter)."""
-    lines = [line.rstrip("\n") for line in lines]
+    """The first ``num_bars`` 16-line blocks of the lines as read (``as_read``); the last one is partial when the line
+    count is not a multiple of 16, as in the official split."""
+    lines = as_read(lines)
     return [lines[i : i + LINES_PER_BAR] for i in range(0, len(lines), LINES_PER_BAR)][:num_bars]
 
 
 def bar_string(bar_lines: Sequence[str]) -> str:
-    """The official bar string: lines as ``readlines()`` gives them (newline kept), joined with newlines."""
-    return "\n".join(f"{line}\n" for line in bar_lines)
+    """The official bar string: lines as ``readlines()`` gives them (newline kept), joined with newlines. Clean lines
+    each get their newline; lines that end in one are kept (see ``as_read``)."""
+    return "\n".join(as_read(bar_lines))
 
 
 def stabilities(lines: Sequence[str], num_bars: int = NUM_BARS) -> list[int]:
-    """Per inner bar, the minimum Levenshtein distance to the previous or next bar (14 values for 16 bars)."""
-    strings = [bar_string(b) for b in bars(lines, num_bars)]
+    """Per inner bar, the minimum Levenshtein distance to the previous or next bar (14 values for 16 bars or more,
+    none for fewer than 3). ``lines``: as read from a file or clean (``as_read``); never validated."""
+    strings = ["\n".join(b) for b in bars(lines, num_bars)]
     return [
         min(levenshtein(strings[i], strings[i - 1]), levenshtein(strings[i], strings[i + 1]))
         for i in range(1, len(strings) - 1)
@@ -178,27 +220,51 @@ class GrooveMetrics:
 
 
 def groove_metrics(lines: Sequence[str], method: str = "exact") -> GrooveMetrics:
+    """Stabilities and cluster metrics of one groove (NaN metrics when it has fewer than 3 bars)."""
     s = stabilities(lines)
+    if not s:
+        return GrooveMetrics(s, math.nan, math.nan, math.nan)
     gap, dist = two_means_1d(s, method)
     return GrooveMetrics(s, float(np.mean(s)), gap, dist)
 
 
-def summarize(grooves: Mapping[str, Sequence[str]], method: str = "exact") -> dict[str, float]:
+def _is_wellformed(line: str, num_columns: int = NUM_COLUMNS) -> bool:
+    body = line[:-1] if line.endswith("\n") else line
+    return len(body) == num_columns and all(c in (HIT, REST) for c in body)
+
+
+def malformed_lines(lines: Sequence[str], num_columns: int = NUM_COLUMNS) -> int:
+    """Lines (of the whole text, newline aside) that are not ``num_columns`` characters of ``o``/``-``."""
+    return sum(not _is_wellformed(line, num_columns) for line in lines)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else math.nan
+
+
+def summarize(grooves: Mapping[str, Sequence[str]], method: str = "exact") -> dict[str, Any]:
     """Official aggregation over a set of grooves: the mean of all pooled stabilities, and the means over grooves
-    of the two cluster metrics."""
+    of the two cluster metrics (over the grooves with at least one stability); plus the counts of malformed lines,
+    grooves with any, grooves shorter than 16 full bars and grooves without a stability (fewer than 3 bars)."""
     if not grooves:
         raise ValueError("summarize: no grooves")
     metrics = [groove_metrics(lines, method) for lines in grooves.values()]
+    scored = [m for m in metrics if m.stabilities]
     pooled = [x for m in metrics for x in m.stabilities]
+    malformed = [malformed_lines(lines) for lines in grooves.values()]
     return {
         "grooves": len(metrics),
-        "mean_stability": float(np.mean(pooled)),
-        "inter_cluster_gap": float(np.mean([m.inter_cluster_gap for m in metrics])),
-        "intra_cluster_distance": float(np.mean([m.intra_cluster_distance for m in metrics])),
+        "mean_stability": _mean(pooled),
+        "inter_cluster_gap": _mean([m.inter_cluster_gap for m in scored]),
+        "intra_cluster_distance": _mean([m.intra_cluster_distance for m in scored]),
+        "malformed_lines": int(sum(malformed)),
+        "grooves_malformed": int(sum(n > 0 for n in malformed)),
+        "short_grooves": int(sum(len(lines) < NUM_LINES for lines in grooves.values())),
+        "unscored_grooves": len(metrics) - len(scored),
     }
 
 
-def random_baseline(names: Iterable[str], seed: int = RANDOM_SEED, num_lines: int = 256) -> dict[str, list[str]]:
+def random_baseline(names: Iterable[str], seed: int = RANDOM_SEED, num_lines: int = NUM_LINES) -> dict[str, list[str]]:
     """Uniform random drumrolls, one per name, drawn in order from one ``random.Random(seed)``."""
     rng = random.Random(seed)
     return {
@@ -207,7 +273,7 @@ def random_baseline(names: Iterable[str], seed: int = RANDOM_SEED, num_lines: in
 
 
 def repeat_baseline(lines: Sequence[str]) -> list[str]:
-    """Bar 0, then bar 1 repeated 15 times (the official repeat baseline)."""
+    """Bar 0, then bar 1 repeated 15 times (the official repeat baseline), of the lines as given."""
     lines = list(lines)
     return lines[:LINES_PER_BAR] + lines[LINES_PER_BAR : 2 * LINES_PER_BAR] * (NUM_BARS - 1)
 
@@ -239,10 +305,34 @@ def duplication_summary(counts: Sequence[int]) -> dict[str, float]:
     }
 
 
-def read_drumroll_folder(folder: str | os.PathLike, names: Iterable[str] | None = None) -> dict[str, list[str]]:
-    """``<name>.txt`` drumrolls of a folder (all, or the given names; a missing one is an error naming it)."""
-    from polyzoo.music.drumroll import read_drumroll
+def read_groove(path: str | os.PathLike) -> list[str]:
+    """The lines of a groove file as the official ``open(path).readlines()`` gives them (UTF-8, universal newlines,
+    each line with its newline), whatever they contain: the format is not validated. Raises
+    ``UnreadableGrooveError`` (one line naming the file) when it is missing, empty, binary or not UTF-8."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UnreadableGrooveError(f"{path}: no such groove file") from None
+    except OSError as e:
+        raise UnreadableGrooveError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if not raw:
+        raise UnreadableGrooveError(f"{path}: empty file (0 bytes); expected drumroll text")
+    if b"\0" in raw:
+        raise UnreadableGrooveError(f"{path}: binary file (NUL byte at offset {raw.index(0)}); expected drumroll text")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UnreadableGrooveError(
+            f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); expected drumroll text"
+        ) from None
+    return io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8", newline=None).readlines()
 
+
+def read_groove_folder(folder: str | os.PathLike, names: Iterable[str] | None = None) -> dict[str, list[str]]:
+    """``<name>.txt`` grooves of a folder (all, or the given names), each as ``read_groove`` reads it: raw lines,
+    malformed ones included. A missing folder, a folder without .txt files, or a missing/unreadable file is an error
+    naming it."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a folder of drumroll .txt files")
@@ -250,8 +340,11 @@ def read_drumroll_folder(folder: str | os.PathLike, names: Iterable[str] | None 
         paths = sorted(folder.glob("*.txt"))
         if not paths:
             raise FileNotFoundError(f"{folder}: no .txt drumroll files")
-        return {p.stem: read_drumroll(p, num_lines=None) for p in paths}
-    return {n: read_drumroll(folder / f"{n}.txt", num_lines=None) for n in names}
+        return {p.stem: read_groove(p) for p in paths}
+    return {n: read_groove(folder / f"{n}.txt") for n in names}
+
+
+read_drumroll_folder = read_groove_folder  # the former name
 
 
 def evaluate_systems(

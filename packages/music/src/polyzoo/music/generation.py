@@ -6,8 +6,11 @@ or the token budget runs out. The official script writes ``prompt + generation``
 and converts it to MIDI, giving up on outputs it cannot convert. We always return a valid 16-bar drumroll
 (``repair``): text after ``END`` dropped, ``SEP`` lines dropped, empty lines dropped, each line cut or padded to six
 characters with anything but ``o`` read as a rest, then cut or padded with rest lines to 256 lines; the repairs are
-counted. Deviation: the official budget is 1,000 GPT-3 tokens; ours defaults to the token length of the longest
-possible completion under the model's tokenizer (plus 10 %), which is what a character-level model needs.
+counted. Beside it we write the output as the official script does (``official_output_text``: prompt + generation
+up to ``END``, every ``"SEP\\n"`` removed, nothing else changed), the raw text the paper's metric is computed on
+(``evaluation.read_groove``). Deviation: the official budget is 1,000 GPT-3 tokens; ours defaults to the token
+length of the longest possible completion under the model's tokenizer (plus 10 %), which is what a character-level
+model needs.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 from polyzoo.music.dataset import END, SEP, full_length_completion_text
 from polyzoo.music.drumroll import COLUMN_PITCHES, HIT, NUM_COLUMNS, NUM_LINES, REST
 
-__all__ = ["RepairStats", "generate_completion", "generate_from_jsonl", "repair"]
+__all__ = ["RepairStats", "generate_completion", "generate_from_jsonl", "official_output_text", "repair"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,14 @@ def repair(text: str, num_lines: int = NUM_LINES) -> tuple[list[str], RepairStat
     stats.padded_lines = num_lines - len(lines)
     lines += [REST * NUM_COLUMNS] * stats.padded_lines
     return lines, stats
+
+
+def official_output_text(prompt: str, completion: str) -> str:
+    """The official ``evaluate.py`` output file: prompt + generation (the API's text before the stop word
+    ``END``) with every ``"SEP\\n"`` removed; malformed lines and a short or long text stay as they are."""
+    if END in completion:
+        completion = completion[: completion.index(END)]
+    return (prompt + completion).replace(f"{SEP}\n", "")
 
 
 def default_max_new_tokens(tokenizer) -> int:
@@ -136,17 +147,18 @@ def generate_from_jsonl(
     columns: Sequence[int] = COLUMN_PITCHES,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Generate one groove per example prompt: ``out/text/<name>.txt`` (256 lines) and ``out/midi/<name>.mid``
-    (column *i* played on ``columns[i]``; the default is the official data order, the order the prompts of
-    ``prepare`` are in). Grooves already written are kept (the run resumes). Returns counts and repair
-    statistics."""
+    """Generate one groove per example prompt: ``out/text/<name>.txt`` (repaired to 256 lines),
+    ``out/midi/<name>.mid`` (column *i* played on ``columns[i]``; the default is the official data order, the order
+    the prompts of ``prepare`` are in) and ``out/raw/<name>.txt`` (``official_output_text``: what the official script
+    writes and the paper's metric reads). Grooves already written are kept (the run resumes). Returns counts and
+    repair statistics."""
     import time
 
     from tqdm.auto import tqdm
 
     from polyzoo.music.drumroll import drumroll_to_midi, write_drumroll
     from polyzoo.music.lm import load_model
-    from polyzoo.shared.io import write_json_atomic
+    from polyzoo.shared.io import atomic_path, write_json_atomic
 
     out_dir = Path(out_dir)
     model, tokenizer = load_model(model_dir)
@@ -154,7 +166,8 @@ def generate_from_jsonl(
     for i, ex in enumerate(tqdm(examples, desc="generate", disable=not progress, unit="groove")):
         name = ex["name"]
         text_path, midi_path = out_dir / "text" / f"{name}.txt", out_dir / "midi" / f"{name}.mid"
-        if text_path.is_file() and midi_path.is_file():
+        raw_path = out_dir / "raw" / f"{name}.txt"
+        if text_path.is_file() and midi_path.is_file() and raw_path.is_file():
             stats["kept"] += 1
             continue
         t0 = time.perf_counter()
@@ -165,6 +178,9 @@ def generate_from_jsonl(
         lines, rep = repair(ex["prompt"] + completion)
         drumroll_to_midi(lines, midi_path, columns=columns)
         write_drumroll(lines, text_path, columns=columns)
+        raw_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(raw_path) as tmp:
+            Path(tmp).write_text(official_output_text(ex["prompt"], completion), encoding="utf-8")
         stats["generated"] += 1
         stats["tokens"] += n
         stats["ended"] += int(rep.ended)

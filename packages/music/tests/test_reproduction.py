@@ -1,0 +1,142 @@
+"""The music reproduction check's pieces: the English corpus, the held-out completion loss (against an own
+transcription), the seed-spread verdict, the official raw output form; the quick check end to end (slow)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from polyzoo.music import reproduction
+from polyzoo.music.generation import official_output_text
+from polyzoo.music.reproduction import completion_loss, find_corpus, transfer_verdict, write_corpus
+from polyzoo.shared.paths import missing_data
+from polyzoo.shared.report import MeanStd
+
+
+def test_official_output_text_is_prompt_plus_generation_without_sep_lines():
+    prompt = "o-----\n------\nSEP\n---o--\nSEP\n"
+    completion = "--o---\n-oooo--\nSEP\n\n----o-\nEND"
+    expected = (prompt + completion[: completion.index("END")]).replace("SEP\n", "")
+    assert official_output_text(prompt, completion) == expected
+    assert expected == "o-----\n------\n---o--\n--o---\n-oooo--\n\n----o-\n"
+    # no END: everything generated is kept; a SEP without its newline stays (the official string replace)
+    assert official_output_text("------\nSEP\n", "o-----\nSEP") == "------\no-----\nSEP"
+
+
+def test_write_corpus_reads_plain_files_and_drops_fortune_separators(tmp_path):
+    src = tmp_path / "fortunes"
+    src.mkdir()
+    (src / "wisdom").write_text("A wise word.\n%\nAnother one,\n  on two lines.\n%\n", encoding="utf-8")
+    (src / "art").write_text("  (o o)\n%\n", encoding="utf-8")  # drawings: left out
+    (src / "wisdom.dat").write_bytes(b"\x00\x00\x00\x02index")  # strfile index: left out
+    (src / "binary").write_bytes(b"text\x00more")
+    (src / "latin1").write_bytes("caf\xe9\n".encode("latin-1"))
+    (src / "wisdom.u8").symlink_to(src / "wisdom")
+    out = tmp_path / "corpus" / "corpus.txt"
+    counts = write_corpus(src, out)
+    text = out.read_text(encoding="utf-8")
+    assert text == "A wise word.\nAnother one,\n  on two lines.\n"
+    assert counts == {"files": 1, "characters": len(text)}
+    write_corpus(src, out, max_chars=10)
+    assert out.read_text(encoding="utf-8") == "A wise wor"
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(ValueError, match="no UTF-8 text"):
+        write_corpus(tmp_path / "nothing", tmp_path / "c2.txt")
+
+
+def test_find_corpus_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(reproduction.CORPUS_ENV, str(tmp_path))
+    assert find_corpus()[0] == tmp_path
+    monkeypatch.setenv(reproduction.CORPUS_ENV, str(tmp_path / "missing"))
+    folder, why = find_corpus()
+    assert folder is None and "missing" in why
+    monkeypatch.delenv(reproduction.CORPUS_ENV)
+    monkeypatch.setattr(reproduction, "CORPUS_DIR", tmp_path / "absent")
+    folder, why = find_corpus()
+    assert folder is None and "apt-get install fortunes" in why
+
+
+def test_debian_fortunes_corpus_is_sizeable_english_text(tmp_path, monkeypatch):
+    """The corpus the full check pretrains on: the Debian package ``fortunes`` (CI installs it)."""
+    monkeypatch.delenv(reproduction.CORPUS_ENV, raising=False)
+    folder, why = find_corpus()
+    if folder is None:
+        missing_data(why)
+    counts = write_corpus(folder, tmp_path / "c.txt")
+    text = (tmp_path / "c.txt").read_text(encoding="utf-8")
+    assert counts["files"] >= 30 and counts["characters"] > 2_000_000
+    assert sum(c == "\n" or 32 <= ord(c) < 127 for c in text) / len(text) > 0.98  # the character tokenizer's set
+    words = text.lower().split()
+    assert words.count("the") / len(words) > 0.02  # English prose
+
+
+def _tiny_model_dir(tmp_path):
+    from polyzoo.music.lm import SmallGPT2Config, char_tokenizer, new_small_gpt2
+
+    tok = char_tokenizer()
+    model = new_small_gpt2(SmallGPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=256), tok)
+    path = tmp_path / "model"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path, model, tok
+
+
+def test_completion_loss_is_the_mean_nll_of_completion_tokens(tmp_path):
+    import torch
+
+    path, model, tok = _tiny_model_dir(tmp_path)
+    examples = [
+        {"prompt": "o-----\nSEP\n", "completion": "---o--\n-o----\nEND", "name": "a"},
+        {"prompt": "------\n--o---\nSEP\n", "completion": "oooooo\nEND", "name": "b"},
+    ]
+    model.eval()
+    nll, count = 0.0, 0
+    for ex in examples:  # own transcription: next-token log-probabilities of each completion character and EOS
+        p = [tok.convert_tokens_to_ids(c) for c in ex["prompt"]]
+        c = [tok.convert_tokens_to_ids(ch) for ch in ex["completion"]] + [tok.eos_token_id]
+        ids = torch.tensor([p + c])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0], dim=-1)
+        for k, target in enumerate(c):
+            nll -= float(logp[len(p) + k - 1, target])
+            count += 1
+    assert completion_loss(path, examples) == pytest.approx(nll / count, rel=1e-5)
+    assert count == 18 + 11  # 17 and 10 characters, each with its EOS
+
+
+def test_transfer_verdict_compares_the_difference_with_the_seed_spread():
+    def ms(values):
+        m = sum(values) / len(values)
+        s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+        return MeanStd(m, s, len(values))
+
+    scratch, close, far, worse = (
+        ms([1.00, 1.02, 0.98]),
+        ms([0.99, 1.01, 0.985]),
+        ms([0.90, 0.91, 0.89]),
+        ms([1.10, 1.12, 1.08]),
+    )
+    se = math.sqrt(0.02**2 / 3 + 0.01**2 / 3)
+    passed, threshold = transfer_verdict(far, scratch)
+    assert passed is True and threshold == pytest.approx(2 * se)
+    assert transfer_verdict(close, scratch)[0] is None
+    assert transfer_verdict(worse, scratch)[0] is False
+    assert transfer_verdict(MeanStd(0.5, math.nan, 1), scratch)[0] is None  # one seed decides nothing
+
+
+@pytest.mark.slow
+def test_quick_check_runs_inside_the_report_folder(tmp_path, monkeypatch):
+    from polyzoo.shared.report import ReproContext
+
+    monkeypatch.delenv(reproduction.CORPUS_ENV, raising=False)
+    out = tmp_path / "report"
+    results = reproduction.check(ReproContext(out_dir=out, quick=True, seed=0))
+    assert [r.status for r in results] == ["PASS", "INCONCLUSIVE", "INCONCLUSIVE"]
+    assert (out / "runs" / "music" / "gen_scratch" / "raw").is_dir()
+    for r in results:
+        for note in (*r.notes, r.data, r.verdict):
+            assert "/tmp" not in note and os.fspath(tmp_path) not in note
+        for fig in r.figures:
+            assert fig.parent == out
