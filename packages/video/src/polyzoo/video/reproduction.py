@@ -92,7 +92,10 @@ def run_gap_vs_tcp(ctx: ReproContext, setting: QuickSetting) -> dict[str, dict[s
         optim = OptimConfig(optimizer="adamw", lr=setting.lr, weight_decay=1e-4, lr_x_factor=5.0)
         trainer = build_trainer(model_cfg, clip_cfg, train_data, train_cfg, optim, eval_data=val_data)
         bar = ctx.progress(trainer.total_steps(), f"{head.upper()} head: training steps")
-        trainer.callbacks.append(lambda _trainer, record, bar=bar: bar.update(postfix=f"loss {record['loss']:.3f}"))
+        def step_done(_trainer, record, bar=bar):  # record: the latest one read (none before the first log step)
+            bar.update(postfix=f"loss {record['loss']:.3f}" if "loss" in record else None)
+
+        trainer.callbacks.append(step_done)
         t0 = time.perf_counter()
         metrics = trainer.fit()
         params = sum(p.numel() for p in trainer.unwrapped_model.parameters())
