@@ -10,9 +10,8 @@ import pytest
 
 from polyzoo.music import reproduction
 from polyzoo.music.generation import official_output_text
-from polyzoo.music.reproduction import completion_loss, find_corpus, transfer_verdict, write_corpus
+from polyzoo.music.reproduction import completion_loss, find_corpus, write_corpus
 from polyzoo.shared.paths import missing_data
-from polyzoo.shared.report import MeanStd
 
 
 def test_official_output_text_is_prompt_plus_generation_without_sep_lines():
@@ -106,24 +105,21 @@ def test_completion_loss_is_the_mean_nll_of_completion_tokens(tmp_path):
     assert count == 18 + 11  # 17 and 10 characters, each with its EOS
 
 
-def test_transfer_verdict_compares_the_difference_with_the_seed_spread():
-    def ms(values):
-        m = sum(values) / len(values)
-        s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
-        return MeanStd(m, s, len(values))
+def test_transfer_verdict_is_the_welch_interval_of_scratch_minus_pretrained():
+    """The check's orientation (lower loss is better: the claim is scratch − pretrained > 0) under the report's rule,
+    with the 95 % Welch interval written out here: df = 50/17 ≈ 2.94 for these spreads, so the t quantile lies between
+    t(0.975, 3) = 3.182 and t(0.975, 2) = 4.303 (printed tables)."""
+    from polyzoo.shared.report import compare_arms
 
-    scratch, close, far, worse = (
-        ms([1.00, 1.02, 0.98]),
-        ms([0.99, 1.01, 0.985]),
-        ms([0.90, 0.91, 0.89]),
-        ms([1.10, 1.12, 1.08]),
-    )
+    scratch = [1.00, 1.02, 0.98]
     se = math.sqrt(0.02**2 / 3 + 0.01**2 / 3)
-    passed, threshold = transfer_verdict(far, scratch)
-    assert passed is True and threshold == pytest.approx(2 * se)
-    assert transfer_verdict(close, scratch)[0] is None
-    assert transfer_verdict(worse, scratch)[0] is False
-    assert transfer_verdict(MeanStd(0.5, math.nan, 1), scratch)[0] is None  # one seed decides nothing
+    df = se**4 / ((0.02**2 / 3) ** 2 / 2 + (0.01**2 / 3) ** 2 / 2)
+    assert df == pytest.approx(50 / 17)
+    far = compare_arms(scratch, [0.90, 0.91, 0.89])  # diff 0.10, half-width about 3.2 · 0.0129 = 0.041
+    assert far.passed is True and 0.10 - 4.303 * se < far.low < 0.10 - 3.182 * se
+    assert compare_arms(scratch, [0.99, 1.01, 0.985]).passed is None
+    assert compare_arms(scratch, [1.10, 1.12, 1.08]).passed is False
+    assert compare_arms(scratch, [0.5]).passed is None  # one seed decides nothing
 
 
 @pytest.mark.slow

@@ -10,9 +10,8 @@ Claims checked:
    init. The paper finetunes GPT-3 (davinci, ada) and shows an unpretrained Transformer that only repeats; offline,
    both sides here are the same small character-level GPT-2 (``lm.py``), one first pretrained on English text. Each
    side is trained with several seeds (seed *s* pretrains, initialises and orders the data of both sides); the
-   verdict compares the mean losses against the seed spread: PASS when the pretrained model is lower by more than
-   ``MARGIN_SE`` standard errors of the difference (``sqrt(std_a² / n + std_b² / n)``, sample stds over seeds), FAIL
-   when higher by as much, INCONCLUSIVE in between.
+   verdict is the report's one rule (:func:`polyzoo.shared.report.compare_arms`): PASS when the 95 % Welch interval
+   of scratch − pretrained loss lies above 0, FAIL when below, INCONCLUSIVE when it contains 0.
 3. **Generation**: the first seed's models, finetuned longer (``generation_finetune_steps``: at the 80 steps of the
    loss comparison a model never reaches ``END``; measured: a text-pretrained model finetuned 250 steps reached it on
    3 of 4 test prompts), complete 2-bar prompts of the Groove MIDI Dataset test split at temperature 0.9 and reach
@@ -58,21 +57,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from polyzoo.shared.report import CheckResult, MeanStd, ReproContext, figure, mean_std, mean_std_bars
+from polyzoo.shared.report import CheckResult, MeanStd, ReproContext, compare_arms, figure, mean_std, mean_std_bars
 
 __all__ = [
     "CORPUS_DIR",
     "CORPUS_ENV",
     "CORPUS_PACKAGE",
     "FULL",
-    "MARGIN_SE",
     "QUICK",
     "ReproSizes",
     "check",
     "completion_loss",
     "find_corpus",
     "synthetic_grooves",
-    "transfer_verdict",
     "write_corpus",
 ]
 
@@ -82,7 +79,6 @@ CORPUS_ENV = "POLYZOO_MUSIC_CORPUS"
 CORPUS_PACKAGE = "fortunes"  # Debian; depends on fortunes-min
 CORPUS_DIR = Path("/usr/share/games/fortunes")
 CORPUS_SKIP = frozenset({"art", "ascii-art"})
-MARGIN_SE = 2.0  # decided when |difference| > MARGIN_SE standard errors of the difference over seeds
 END_SHARE = 0.5  # generation: at least this share of prompts must reach END, per model
 
 
@@ -255,22 +251,6 @@ def completion_loss(model_dir: str | os.PathLike, examples: Sequence[dict[str, s
     if count == 0:
         raise ValueError("completion_loss: no completion tokens")
     return total / count
-
-
-def transfer_verdict(pretrained: MeanStd, scratch: MeanStd, margin: float = MARGIN_SE) -> tuple[bool | None, float]:
-    """(passed, threshold): True when the pretrained loss is lower than scratch by more than ``margin`` standard
-    errors of the difference, False when higher by as much, None (INCONCLUSIVE) otherwise or with fewer than 2
-    seeds on a side."""
-    if pretrained.n < 2 or scratch.n < 2:
-        return None, math.nan
-    se = math.sqrt(pretrained.std**2 / pretrained.n + scratch.std**2 / scratch.n)
-    threshold = margin * se
-    diff = scratch.mean - pretrained.mean
-    if diff > threshold:
-        return True, threshold
-    if diff < -threshold:
-        return False, threshold
-    return None, threshold
 
 
 def _gmd_root(data_root: Path) -> Path | None:
@@ -488,8 +468,8 @@ def check(ctx: ReproContext) -> list[CheckResult]:
             timings["loss"] += time.perf_counter() - t
             first_models.setdefault(name, model_dir)
     stats = {name: mean_std(values, digits=4) for name, values in losses.items()}
-    passed, threshold = transfer_verdict(stats["text-pretrained"], stats["scratch"])
-    diff = stats["scratch"].mean - stats["text-pretrained"].mean
+    comparison = compare_arms(losses["scratch"], losses["text-pretrained"], names=("scratch", "text-pretrained"))
+    passed, diff = comparison.passed, comparison.diff
     if quick:
         passed = None
     loss_figure = _loss_plot(ctx.figure_path("music_heldout_loss"), stats, losses)
@@ -498,17 +478,10 @@ def check(ctx: ReproContext) -> list[CheckResult]:
             f"Smoke run (quick mode, {sizes.finetune_steps} finetuning steps): scratch − pretrained = {diff:+.4f} "
             "nats/character; not a test of the claim (run without --quick)."
         )
-    elif passed is None:
-        transfer_text = (
-            f"scratch − pretrained = {diff:+.4f} nats/character, within {MARGIN_SE:g} standard errors of the "
-            f"difference over {len(seeds)} seeds ({threshold:.4f}): inconclusive."
-        )
     else:
-        transfer_text = (
-            f"scratch − pretrained = {diff:+.4f} nats/character, beyond {MARGIN_SE:g} standard errors of the "
-            f"difference over {len(seeds)} seeds ({threshold:.4f}): the text-pretrained model is "
-            f"{'better' if passed else 'worse'} on held-out groove text."
-        )
+        outcome = {None: "inconclusive", True: "the text-pretrained model is better on held-out groove text",
+                   False: "the text-pretrained model is worse on held-out groove text"}[passed]  # fmt: skip
+        transfer_text = f"Held-out loss (nats/character), {comparison.text}: {outcome}."
     transfer = CheckResult(
         title=transfer_title,
         compared="The same small character-level GPT-2, finetuned on groove text (loss on completions) either from "
@@ -531,8 +504,8 @@ def check(ctx: ReproContext) -> list[CheckResult]:
             f"characters ({sizes.pretrain_steps * sizes.pretrain_batch * sizes.block_size:,} characters seen); "
             f"finetuning {sizes.finetune_steps} steps × {sizes.finetune_batch} example(s); learning rate "
             f"{sizes.learning_rate:g}, cosine, 10 % warm-up.",
-            f"Verdict rule: PASS/FAIL when |scratch − pretrained| > {MARGIN_SE:g} · sqrt(std_s²/n + std_p²/n) "
-            "(sample stds over seeds), else INCONCLUSIVE. Quick mode is always INCONCLUSIVE.",
+            "Verdict rule: the 95 % Welch interval of scratch − pretrained (over seeds) above 0: PASS, below: FAIL, "
+            "else INCONCLUSIVE (the report's rule). Quick mode is always INCONCLUSIVE.",
         ],
     )
 
