@@ -27,15 +27,18 @@ TINY = dataclasses.replace(
 
 
 def test_finished_runs_are_reused(digits, tmp_path, monkeypatch):
-    rows, defense_rows = run_table(digits, TINY, run_root=tmp_path)
+    per_seed = {}
+    rows, defense_rows = run_table(digits, TINY, run_root=tmp_path, per_seed=per_seed)
     assert [r[:2] for r in rows] == [["real init", "none"], ["dc", "none"], ["dc", "naive"], ["dc", "doorping"]]
     assert all(r[-1] == 1 for r in rows)  # one seed × one evaluation network
     # cells are numbers: the row's mean is the stored evaluation's value
     result = reproduction.read_json(tmp_path / "dc_doorping_s0" / "result.json")
     assert rows[3][3].mean == result["evals"][0]["asr_all"] and rows[3][3].n == 1
     assert all(isinstance(r[8], float) for r in defense_rows)
-    ok, text = reproduction._verdict(rows)  # the verdict reads the cells' numbers
-    assert f"DOORPING ASR {result['evals'][0]['asr_all']:.2f}" in text and ok == (" — claim held" in text)
+    assert per_seed[("dc", "doorping")]["asr_all"] == [result["evals"][0]["asr_all"]]  # seed 0, its one network
+    ok, text = reproduction._verdict(per_seed)
+    assert f"DOORPING ASR {result['evals'][0]['asr_all']:.2f}" in text
+    assert ok is None and text.endswith("inconclusive")  # one distillation seed: no spread, nothing decided
     # the defenses run on the first seed's clean and DOORPING sets, every defense once
     assert [(r[1], r[2]) for r in defense_rows] == [
         (s, d) for s in ("clean", "DOORPING") for d in ("neural-cleanse", "strip", "fine-pruning")
@@ -102,3 +105,20 @@ def test_defense_and_evaluation_use_the_attacks_target(digits, monkeypatch):
     reproduction.evaluate_net(digits, s, TINY, 0)
     d = reproduction.defense_data(digits, s, 10, 0)
     assert seen == [7] and d.target == 7
+
+
+def test_verdict_follows_the_rule_over_seeds():
+    """Planted per-seed values: ASR 0.95 ± 0.01 clears 0.9 with CTA within 0.1 of clean (PASS); ASR 0.44 ± 0.02
+    is far below (FAIL); ASR 0.90 ± 0.05 straddles the claim (INCONCLUSIVE)."""
+
+    def table(asr):
+        clean = {"cta": [0.92, 0.93, 0.91], "asr_all": [0.10, 0.11, 0.09]}
+        door = {"cta": [0.90, 0.91, 0.89], "asr_all": asr}
+        return {("dc", "none"): clean, ("dc", "naive"): clean, ("dc", "doorping"): door}
+
+    assert reproduction._verdict(table([0.95, 0.96, 0.94]))[0] is True
+    assert reproduction._verdict(table([0.44, 0.46, 0.42]))[0] is False
+    assert reproduction._verdict(table([0.85, 0.90, 0.95]))[0] is None
+    low_cta = table([0.95, 0.96, 0.94])
+    low_cta[("dc", "doorping")]["cta"] = [0.70, 0.71, 0.69]  # 0.22 below clean: CTA not comparable
+    assert reproduction._verdict(low_cta)[0] is False

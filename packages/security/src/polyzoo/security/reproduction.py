@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from polyzoo.security.attacks import AttackConfig
@@ -30,7 +31,7 @@ from polyzoo.security.distill import DistillConfig, Distiller
 from polyzoo.security.evaluate import EvalConfig, attack_metrics, train_network
 from polyzoo.security.jobs import RESULT, run_claimed
 from polyzoo.shared.io import read_json, write_json_atomic
-from polyzoo.shared.report import CheckResult, MeanStd, ReproContext, mean_std
+from polyzoo.shared.report import CheckResult, ReproContext, combine_status, compare_arms, mean_std
 
 __all__ = [
     "FULL",
@@ -198,6 +199,7 @@ def run_table(
     defend: bool = True,
     poll_seconds: float = 10.0,
     on_done: Callable[[tuple[str, str, int]], None] | None = None,
+    per_seed: dict[tuple[str, str], dict[str, list[float]]] | None = None,
 ) -> tuple[list[list[Any]], list[list[Any]]]:
     """Rows ``[method, attack, CTA, ASR all, ASR non-target, nets]`` (the three metrics as
     :class:`~polyzoo.shared.report.MeanStd` over seeds × nets; the first row is the undistilled real-image
@@ -207,7 +209,8 @@ def run_table(
 
     With a ``run_root``, each (method, attack, seed) run lives in its own folder there: finished runs are reused,
     and several processes given the same ``run_root`` share the work (:func:`polyzoo.security.jobs.run_claimed`).
-    ``on_done(key)`` is called after each (method, attack, seed) run this process computes."""
+    ``on_done(key)`` is called after each (method, attack, seed) run this process computes. A ``per_seed`` dict
+    receives, per (method, attack), each metric's per-seed means over the evaluation nets (the verdict's units)."""
     configs = [(REAL_INIT, "none", seed) for seed in st.seeds]
     configs += [(m, a, seed) for m in st.methods for a in ("none", "naive", "doorping") for seed in st.seeds]
 
@@ -231,6 +234,13 @@ def run_table(
             runs = [e for seed in st.seeds for e in results[(method, attack, seed)]["evals"]]
             metrics = [mean_std((r[key] for r in runs), digits=3) for key in ("cta", "asr_all", "asr_nontarget")]
             rows.append([method, attack, *metrics, len(runs)])
+            if per_seed is not None:
+                per_seed[(method, attack)] = {
+                    key: [
+                        float(np.mean([e[key] for e in results[(method, attack, seed)]["evals"]])) for seed in st.seeds
+                    ]
+                    for key in ("cta", "asr_all")
+                }
         for attack in ("none", "doorping") if method != REAL_INIT else ():
             for r in results[(method, attack, st.seeds[0])]["defenses"]:
                 defense_rows.append(
@@ -249,21 +259,27 @@ def run_table(
     return rows, defense_rows
 
 
-def _verdict(rows: list[list[Any]]) -> tuple[bool, str]:
-    def val(cell: MeanStd) -> float:
-        return cell.mean
+ASR_CLAIM = 0.9  # "ASR close to 1.0": at least 0.9
+CTA_DROP = 0.1  # "CTA comparable to clean distillation": at most 0.1 below
 
-    ok, parts = True, []
-    by = {(r[0], r[1]): r for r in rows}
-    for method in sorted({r[0] for r in rows} - {REAL_INIT}):
-        clean, naive, door = by[(method, "none")], by[(method, "naive")], by[(method, "doorping")]
-        holds = val(door[3]) >= 0.9 and val(door[2]) >= val(clean[2]) - 0.1
-        ok &= holds
+
+def _verdict(per_seed: dict[tuple[str, str], dict[str, list[float]]]) -> tuple[bool | None, str]:
+    """The claim per method, by the report's rule over distillation seeds (per-seed means over the evaluation nets):
+    DOORPING's ASR exceeds ``ASR_CLAIM`` and its CTA is at most ``CTA_DROP`` below clean distillation's. One seed has
+    no spread, so it decides nothing (INCONCLUSIVE)."""
+    verdicts, parts = [], []
+    for method in sorted({m for m, _ in per_seed} - {REAL_INIT}):
+        clean, naive, door = (per_seed[(method, a)] for a in ("none", "naive", "doorping"))
+        asr = compare_arms(door["asr_all"], [ASR_CLAIM] * len(door["asr_all"]), names=("DOORPING ASR", "claim"))
+        cta = compare_arms(door["cta"], clean["cta"], margin=-CTA_DROP, names=("DOORPING CTA", "clean CTA"))
+        verdicts.append(combine_status(asr.passed, cta.passed))
         parts.append(
-            f"{method}: DOORPING ASR {val(door[3]):.2f} (naive {val(naive[3]):.2f}, clean {val(clean[3]):.2f}), "
-            f"CTA {val(door[2]):.2f} vs clean {val(clean[2]):.2f}"
+            f"{method}: DOORPING ASR {np.mean(door['asr_all']):.2f} (naive {np.mean(naive['asr_all']):.2f}, clean "
+            f"{np.mean(clean['asr_all']):.2f}): {asr.text}; {cta.text}"
         )
-    return ok, "; ".join(parts) + (" — claim held" if ok else " — claim not reproduced at this scale")
+    passed = combine_status(*verdicts)
+    outcome = {True: "claim held", False: "claim not reproduced", None: "inconclusive"}[passed]
+    return passed, "; ".join(parts) + f" — {outcome}"
 
 
 def check(ctx: ReproContext) -> list[CheckResult]:
@@ -277,10 +293,15 @@ def check(ctx: ReproContext) -> list[CheckResult]:
     shared_root = ctx.out_dir.parent / "security_runs" / settings_key(data, st)
     run_root = ctx.run_dir("security") if ctx.quick else shared_root
     bar = ctx.progress(len(st.seeds) * (1 + 3 * len(st.methods)), "distil + evaluate (method × attack × seed)")
+    per_seed: dict[tuple[str, str], dict[str, list[float]]] = {}
     rows, defense_rows = run_table(
-        data, st, run_root=run_root, on_done=lambda key: bar.update(postfix=f"{key[0]}/{key[1]} seed {key[2]}")
+        data,
+        st,
+        run_root=run_root,
+        on_done=lambda key: bar.update(postfix=f"{key[0]}/{key[1]} seed {key[2]}"),
+        per_seed=per_seed,
     )
-    passed, verdict = _verdict(rows)
+    passed, verdict = _verdict(per_seed)
     settings = (
         f"ConvNet width {st.width} ({st.norm} norm), ipc {st.ipc}, iterations {st.iterations}, outer/inner "
         f"{st.outer_loop}/{st.inner_loop}, batch_real {st.batch_real}, poison portion {st.portion}, trigger 2×2 "
