@@ -100,7 +100,10 @@ def run_learning_check(out_dir: str | Path, cfg: LearningCheckConfig | None = No
     cfg = cfg or LearningCheckConfig()
     out_dir = Path(out_dir)
     previous_threads = torch.get_num_threads()
+    previous_det = torch.are_deterministic_algorithms_enabled()
+    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # with one thread: reruns on one machine are identical
     try:
         seed_everything(cfg.seed)
         data_root = out_dir / "toy_scenes"
@@ -129,6 +132,7 @@ def run_learning_check(out_dir: str | Path, cfg: LearningCheckConfig | None = No
         train_seconds = time.perf_counter() - start
         results = {modal: evaluate(model, ds) for modal, ds in test_sets.items()}
     finally:
+        torch.use_deterministic_algorithms(previous_det, warn_only=previous_warn)
         torch.set_num_threads(previous_threads)
     return {"history": history, "ap": results, "train_seconds": train_seconds, "steps": cfg.steps}
 
@@ -138,7 +142,8 @@ def check(ctx) -> list:
     from polyzoo.shared.report import CheckResult
 
     steps = LearningCheckConfig.steps if ctx.quick else 3000
-    out = run_learning_check(ctx.out_dir / "cmt_learning_check", LearningCheckConfig(steps=steps, seed=ctx.seed))
+    run_dir = ctx.run_dir("detection.cmt") if hasattr(ctx, "run_dir") else ctx.out_dir / "runs" / "detection.cmt"
+    out = run_learning_check(run_dir, LearningCheckConfig(steps=steps, seed=ctx.seed))
     ap = out["ap"]
     hist = out["history"]
     first = np.mean([h["loss_cls"] + h["loss_bbox"] for h in hist[:10]])
