@@ -84,7 +84,7 @@ def toy_data(out_dir: str, scenes: int, cams: int, seed: int) -> None:
 
 @detection.command(name="cmt-check")
 @click.option("--out", "out_dir", default="runs/cmt_learning_check", show_default=True, type=click.Path())
-@click.option("--steps", default=1500, show_default=True, help="training steps (batch 2; LearningCheckConfig.steps)")
+@click.option("--steps", default=1000, show_default=True, help="training steps (batch 2; LearningCheckConfig.steps)")
 @click.option("--seed", default=0, show_default=True)
 def cmt_check(out_dir: str, steps: int, seed: int) -> None:
     """CMT learning check: overfit toy scenes with masked-modality training, then report centre-distance AP
