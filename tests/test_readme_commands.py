@@ -192,8 +192,9 @@ exec "$@"
 """
 
 
-def _toy_criteo(path: Path, rows: int = 400) -> None:
-    """A toy file in the Criteo format: label, 13 integer and 26 hashed categorical fields, tab-separated."""
+def _toy_criteo(path: Path, rows: int = 1000) -> None:
+    """A toy file in the Criteo format: label, 13 integer and 26 hashed categorical fields, tab-separated (1000 rows:
+    the official split puts rows 801-999 of every thousand in the test split)."""
     import random
 
     rng = random.Random(0)
@@ -213,11 +214,25 @@ def _toy_videos(cwd: Path) -> None:
         (cwd / f"{split}.txt").write_text(path.read_text())
 
 
+def _music_files(cwd: Path) -> None:
+    """``some.mid`` (a Groove MIDI file from ../shared/data) and ``other.txt`` (its drumroll text) for `convert`."""
+    import shutil
+
+    midi = next(iter(sorted((cwd.parent / "shared" / "data" / "drums" / "groove").rglob("*.mid"))), None)
+    if midi is None:
+        pytest.skip("needs a Groove MIDI file in ../shared/data/drums/groove")
+    shutil.copy(midi, cwd / "some.mid")
+    subprocess.run(["polyzoo", "music", "convert", "some.mid", "--out", "setup_txt"], cwd=cwd, check=True, env=_ENV)
+    shutil.copy(next((cwd / "setup_txt").glob("*.txt")), cwd / "other.txt")
+
+
 # (text in a block, toy data the block needs but does not make itself)
 SETUP = (
     ("recsys prepare train.txt", lambda cwd: _toy_criteo(cwd / "train.txt")),
     ('VideoDataset("train.txt", root="videos"', _toy_videos),
+    ("music convert some.mid other.txt", _music_files),
 )
+_ENV: dict = {}
 
 
 def _layout(tmp: Path) -> tuple[Path, dict]:
@@ -256,6 +271,8 @@ def _report_without_errors(stdout: str) -> bool:
 @pytest.mark.parametrize("block", _runnable_blocks(), ids=lambda b: b.id)
 def test_readme_block_runs(block: Block, tmp_path: Path):
     cwd, env = _layout(tmp_path)
+    _ENV.clear()
+    _ENV.update(env)
     text = block.text if block.lang == "python" else "\n".join(shell_commands(block))
     if "../shared/data" in text and not (tmp_path / "shared" / "data").is_dir():
         pytest.skip("needs ../shared/data (the real data beside the clone)")
