@@ -49,6 +49,9 @@ SKIP = {
     "uv run polyzoo video eval --checkpoint TCP_official.pth.tar --list k400_val.txt --data-root k400/": (
         "needs the official TCP checkpoint and Kinetics-400 videos (downloads)"
     ),
+    "uv run polyzoo vision train --model sot_tiny --data path/to/images --img-size 224": (
+        "a template (path/to/images: your own image folder)"
+    ),
     "uv run polyzoo reproduce --only graph --data-root ../shared/data": "full mode, 5 seeds on German and NBA (long)",
     "uv run polyzoo reproduce --only music --data-root ../shared/data": "full mode on GMD (long)",
     "uv run polyzoo reproduce --only vision --data-root D": "full mode: about 2 h of one CPU core",
