@@ -5,7 +5,7 @@
 # hidden 64, 2 decoder layers, 60 anchors, 16 depths. Random init (no download).
 #
 # Data: a nuScenes-style v2 info file. By default the one real sample in ../shared/data/nuscenes; override with
-#   --cfg-options data_root=... train_dataloader.dataset.data_root=... (see packages/detection/README.md).
+#   --cfg-options data_root=DIR/ (it reaches every dataloader; see packages/detection/README.md).
 custom_imports = dict(imports=["polyzoo.detection.cmt.mmdet3d_plugin"], allow_failed_imports=False)
 default_scope = "mmdet3d"
 

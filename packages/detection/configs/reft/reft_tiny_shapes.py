@@ -2,7 +2,7 @@
 # Same mechanisms as the R-50 config (MSDeformAttn pixel decoder, masked-attention decoder, Hungarian matching with
 # point-sampled mask/dice losses, both RefT references); sizes shrunk so one loss+predict step takes ~1 s on a CPU.
 # Random init (no pretrained weights: nothing is downloaded). Point data_root at a folder made by
-#   python -m polyzoo.detection.reft.shapes_cli  (or polyzoo.detection.reft.shapes.make_shapes_coco).
+#   uv run polyzoo detection shapes-data data/shapes  (or polyzoo.detection.reft.shapes.make_shapes_coco).
 custom_imports = dict(imports=["polyzoo.detection.reft.mmdet_plugin"], allow_failed_imports=False)
 default_scope = "mmdet"
 

@@ -90,7 +90,7 @@ def toy_data(out_dir: str, scenes: int, cams: int, seed: int) -> None:
 
 @detection.command(name="cmt-check")
 @click.option("--out", "out_dir", default="runs/cmt_learning_check", show_default=True, type=click.Path())
-@click.option("--steps", default=1500, show_default=True, help="training steps (batch 2; LearningCheckConfig.steps)")
+@click.option("--steps", default=1000, show_default=True, help="training steps (batch 2; LearningCheckConfig.steps)")
 @click.option("--seed", default=0, show_default=True)
 def cmt_check(out_dir: str, steps: int, seed: int) -> None:
     """CMT learning check: overfit toy scenes with masked-modality training, then report centre-distance AP
@@ -105,3 +105,18 @@ def cmt_check(out_dir: str, steps: int, seed: int) -> None:
         click.echo(
             f"| {name} | " + " | ".join(f"{ap[k]:.3f}" for k in ("AP@0.5", "AP@1", "AP@2", "AP@4", "mAP")) + " |"
         )
+
+
+@detection.command(name="shapes-data")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--train", "n_train", default=64, show_default=True, help="training images")
+@click.option("--val", "n_val", default=32, show_default=True, help="validation images")
+@click.option("--seed", default=0, show_default=True)
+def shapes_data(out_dir: str, n_train: int, n_val: int, seed: int) -> None:
+    """Write synthetic COCO-format shapes (8 classes, 64x64) for configs/reft/reft_tiny_shapes.py into OUT_DIR:
+    train/ and val/, each with images/ and annotations.json."""
+    from polyzoo.detection.reft.shapes import make_shapes_coco
+
+    for split, n, offset in (("train", n_train, 0), ("val", n_val, 20000)):
+        path = make_shapes_coco(Path(out_dir) / split, n, seed=seed + offset, image_id_offset=offset)
+        click.echo(f"wrote {path}")

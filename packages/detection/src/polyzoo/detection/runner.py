@@ -45,7 +45,10 @@ def _load_cfg(args: argparse.Namespace) -> Any:
         action = DictAction(option_strings=[], dest="cfg_options")
         ns = argparse.Namespace()
         action(None, ns, args.cfg_options)
+        old_root = cfg.get("data_root")
         cfg.merge_from_dict(ns.cfg_options)
+        if "data_root" in ns.cfg_options:
+            propagate_data_root(cfg, old_root, cfg.data_root)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get("work_dir") is None:
@@ -98,6 +101,40 @@ def eval_precision(cfg: Any, precision: str, on_cpu: bool) -> None:
     for key in ("val_cfg", "test_cfg"):
         if cfg.get(key) is not None:
             cfg[key]["fp16"] = True
+
+
+def propagate_data_root(cfg: Any, old_root: str | None, new_root: str) -> None:
+    """Make ``--cfg-options data_root=DIR`` reach what the config derived from it when it was read.
+
+    A config's ``data_root`` variable is copied into each dataloader's ``dataset.data_root``, hooks' datasets (RefT's
+    support bank) and evaluators' ``ann_file`` (``data_root + "annotations/..."``) as the file is parsed, so
+    overriding the top-level key afterwards changes nothing the runner reads. Here every nested ``data_root`` still
+    equal to the config's original ``old_root`` becomes ``new_root`` and every nested ``ann_file`` that starts with
+    ``old_root`` is moved under ``new_root``. Values the user set explicitly in the same ``--cfg-options`` (no longer
+    equal to ``old_root``) are kept."""
+    if not old_root or old_root == new_root:
+        return
+    seen: set[int] = set()  # `test_evaluator = val_evaluator` may leave one object under two keys: move it once
+
+    def visit(node: Any) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "data_root" and value == old_root:
+                    node[key] = new_root
+                elif key == "ann_file" and isinstance(value, str) and value.startswith(old_root):
+                    node[key] = osp.join(new_root, value[len(old_root) :].lstrip("/"))
+                else:
+                    visit(value)
+        elif isinstance(node, list | tuple):
+            for value in node:
+                visit(value)
+
+    for key in list(cfg.keys()):
+        if key != "data_root":
+            visit(cfg.get(key))
 
 
 def _build_runner(cfg: Any) -> Any:
