@@ -20,7 +20,8 @@ in quick mode (5 in full mode), each drawing its own K-shot files. Tables give m
 claim's verdict comes from the paired per-seed differences (:func:`decide`): the report's rule
 (:func:`polyzoo.shared.report.compare_arms`) on the differences against 0, i.e. the 95 % one-sample t interval of the
 mean difference above 0: PASS, below: FAIL, containing 0: INCONCLUSIVE. Reruns on one machine are identical (one
-thread, deterministic algorithms, seeded draws); other CPUs may pick other kernels, so single-seed numbers move across machines.
+thread, deterministic algorithms, seeded draws); other CPUs may pick other kernels, so single-seed numbers move
+across machines.
 Choices of ours: sizes in the tiny config; AdamW 1e-3 (base) / 5e-4 (fine-tune), grad-clip 0.01 as Mask2Former; in
 quick mode the support branch runs without gradient during training (``support_grad=False``) to halve the cost.
 """
