@@ -158,7 +158,10 @@ def test_blocks_are_extracted_from_every_readme():
             assert cmds, f"{b.id}: a bash block without a command"
             for c in cmds:
                 assert not c.endswith("\\"), f"{b.id}: a continuation line was not joined: {c}"
-                assert c.split()[0] in ("uv", "pip", "torchrun", "for"), f"{b.id}: unexpected command {c!r}"
+                words = c.split()
+                while words and re.match(r"[A-Z_][A-Z0-9_]*=", words[0]):  # leading VAR=value assignments
+                    words = words[1:]
+                assert words and words[0] in ("uv", "pip", "torchrun", "for"), f"{b.id}: unexpected command {c!r}"
 
 
 def test_python_blocks_compile():
