@@ -260,20 +260,6 @@ def _gmd_root(data_root: Path) -> Path | None:
     return None
 
 
-def _run_folder(ctx: ReproContext) -> Path:
-    run_dir = getattr(ctx, "run_dir", None)
-    folder = Path(run_dir("music")) if callable(run_dir) else Path(ctx.out_dir) / "runs" / "music"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _relative(path: Path, ctx: ReproContext) -> str:
-    try:
-        return os.path.relpath(path, ctx.out_dir)
-    except ValueError:
-        return str(path)
-
-
 def _stability_plot(path: Path, systems: dict[str, dict[str, list[str]]]) -> Path:
     from polyzoo.music.evaluation import stabilities
 
@@ -309,7 +295,7 @@ def check(ctx: ReproContext) -> list[CheckResult]:
 
     quick = ctx.quick
     sizes = QUICK if quick else FULL
-    work = _run_folder(ctx)
+    work = ctx.run_dir("music")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     transfer_title = "Drum grooves: text-pretrained vs from-scratch language model (held-out groove loss)"
@@ -426,7 +412,7 @@ def check(ctx: ReproContext) -> list[CheckResult]:
         "logging_steps": 25,
         "save_steps": 100_000,
         "progress": False,
-        "device": str(getattr(ctx, "device", None) or "auto"),
+        "device": str(ctx.device),
     }
     losses: dict[str, list[float]] = {"scratch": [], "text-pretrained": []}
     first_models: dict[str, Path] = {}
@@ -587,7 +573,7 @@ def check(ctx: ReproContext) -> list[CheckResult]:
             "Wall-clock seconds: "
             + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
             + f"; total {time.perf_counter() - t0:.0f}.",
-            f"Run folder: {_relative(work, ctx)} (under the report folder).",
+            f"Run folder: {ctx.relative(work)} (under the report folder).",
         ],
     )
     log.info("music reproduction: losses %s, END %s", losses, ended)

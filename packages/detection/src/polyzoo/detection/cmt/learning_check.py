@@ -144,7 +144,7 @@ def check(ctx) -> list:
     from polyzoo.shared.report import CheckResult
 
     steps = LearningCheckConfig.steps if ctx.quick else 3000
-    run_dir = ctx.run_dir("detection.cmt") if hasattr(ctx, "run_dir") else ctx.out_dir / "runs" / "detection.cmt"
+    run_dir = ctx.run_dir("detection.cmt")
     out = run_learning_check(run_dir, LearningCheckConfig(steps=steps, seed=ctx.seed))
     ap = out["ap"]
     hist = out["history"]

@@ -354,7 +354,7 @@ _RULE_NOTE = (
 def check(ctx: ReproContext) -> list[CheckResult]:
     """polyzoo reproduce entry point: RefT vs fine-tuned Mask2Former on synthetic shapes, K in {1, 5} (gFSIS), and
     RefT's iFSIS fine-tuning with vs without the class-enhanced base KD, each over several fine-tuning seeds."""
-    run_dir = ctx.run_dir("detection.reft") if hasattr(ctx, "run_dir") else ctx.out_dir / "runs" / "detection.reft"
+    run_dir = ctx.run_dir("detection.reft")
     out = run_learning_check(run_dir, quick=ctx.quick, seed=ctx.seed)
     seeds = out["seeds"]
     base_b = {k: v["segm"]["bAP"] for k, v in out["base"].items()}
