@@ -70,7 +70,7 @@ def test_failing_and_crashing_checks_are_reported_and_exit_nonzero(tmp_path, mon
     monkeypatch.setattr(
         "polyzoo.shared.report.discover_checks", lambda only: {"demo.fail": failing, "demo.crash": crashing}
     )
-    result = CliRunner().invoke(cli.main, ["reproduce", "--out", str(tmp_path)])
+    result = CliRunner().invoke(cli.main, ["reproduce", "--out", str(tmp_path), "--jobs", "1"])
     assert result.exit_code == 1
     report = next(tmp_path.glob("*/REPORT.md")).read_text()
     assert "| demo.fail | FAIL |" in report and "| demo.crash | ERROR |" in report

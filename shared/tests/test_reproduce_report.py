@@ -259,3 +259,93 @@ def test_line_log_keeps_the_last_state_of_a_redrawn_line():
     log.write("line")
     log.close()
     assert buf.getvalue() == "bar 3/3\nwindows line\npartial line\n"
+
+
+# --- several checks at once ---------------------------------------------------------------------------------------
+
+FAKE_CHECKS = """
+import os, sys, time
+import torch
+from polyzoo.shared.report import CheckResult
+
+
+def slow(ctx):
+    bar = ctx.progress(2, "steps")
+    print("python output of slow")
+    os.write(1, b"C-level output of slow\\n")
+    time.sleep(1.5)
+    bar.update(postfix="half")
+    bar.update()
+    return CheckResult(
+        title="slow", compared="a", data="b", columns=["threads", "OMP_NUM_THREADS", "pid"],
+        rows=[[torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"), os.getpid()]], passed=True, verdict="ok",
+    )
+
+
+def quick(ctx):
+    torch.set_num_threads(2)  # changes its own process only
+    return CheckResult(
+        title="quick", compared="a", data="b", columns=["pid", "deterministic"],
+        rows=[[os.getpid(), torch.are_deterministic_algorithms_enabled()]], passed=None, verdict="within noise",
+    )
+
+
+def crash(ctx):
+    print("about to die")
+    sys.stdout.flush()
+    os._exit(3)
+
+
+def boom(ctx):
+    raise RuntimeError("boom in a worker")
+"""
+
+
+def test_parallel_checks_run_in_their_own_processes(tmp_path, monkeypatch):
+    """``jobs > 1``: each check in a fresh process with the given threads; results, logs (Python and C-level
+    output), progress and errors come back; a process that dies is that check's ERROR; the order stays the given
+    one whatever finishes first."""
+    from importlib.metadata import EntryPoint
+
+    mod = tmp_path / "mods"
+    mod.mkdir()
+    (mod / "polyzoo_fake_checks.py").write_text(FAKE_CHECKS)
+    monkeypatch.syspath_prepend(str(mod))  # spawned processes get this sys.path
+    eps = {
+        name: EntryPoint(name, f"polyzoo_fake_checks:{fn}", "polyzoo.reproductions")
+        for name, fn in [("a.slow", "slow"), ("b.quick", "quick"), ("c.crash", "crash"), ("d.boom", "boom")]
+    }
+    ctx = ReproContext(out_dir=tmp_path / "rep")
+    console = io.StringIO()
+    omp_before = os.environ.get("OMP_NUM_THREADS")
+    outcomes = run_checks(eps, ctx, console=console, jobs=2, threads=1, deterministic=True)
+    assert [o.name for o in outcomes] == list(eps)
+    slow, quick, crash, boom = outcomes
+    assert slow.status == "PASS" and quick.status == "INCONCLUSIVE"
+    threads, omp, pid_slow = slow.results[0].rows[0]
+    assert threads == 1 and omp == "1"
+    pid_quick, deterministic = quick.results[0].rows[0]
+    assert deterministic is True and len({pid_slow, pid_quick, os.getpid()}) == 3
+    assert crash.status == "ERROR" and "exited with code 3" in crash.error
+    assert boom.status == "ERROR" and "RuntimeError: boom in a worker" in boom.error
+    log = (ctx.out_dir / "logs" / "a.slow.log").read_text()
+    assert "python output of slow" in log and "C-level output of slow" in log
+    assert "about to die" in (ctx.out_dir / "logs" / "c.crash.log").read_text()
+    out = console.getvalue()
+    assert "a.slow steps [####################] 2/2" in out and "python output" not in out
+    for i, name in enumerate(eps, 1):
+        assert f"[{i}/4] {name}: started" in out and re.search(rf"\[{i}/4\] {re.escape(name)}: \w+ in", out)
+    assert os.environ.get("OMP_NUM_THREADS") == omp_before  # the parent's environment is left as it was
+
+
+def test_jobs_default_to_one_per_core_on_a_cpu_and_one_on_a_gpu(monkeypatch):
+    from polyzoo.shared import cli
+
+    monkeypatch.setattr(cli, "_cores", lambda: 2)
+    assert cli._jobs_and_threads(None, None, "cpu", 11) == (2, 1)
+    assert cli._jobs_and_threads(None, None, "cpu", 1) == (1, None)
+    assert cli._jobs_and_threads(None, None, "cuda", 11) == (1, None)
+    assert cli._jobs_and_threads(3, None, "cpu", 11) == (3, 1)
+    assert cli._jobs_and_threads(2, 4, "cpu", 11) == (2, 4)
+    monkeypatch.setattr(cli, "_cores", lambda: 16)
+    assert cli._jobs_and_threads(None, None, "cpu", 11) == (4, 4)

@@ -57,7 +57,9 @@ __all__ = [
     "markdown_table",
     "mean_std",
     "mean_std_bars",
+    "reproducible_runtime",
     "run_checks",
+    "run_checks_parallel",
     "t_quantile",
     "write_report",
 ]
@@ -444,13 +446,44 @@ def _heartbeat(bar: Progress, stop: threading.Event) -> None:
         bar.tick()
 
 
-def run_checks(checks: dict[str, Any], ctx: ReproContext, console: IO[str] | None = None) -> list[_Outcome]:
-    """Run ``checks`` one after another. On ``console`` (default: standard error) a line when each starts and
-    ends and one progress bar while it runs (:meth:`ReproContext.progress`, redrawn at least every
-    :data:`SILENCE_S` s); what a check prints itself goes to ``<out_dir>/logs/<name>.log``. torch's thread count is
-    restored after each check, so that one check's setting cannot change the next one's results. In the log, a line
-    redrawn with carriage returns (a library's own progress bar) keeps only its last state."""
+def _check_callable(ep: Any) -> Callable[[ReproContext], Any]:
+    return ep.load() if hasattr(ep, "load") else ep
+
+
+def _run_one(name: str, ep: Any, ctx: ReproContext, log_path: Path) -> _Outcome:
+    """Run one check with its console output going to ``log_path``; an exception becomes an ERROR outcome."""
+    t0 = time.perf_counter()
+    with open(log_path, "a", buffering=1, encoding="utf-8") as fh, _LineLog(fh) as out:
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                res = _check_callable(ep)(ctx)
+            results = list(res) if isinstance(res, list | tuple) else [res]
+            return _Outcome(name, time.perf_counter() - t0, results, log=log_path)
+        except Exception:
+            return _Outcome(name, time.perf_counter() - t0, [], traceback.format_exc(), log=log_path)
+
+
+def run_checks(
+    checks: dict[str, Any],
+    ctx: ReproContext,
+    console: IO[str] | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
+    deterministic: bool = True,
+) -> list[_Outcome]:
+    """Run ``checks`` and return their outcomes in the order given. On ``console`` (default: standard error) a line
+    when each starts and ends and one progress bar per running check (:meth:`ReproContext.progress`, redrawn at
+    least every :data:`SILENCE_S` s); what a check prints itself goes to ``<out_dir>/logs/<name>.log``. In the log, a
+    line redrawn with carriage returns (a library's own progress bar) keeps only its last state.
+
+    ``jobs == 1``: one after another in this process; torch's thread count is restored after each check, so that
+    one check's setting cannot change the next one's results. ``jobs > 1``: each check in a fresh process (spawned;
+    at most ``jobs`` at a time), with ``threads`` torch threads (and the same ``OMP_NUM_THREADS``/MKL/OpenBLAS/Polars
+    thread counts unless the user set them) and deterministic algorithms as ``deterministic`` says; a process that
+    dies is reported as the check's ERROR (see :func:`run_checks_parallel`)."""
     console = sys.stderr if console is None else console
+    if jobs > 1 and len(checks) > 1:
+        return run_checks_parallel(checks, ctx, console, jobs, threads or 1, deterministic)
     outcomes = []
     for i, (name, ep) in enumerate(checks.items(), 1):
         log.info("reproduce: running %s", name)
@@ -458,31 +491,252 @@ def run_checks(checks: dict[str, Any], ctx: ReproContext, console: IO[str] | Non
         console.flush()
         log_path = ctx.out_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        bar, threads = Progress(name, console), torch.get_num_threads()
+        log_path.write_text("")
+        bar, before = Progress(name, console), torch.get_num_threads()
         ctx.bar = bar
         stop = threading.Event()
         beat = threading.Thread(target=_heartbeat, args=(bar, stop), daemon=True)
-        t0 = time.perf_counter()
-        with open(log_path, "w", buffering=1, encoding="utf-8") as fh, _LineLog(fh) as out:
-            beat.start()
-            try:
-                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-                    fn = ep.load() if hasattr(ep, "load") else ep
-                    res = fn(ctx)
-                results = list(res) if isinstance(res, list | tuple) else [res]
-                outcome = _Outcome(name, time.perf_counter() - t0, results, log=log_path)
-            except Exception:
-                outcome = _Outcome(name, time.perf_counter() - t0, [], traceback.format_exc(), log=log_path)
-            finally:
-                stop.set()
-                beat.join()
-                bar.close()
-                ctx.bar = None
-                torch.set_num_threads(threads)
+        beat.start()
+        try:
+            outcome = _run_one(name, ep, ctx, log_path)
+        finally:
+            stop.set()
+            beat.join()
+            bar.close()
+            ctx.bar = None
+            torch.set_num_threads(before)
         outcomes.append(outcome)
         console.write(f"[{i}/{len(checks)}] {name}: {outcome.status} in {outcome.seconds:.1f} s\n")
         console.flush()
     return outcomes
+
+
+# --- several checks at once ---------------------------------------------------------------------------------------
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "POLARS_MAX_THREADS")
+"""Set to a parallel check's thread count in its process unless the user set them."""
+
+
+class _RemoteProgress:
+    """A check's progress bar inside a worker process: every call is sent to the runner, which draws it."""
+
+    def __init__(self, queue: Any, name: str) -> None:
+        self.queue, self.name = queue, name
+        self.n, self.total = 0, None
+
+    def __enter__(self) -> _RemoteProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def reset(self, total: int | None, desc: str = "") -> _RemoteProgress:
+        self.n, self.total = 0, total
+        self.queue.put((self.name, "reset", (total, desc)))
+        return self
+
+    def update(self, n: int = 1, postfix: str | None = None) -> None:
+        self.n += n
+        self.queue.put((self.name, "update", (n, postfix)))
+
+    def set_postfix(self, text: str) -> None:
+        self.queue.put((self.name, "postfix", text))
+
+    def tick(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _worker(
+    name: str, ep: Any, ctx: ReproContext, log_path: str, threads: int, deterministic: bool, queue: Any
+) -> None:
+    """A spawned process running one check (the target of :func:`run_checks_parallel`): sends its progress and
+    finally ``(name, "done", outcome)``; an outcome that cannot be sent becomes an ERROR naming why."""
+    os.environ.setdefault("POLYZOO_CHECK_PROCESS", name)
+    with reproducible_runtime(threads, deterministic):
+        ctx.bar = _RemoteProgress(queue, name)
+        # C-level output of the check's libraries goes to its log too
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        outcome = _run_one(name, ep, ctx, Path(log_path))
+    try:
+        queue.put((name, "done", outcome))
+    except Exception:  # an unpicklable result: report it rather than vanish
+        queue.put((name, "done", _Outcome(name, outcome.seconds, [], traceback.format_exc(), log=Path(log_path))))
+
+
+@contextlib.contextmanager
+def _child_environ(threads: int) -> Iterator[None]:
+    """``os.environ`` as a spawned check process starts with: the thread variables set unless the user set them."""
+    added = {k: str(threads) for k in THREAD_VARIABLES if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+class _Board:
+    """The console of several running checks: on a terminal one line with every running bar, redrawn each second;
+    otherwise each bar prints its own lines (see :class:`Progress`)."""
+
+    def __init__(self, console: IO[str]) -> None:
+        self.console = console
+        self.tty = bool(getattr(console, "isatty", lambda: False)())
+        self.bars: dict[str, Progress] = {}
+
+    def start(self, name: str) -> Progress:
+        bar = Progress(name, None if self.tty else self.console)
+        self.bars[name] = bar
+        return bar
+
+    def stop(self, name: str) -> None:
+        self.bars.pop(name).close()
+
+    def write(self, text: str) -> None:
+        if self.tty:
+            self.console.write("\r\033[K")
+        self.console.write(text)
+        self.redraw()
+
+    def redraw(self) -> None:
+        if self.tty and self.bars:
+            width = shutil.get_terminal_size().columns - 1
+            self.console.write("\r\033[K" + " |".join(b.line() for b in self.bars.values())[:width])
+        self.console.flush()
+
+    def tick(self) -> None:
+        for bar in self.bars.values():
+            bar.tick()
+        self.redraw()
+
+    def close(self) -> None:
+        if self.tty:
+            self.console.write("\r\033[K")
+            self.console.flush()
+
+
+def run_checks_parallel(
+    checks: dict[str, Any], ctx: ReproContext, console: IO[str], jobs: int, threads: int, deterministic: bool
+) -> list[_Outcome]:
+    """:func:`run_checks` with ``jobs`` checks at a time, each in a fresh spawned process with ``threads`` torch
+    threads (a fresh process per check: nothing one check sets, such as threads, RNG state or imported
+    configuration, reaches another). Checks start in the order given. The results come back through a
+    :mod:`multiprocessing` queue from processes this function started (never from a file)."""
+    import multiprocessing as mp
+    import queue as queue_mod
+
+    mpc = mp.get_context("spawn")
+    messages = mpc.Queue()
+    board = _Board(console)
+    pending = list(enumerate(checks.items(), 1))
+    running: dict[str, tuple[int, Any, float]] = {}
+    done: dict[str, _Outcome] = {}
+    (ctx.out_dir / "logs").mkdir(parents=True, exist_ok=True)
+    child_ctx = dataclasses.replace(ctx, bar=None)
+
+    def finish(name: str, outcome: _Outcome, started: bool = True) -> None:
+        i, proc, _ = running.pop(name)
+        if started:
+            proc.join()
+        board.stop(name)
+        done[name] = outcome
+        board.write(f"[{i}/{len(checks)}] {name}: {outcome.status} in {outcome.seconds:.1f} s\n")
+
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                i, (name, ep) = pending.pop(0)
+                log_path = ctx.out_dir / "logs" / f"{name}.log"
+                log_path.write_text("")
+                proc = mpc.Process(  # entry points and module-level functions pickle by reference
+                    target=_worker,
+                    args=(name, ep, child_ctx, str(log_path), threads, deterministic, messages),
+                    name=f"polyzoo-check-{name}",
+                    daemon=True,
+                )
+                running[name] = (i, proc, time.perf_counter())
+                board.start(name)
+                board.write(f"[{i}/{len(checks)}] {name}: started\n")
+                try:
+                    with _child_environ(threads):
+                        proc.start()
+                except Exception:  # e.g. a check that cannot be pickled (a local function): its ERROR, not the run's
+                    finish(name, _Outcome(name, 0.0, [], traceback.format_exc(), log=log_path), started=False)
+            try:
+                name, kind, payload = messages.get(timeout=1.0)
+            except queue_mod.Empty:
+                board.tick()
+                for name, (_, proc, t0) in list(running.items()):
+                    if proc.exitcode is not None:  # died without sending its result (killed, out of memory, crash)
+                        with contextlib.suppress(queue_mod.Empty):  # its last messages may still be in the pipe
+                            while True:
+                                _dispatch(messages.get(timeout=0.2), board, finish)
+                        if name in running:
+                            error = f"the check's process exited with code {proc.exitcode} before it reported\n"
+                            log_path = ctx.out_dir / "logs" / f"{name}.log"
+                            finish(name, _Outcome(name, time.perf_counter() - t0, [], error, log=log_path))
+                continue
+            _dispatch((name, kind, payload), board, finish)
+    finally:
+        for _, proc, _ in running.values():
+            proc.terminate()
+            proc.join()
+        board.close()
+    return [done[name] for name in checks]
+
+
+def _dispatch(message: tuple[str, str, Any], board: _Board, finish: Callable[[str, _Outcome], None]) -> None:
+    name, kind, payload = message
+    bar = board.bars.get(name)
+    if kind == "done":
+        finish(name, payload)
+    elif bar is None:
+        return
+    elif kind == "reset":
+        bar.reset(*payload)
+    elif kind == "update":
+        bar.update(*payload)
+    elif kind == "postfix":
+        bar.set_postfix(payload)
+    if kind != "done" and board.tty:
+        board.redraw()
+
+
+@contextlib.contextmanager
+def reproducible_runtime(threads: int | None, deterministic: bool) -> Iterator[dict[str, str]]:
+    """Fix what decides the checks' numbers on this machine (threads, deterministic algorithms), yield its
+    description for the report, and restore torch's previous settings on leaving (the command may run in-process,
+    e.g. under click's test runner)."""
+    from polyzoo.shared.perf import runtime_settings
+
+    det = torch.utils.deterministic
+    before = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        det.fill_uninitialized_memory,
+        torch.backends.cudnn.benchmark,
+    )
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS; read at CUDA start
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            # no NaN-filling of torch.empty (a cost on every allocation; results do not depend on it)
+            det.fill_uninitialized_memory = False
+            torch.backends.cudnn.benchmark = False
+        yield runtime_settings()
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
+        det.fill_uninitialized_memory, torch.backends.cudnn.benchmark = before[3], before[4]
 
 
 def _fmt(v: Any) -> str:
@@ -550,9 +804,10 @@ def _seeds_cell(results: Sequence[CheckResult]) -> str:
     return ", ".join(map(str, seeds)) if seeds else "-"
 
 
-def write_report(outcomes: list[_Outcome], ctx: ReproContext, command: str) -> Path:
+def write_report(outcomes: list[_Outcome], ctx: ReproContext, command: str, wall_seconds: float | None = None) -> Path:
     """Write ``REPORT.md`` into ``ctx.out_dir`` (atomically) and return its path. Every link (figures, logs) is
-    relative to the report's folder, so the report shows its images wherever the folder is moved or viewed."""
+    relative to the report's folder, so the report shows its images wherever the folder is moved or viewed.
+    ``wall_seconds``: how long the checks took from the first start to the last end (several may run at once)."""
     now = dt.datetime.now().astimezone()
     report_dir = ctx.out_dir
     runtime = ctx.runtime or _runtime()
@@ -573,6 +828,8 @@ def write_report(outcomes: list[_Outcome], ctx: ReproContext, command: str) -> P
         f"- {MACHINE_NOTE}",
         "",
         "## Summary",
+        "",
+        f"Checks took {_fmt_wall(wall_seconds, outcomes)}.",
         "",
         markdown_table(
             ["check", "status", "seeds", "time (s)", "console output"],
@@ -624,6 +881,13 @@ def write_report(outcomes: list[_Outcome], ctx: ReproContext, command: str) -> P
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines))
     return path
+
+
+def _fmt_wall(wall: float | None, outcomes: list[_Outcome]) -> str:
+    summed = sum(o.seconds for o in outcomes)
+    if wall is None:
+        return f"{summed:.1f} s in all"
+    return f"{wall:.1f} s wall-clock ({summed:.1f} s summed over the checks)"
 
 
 def _runtime() -> dict[str, str]:
