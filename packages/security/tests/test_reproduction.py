@@ -12,6 +12,9 @@ from polyzoo.security.reproduction import QUICK, run_table, settings_key
 
 TINY = dataclasses.replace(
     QUICK,
+    seeds=(0,),
+    context_seeds=0,
+    defend=True,
     iterations={"dc": 1, "dm": 1},
     width=8,
     batch_real=8,
@@ -122,3 +125,94 @@ def test_verdict_follows_the_rule_over_seeds():
     low_cta = table([0.95, 0.96, 0.94])
     low_cta[("dc", "doorping")]["cta"] = [0.70, 0.71, 0.69]  # 0.22 below clean: CTA not comparable
     assert reproduction._verdict(low_cta)[0] is False
+
+
+def test_quick_settings_give_the_verdict_a_seed_spread():
+    """Quick mode: the verdict's arms on >= 3 distillation seeds (compare_arms needs a spread to decide)."""
+    assert len(QUICK.seeds) >= 3 and QUICK.context_seeds in range(1, len(QUICK.seeds) + 1)
+    assert reproduction.FULL.defend and len(reproduction.FULL.seeds) >= 3
+
+
+def test_context_rows_run_on_their_seeds_only(digits, tmp_path, monkeypatch):
+    """context_seeds=1 with seeds (0, 1): real init and NAIVEATTACK on seed 0 only, the verdict's arms on both;
+    without defend no defense runs."""
+    st = dataclasses.replace(TINY, seeds=(0, 1), context_seeds=1, defend=False)
+    monkeypatch.setattr(reproduction, "run_defenses", lambda *a, **k: pytest.fail("defenses ran with defend=False"))
+    per_seed = {}
+    rows, defense_rows = run_table(digits, st, run_root=tmp_path, per_seed=per_seed)
+    expected = {"real_init_none_s0", "dc_naive_s0", "dc_none_s0", "dc_none_s1", "dc_doorping_s0", "dc_doorping_s1"}
+    assert {p.name for p in tmp_path.iterdir()} == expected
+    assert [(r[0], r[1], r[-1]) for r in rows] == [
+        ("real init", "none", 1),
+        ("dc", "none", 2),
+        ("dc", "naive", 1),
+        ("dc", "doorping", 2),
+    ]
+    assert defense_rows == []
+    assert [len(per_seed[k]["cta"]) for k in (("real init", "none"), ("dc", "naive"), ("dc", "doorping"))] == [1, 1, 2]
+    stored = [reproduction.read_json(tmp_path / f"dc_doorping_s{s}" / "result.json") for s in (0, 1)]
+    assert per_seed[("dc", "doorping")]["asr_all"] == [r["evals"][0]["asr_all"] for r in stored]
+    assert all(r["defenses"] == [] for r in stored)
+
+
+class _Recorder:
+    """Stands in for the device: records the device each distillation and evaluation network is given, and runs
+    them on the CPU."""
+
+    def __init__(self, monkeypatch):
+        from polyzoo.security.distill import Distiller
+        from polyzoo.security.evaluate import train_network
+
+        self.distill, self.train = [], []
+        rec = self
+
+        class FakeDistiller(Distiller):
+            def __init__(self, *a, device="cpu", **k):
+                rec.distill.append(device)
+                super().__init__(*a, **k)
+
+        def fake_train(*a, device=None, **k):
+            rec.train.append(device)
+            return train_network(*a, device="cpu", **k)
+
+        monkeypatch.setattr(reproduction, "Distiller", FakeDistiller)
+        monkeypatch.setattr(reproduction, "train_network", fake_train)
+
+
+def test_device_reaches_distillation_and_evaluation(digits, monkeypatch):
+    rec = _Recorder(monkeypatch)
+    result = reproduction.run_config(digits, "dc", "doorping", 0, TINY, None, defend=True, device="cuda")
+    assert rec.distill == ["cuda"] and rec.train == ["cuda"] * TINY.num_eval
+    assert len(result["defenses"]) == 3  # the defenses got the network (moved to the CPU) and ran
+    rec.distill.clear(), rec.train.clear()
+    reproduction.run_config(digits, "real init", "none", 0, TINY, None, defend=False)
+    assert rec.distill == ["cpu"] and rec.train == ["cpu"] * TINY.num_eval  # the default stays the CPU
+
+
+def test_check_trains_on_the_contexts_device(digits, tmp_path, monkeypatch):
+    """check() hands ctx.device to every distillation and evaluation network, starts its seeds at ctx.seed, and
+    a quick run without defenses reports the main table alone."""
+    from polyzoo.shared.report import ReproContext
+
+    rec = _Recorder(monkeypatch)
+    st = dataclasses.replace(TINY, seeds=(0, 1, 2), context_seeds=1, defend=False)
+    monkeypatch.setattr(reproduction, "QUICK", st)
+    monkeypatch.setattr(reproduction, "load_digits", lambda: digits)
+    results = reproduction.check(ReproContext(out_dir=tmp_path / "report", quick=True, seed=5, device="cuda"))
+    runs = 2 * 3 + 2  # no attack and DOORPING on 3 seeds, real init and NAIVEATTACK on the first
+    assert rec.distill == ["cuda"] * runs and rec.train == ["cuda"] * runs * st.num_eval
+    assert len(results) == 1 and results[0].seeds == [5, 6, 7]
+    assert [r[-1] for r in results[0].rows] == [1, 3, 1, 3]
+    assert any("device cuda" in n for n in results[0].notes)
+    assert sorted(p.name for p in (tmp_path / "report" / "runs" / "security").iterdir())[:3] == [
+        "dc_doorping_s5",
+        "dc_doorping_s6",
+        "dc_doorping_s7",
+    ]
+
+
+def test_settings_key_separates_devices(digits):
+    key = settings_key(digits, TINY)
+    assert settings_key(digits, TINY, "cpu") == key  # the CPU's key is the one written before devices counted
+    assert settings_key(digits, TINY, "cuda") != key
+    assert settings_key(digits, TINY, "cuda:0") == settings_key(digits, TINY, "cuda")
