@@ -637,7 +637,7 @@ def check(ctx: ReproContext) -> list[CheckResult]:
         f"models (finetuned {gen_steps} steps); the raw outputs (prompt + generation, SEP lines removed: the official "
         "output files) scored as the paper's metric reads them, malformed lines and grooves under 16 bars counted. "
         f"Claim checked: the text-pretrained model reaches END on more than {END_SHARE:.0%} of the prompts (the "
-        "scratch model is shown beside it: the paper's unpretrained baseline does not write usable grooves).",
+        "scratch model is shown beside it: the paper's unpretrained Transformer only repeats).",
         data=data_desc + f" {len(tests)} test prompts.",
         columns=[*columns, "reached END [95% CI]", "held-out loss"],
         rows=[
