@@ -136,3 +136,77 @@ def test_quick_check_runs_inside_the_report_folder(tmp_path, monkeypatch):
             assert "/tmp" not in note and os.fspath(tmp_path) not in note
         for fig in r.figures:
             assert fig.parent == out
+
+
+def test_clopper_pearson_matches_closed_forms_and_printed_tables():
+    from polyzoo.music.reproduction import clopper_pearson
+
+    # all successes / none: the bound solves p^n = 0.025 (resp. (1 - p)^n = 0.025)
+    assert clopper_pearson(8, 8) == (pytest.approx(0.025 ** (1 / 8)), 1.0)
+    assert clopper_pearson(0, 16) == (0.0, pytest.approx(1 - 0.025 ** (1 / 16)))
+    low, high = clopper_pearson(5, 10)  # printed exact interval for 5/10: 0.1871 to 0.8129
+    assert low == pytest.approx(0.1871, abs=1e-4) and high == pytest.approx(0.8129, abs=1e-4)
+    with pytest.raises(ValueError, match="k=9, n=8"):
+        clopper_pearson(9, 8)
+
+
+@pytest.mark.parametrize(
+    ("ended", "prompts", "expected"),
+    [(8, 8, True), (7, 8, None), (0, 8, False), (1, 8, None), (13, 16, True), (12, 16, None), (3, 16, False),
+     (4, 16, None), (23, 32, True), (22, 32, None)],
+)  # fmt: skip
+def test_end_share_verdict_is_the_exact_binomial_test_against_one_half(ended, prompts, expected):
+    """PASS iff P(X >= k | p = 1/2) < 0.025 and FAIL iff P(X <= k | p = 1/2) < 0.025 (the 95 % Clopper–Pearson
+    interval excludes 1/2), the tails written out here with exact fractions."""
+    from fractions import Fraction
+
+    from polyzoo.music.reproduction import end_share_verdict
+
+    above = Fraction(sum(math.comb(prompts, j) for j in range(ended, prompts + 1)), 2**prompts)
+    below = Fraction(sum(math.comb(prompts, j) for j in range(ended + 1)), 2**prompts)
+    own = True if above < Fraction(1, 40) else False if below < Fraction(1, 40) else None
+    assert own is expected
+    assert end_share_verdict(ended, prompts) is expected
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_check_trains_scores_and_generates_on_the_context_device(tmp_path, monkeypatch, device):
+    """``ReproContext.device`` reaches every training run (``LMTrainConfig.device``, which becomes transformers'
+    ``use_cpu`` only for the CPU), the held-out loss and generation; the heavy steps are replaced by recorders."""
+    from pathlib import Path
+
+    from polyzoo.music import generation, lm
+    from polyzoo.shared.report import ReproContext
+
+    seen: dict[str, list] = {"train": [], "loss": [], "generate": []}
+
+    def fake_train(*args, cfg, **kwargs):
+        seen["train"].append(cfg.device)
+        return tmp_path / "model"
+
+    def fake_loss(model_dir, examples, device=None):
+        seen["loss"].append(device)
+        return 1.0
+
+    def fake_generate(model_dir, examples, out_dir, **kwargs):
+        seen["generate"].append(kwargs.get("device"))
+        for ex in examples:
+            raw = Path(out_dir) / "raw" / f"{ex['name']}.txt"
+            raw.parent.mkdir(parents=True, exist_ok=True)
+            raw.write_text(ex["prompt"].replace("SEP\n", ""), encoding="utf-8")
+        return {"ended": 0}
+
+    monkeypatch.setattr(lm, "pretrain_text", fake_train)
+    monkeypatch.setattr(lm, "finetune", fake_train)
+    monkeypatch.setattr(reproduction, "completion_loss", fake_loss)
+    monkeypatch.setattr(generation, "generate_from_jsonl", fake_generate)
+    monkeypatch.delenv(reproduction.CORPUS_ENV, raising=False)
+    sizes = reproduction.QUICK
+    results = reproduction.check(ReproContext(out_dir=tmp_path / "report", quick=True, seed=0, device=device))
+    assert [r.status for r in results] == ["PASS", "INCONCLUSIVE", "INCONCLUSIVE"]
+    assert seen["train"] == [device] * (sizes.seeds * 3)  # per seed: pretraining, scratch and pretrained finetuning
+    assert seen["loss"] == [device] * (sizes.seeds * 2)
+    assert seen["generate"] == [device, device]
+    if device == "cpu":  # transformers' own CPU switch (a CUDA run needs a GPU to build its arguments)
+        args = lm._training_arguments(tmp_path / "args", lm.LMTrainConfig(device=seen["train"][0]))
+        assert args.use_cpu is True

@@ -110,7 +110,7 @@ def generate_completion(
 
     if seed is not None:
         torch.manual_seed(seed)
-    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(model.device)
     budget = max_new_tokens or default_max_new_tokens(tokenizer)
     limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     if limit is not None:
@@ -146,8 +146,10 @@ def generate_from_jsonl(
     seed: int = 0,
     columns: Sequence[int] = COLUMN_PITCHES,
     progress: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """Generate one groove per example prompt: ``out/text/<name>.txt`` (repaired to 256 lines),
+    """Generate one groove per example prompt on ``device`` (``cpu``, ``cuda``, ``cuda:N``; None: where
+    ``load_model`` puts the model, the CPU): ``out/text/<name>.txt`` (repaired to 256 lines),
     ``out/midi/<name>.mid`` (column *i* played on ``columns[i]``; the default is the official data order, the order
     the prompts of ``prepare`` are in) and ``out/raw/<name>.txt`` (``official_output_text``: what the official script
     writes and the paper's metric reads). Grooves already written are kept (the run resumes). Returns counts and
@@ -162,6 +164,8 @@ def generate_from_jsonl(
 
     out_dir = Path(out_dir)
     model, tokenizer = load_model(model_dir)
+    if device is not None:
+        model.to(device)
     stats: dict[str, Any] = {"generated": 0, "kept": 0, "tokens": 0, "seconds": 0.0, "ended": 0, "repairs": {}}
     for i, ex in enumerate(tqdm(examples, desc="generate", disable=not progress, unit="groove")):
         name = ex["name"]
