@@ -27,8 +27,9 @@ real data is absent (the nuScenes sample, Fashion-MNIST) is skipped with the rea
 Precision: ``--precision bf16|fp16`` runs the model step under ``torch.autocast`` (fp16 with a ``GradScaler``),
 transformers' ``bf16``/``fp16`` for music, mmengine's ``AmpOptimWrapper`` for detection (GPU only; fp32 forces
 ``OptimWrapper`` even where a config asks for AMP). Covariance and matrix-root ops stay float32 inside (shared ops).
-Where a package trains in fp32 only (recsys' FTRL loop, the graph loops) or on the CPU only (security's
-distillation), the row runs as the package allows and says so in ``note``.
+Where a package trains in fp32 only (recsys' raw-stream FTRL loop), the row runs as the package allows and says so
+in ``note``. Security's distillation takes ``device`` and ``precision`` (its images, embeddings and trigger update
+stay float32 inside).
 
 Devices: ``--device cuda:N`` selects that GPU for every case; transformers' Trainer (music) uses every visible GPU
 (DataParallel when there are several), so on a multi-GPU machine set ``CUDA_VISIBLE_DEVICES`` to one GPU. The CMT and
@@ -50,12 +51,12 @@ default). Warm-up = 10 % of the steps (at least 3; security: 1).
 | RELIANT / KD, 1M-edge graph: full batch (MLP, GCN) + NeighborLoader | ~0.01 s / ~0.1 s | 200 × 4 + 30 × 2 | ~30 s |
 | xDeepInt (GFTRL, Adam) / xDeepFM, batch 4096, 1M rows | ~0.02 s | 200 × 3 | ~20 s |
 | music, GPT-2-small size from scratch, batch 8 × ~1.9k tokens | ~0.35 s | 100 | ~50 s |
-| security DM + DOORPING / DM, Fashion-MNIST, ipc 10, on the host's CPU | ~15 s / ~2 s | 3 × 2 (+1 warm-up) | ~70 s |
+| security DM + DOORPING / DM, Fashion-MNIST, ipc 10 | ~15 s / ~2 s | 3 × 2 (+1 warm-up) | ~70 s |
 
 Sum ≈ 6.5 minutes plus model builds, data preparation and imports (~1 minute): within 8 minutes, with little
-margin. The security estimate is the least certain: its distillation runs on the CPU (one plain DM iteration at
-ipc 10 took 30–50 s on our contended 2-core machine), and DOORPING adds 50 network epochs and up to 1000 trigger
-steps per iteration. If the run is too long, run the domains in two calls with ``--only``. ``--steps N`` sets every
+margin. The security estimate is the least certain: it was sized when the distillation ran on the CPU only (one
+plain DM iteration at ipc 10 took 30–50 s on our contended 2-core machine; on a GPU it should be far shorter), and
+DOORPING adds 50 network epochs and up to 1000 trigger steps per iteration. If the run is too long, run the domains in two calls with ``--only``. ``--steps N`` sets every
 case's measured step count (security's included).
 """
 
@@ -1131,20 +1132,23 @@ def case_doorping(ctx: Ctx) -> list[Row]:
             data.std,
             data.num_classes,
         )
-    takes_device = "device" in inspect.signature(Distiller).parameters
+    params = inspect.signature(Distiller).parameters
+    takes_device, takes_precision = "device" in params, "precision" in params
     dev = ctx.device_str if takes_device else "cpu"
+    precision = ctx.precision if takes_precision else "fp32"
     notes = []
     if not takes_device and ctx.cuda:
-        notes.append("CPU: security's distillation has no device option yet")
-    if ctx.precision != "fp32":
-        notes.append("fp32 (security's distillation computes in fp32 only)")
+        notes.append("CPU: security's distillation has no device option")
+    if precision != ctx.precision:
+        notes.append("fp32 (security's distillation has no precision option)")
 
     def distiller(kind: str) -> Callable[[int], None]:
         atk = AttackConfig(kind=kind, **ctx.pick({}, {"trigger_steps": 5}))
         cfg = DistillConfig(
             method="dm", ipc=ctx.pick(10, 1), attack=atk, **ctx.pick({}, {"batch_real": 16, "inner_loop": 1})
         )
-        d = Distiller(data, cfg, **({"device": dev} if takes_device else {}))
+        kw = ({"device": dev} if takes_device else {}) | ({"precision": precision} if takes_precision else {})
+        d = Distiller(data, cfg, **kw)
 
         def run(k: int) -> None:
             for _ in range(k):
@@ -1159,7 +1163,7 @@ def case_doorping(ctx: Ctx) -> list[Row]:
     common = dict(
         domain="security",
         device=dev,
-        precision="fp32",
+        precision=precision,
         unit="iterations",
         batch=f"ipc {ipc}, {len(data.train_y):,} real images",
     )
