@@ -56,8 +56,8 @@ default). Warm-up = 10 % of the steps (at least 3; security: 1).
 Sum ≈ 6.5 minutes plus model builds, data preparation and imports (~1 minute): within 8 minutes, with little
 margin. The security estimate is the least certain: it was sized when the distillation ran on the CPU only (one
 plain DM iteration at ipc 10 took 30–50 s on our contended 2-core machine; on a GPU it should be far shorter), and
-DOORPING adds 50 network epochs and up to 1000 trigger steps per iteration. If the run is too long, run the domains in two calls with ``--only``. ``--steps N`` sets every
-case's measured step count (security's included).
+DOORPING adds 50 network epochs and up to 1000 trigger steps per iteration. If the run is too long, run the
+domains in two calls with ``--only``. ``--steps N`` sets every case's measured step count (security's included).
 """
 
 from __future__ import annotations
