@@ -66,7 +66,7 @@ import numpy as np
 import polars as pl
 
 from polyzoo.recsys.features import FeatureMap, ParseError, file_fingerprint
-from polyzoo.recsys.schema import Schema
+from polyzoo.recsys.schema import Schema, SchemaField
 from polyzoo.shared.io import atomic_dir, read_json, write_json_atomic
 
 __all__ = ["MANIFEST_FORMAT", "MANIFEST_VERSION", "PrepareError", "prepare", "read_manifest", "valid_mask"]
@@ -663,6 +663,7 @@ class _ShardWriter:
         self.frames: list[pl.DataFrame] = []
         self.pending = 0
         self.shards: list[dict[str, Any]] = []
+        self.seconds = 0.0  # spent writing Parquet
         (root / split).mkdir(parents=True, exist_ok=True)
 
     def add(self, df: pl.DataFrame) -> None:
@@ -674,6 +675,7 @@ class _ShardWriter:
             self._write(self.shard_rows)
 
     def _write(self, rows: int) -> None:
+        t0 = time.perf_counter()
         df = pl.concat(self.frames, rechunk=True)
         part, rest = df.slice(0, rows), df.slice(rows)
         rel = f"{self.split}/part-{len(self.shards):05d}.parquet"
@@ -685,6 +687,7 @@ class _ShardWriter:
         )
         self.frames = [rest] if rest.height else []
         self.pending = rest.height
+        self.seconds += time.perf_counter() - t0
 
     def close(self) -> list[dict[str, Any]]:
         if self.pending:
@@ -692,12 +695,16 @@ class _ShardWriter:
         return self.shards
 
 
-def _encode_pass(inputs, schema, fmap, skip_bad, block_bytes, seed, root, row_group_rows, shard_rows, compression, bar):
-    enc = _Encoder(schema, fmap)
-    out_schema = pl.Schema(
+def _out_schema(schema: Schema) -> pl.Schema:
+    return pl.Schema(
         {"label": pl.Float32}
         | {sf.spec.name: (pl.List(pl.Int32) if sf.spec.kind == "sequence" else pl.Int32) for sf in schema.fields}
     )
+
+
+def _encode_pass(inputs, schema, fmap, skip_bad, block_bytes, seed, root, row_group_rows, shard_rows, compression, bar):
+    enc = _Encoder(schema, fmap)
+    out_schema = _out_schema(schema)
     writers = [_ShardWriter(root, name, out_schema, row_group_rows, shard_rows, compression) for name in SPLITS]
     bad_rows = 0
     for inp in inputs:
@@ -728,6 +735,268 @@ def _encode_pass(inputs, schema, fmap, skip_bad, block_bytes, seed, root, row_gr
 
 
 # ------------------------------------------------------------------------------------------------------------
+# the streaming path: one parse of the raw text (see "Fast path" in the module docstring)
+
+STREAMING = True  # False: always the block path (tests compare the two)
+_SEED_ID, _SEED_CHECK = 0x243F6A8885A308D3, 0x13198A2E03707344  # two independent seeds of Polars' 64-bit hash
+_INTERMEDIATE = ".prepare-intermediate.arrow"
+_ENCODE_ROWS = 1 << 18  # rows per batch of the encoding pass
+
+
+def _row_hash(column: str, seed: int) -> pl.Expr:
+    """The 64-bit hash of a raw string column (``null`` = empty hashes to a fixed value); tests replace it with a
+    weak hash to force collisions."""
+    return pl.col(column).hash(seed)
+
+
+def _u64(v: int) -> pl.Expr:
+    return pl.lit(v % (1 << 64), dtype=pl.UInt64)
+
+
+def _splitmix64_expr(z: pl.Expr) -> pl.Expr:
+    """:func:`_splitmix64` in Polars (UInt64 arithmetic wraps; ``// 2**s`` is ``>> s``)."""
+    z = z + _u64(int(_GOLDEN))
+    z = (z ^ (z // _u64(1 << 30))) * _u64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z // _u64(1 << 27))) * _u64(0x94D049BB133111EB)
+    return z ^ (z // _u64(1 << 31))
+
+
+def _train_expr(k: pl.Expr, rule: str, share: float, seed: int, fixed: int | None) -> pl.Expr:
+    """Whether data row ``k`` is a train row: :func:`_split_codes` ``== TRAIN`` as a Polars expression."""
+    if fixed is not None and fixed != TRAIN:
+        return pl.lit(False)
+    train = pl.lit(True) if fixed is not None or rule == "all" else (k % 1000) <= 800
+    if share > 0:
+        keyed = k.cast(pl.UInt64) + _u64((seed % (1 << 64)) * int(_GOLDEN))
+        u = (_splitmix64_expr(keyed) // _u64(1 << 11)).cast(pl.Float64) / float(1 << 53)
+        train = train & ~(u < share)
+    return train
+
+
+def _streamable(schema: Schema, inputs: list[_Input]) -> bool:
+    """Schemas the streaming path handles: CSV text, no sequence fields, a 0/1 label, no column read both as an
+    integer field and otherwise."""
+    if not STREAMING or schema.reader != "csv" or schema.label_threshold is not None:
+        return False
+    if any(sf.spec.kind == "sequence" for sf in schema.fields):
+        return False
+    int_cols = {sf.column for sf in schema.fields if sf.spec.kind == "integer"}
+    other = {sf.column for sf in schema.fields if sf.spec.kind != "integer"} | {schema.label}
+    return not (int_cols & other)
+
+
+def _text_is_clean(reader: _CsvReader, block_bytes: int) -> tuple[bool, int]:
+    """(no carriage return, no byte-order mark, the number of delimiter bytes after the header). With Polars
+    refusing any line with too many fields and turning a blank or short line into a row, ``delimiters == rows ·
+    (columns − 1)`` then proves that every line has exactly ``columns`` fields."""
+    dbyte = ord(reader.delimiter)
+    if len(reader.delimiter.encode("utf-8")) != 1:
+        return False, 0
+    n = 0
+    with open(reader.path, "rb") as fh:
+        if fh.read(3) == b"\xef\xbb\xbf":
+            return False, 0
+        fh.seek(reader.data_offset)
+        while chunk := fh.read(block_bytes):
+            if b"\r" in chunk:
+                return False, 0
+            n += int(np.count_nonzero(np.frombuffer(chunk, dtype=np.uint8) == dbyte))
+    return True, n
+
+
+@dataclasses.dataclass
+class _Scanned:
+    """Pass 1 of one input: the intermediate file, its row count, and per categorical field a table of its
+    distinct raw values: ``h`` (the id hash), ``v`` (the value; null = empty), ``n`` (train rows), ``a``/``b``
+    (min/max of the check hash over the value's rows)."""
+
+    path: Path
+    rows: int
+    train_rows: int
+    tables: dict[str, pl.DataFrame]  # by Polars column name c<i>
+    columns: dict[str, int]  # raw column name -> index
+
+
+def _scan_input(inp: _Input, schema: Schema, seed: int, block_bytes: int, work: Path) -> _Scanned | None:
+    """Pass 1 of the streaming path over one text input, or ``None`` when the input is not provably clean (then
+    the block path reads everything, with today's messages and ``--skip-bad`` counts)."""
+    reader = _CsvReader(inp.path, schema, block_bytes)
+    clean, delimiters = _text_is_clean(reader, block_bytes)
+    if not clean:
+        return None
+    ncols = len(reader.columns)
+    idx = {c: i for i, c in enumerate(reader.columns)}
+    int_cols = {idx[sf.column] for sf in schema.fields if sf.spec.kind == "integer"}
+    pl_schema = {f"c{i}": (pl.Float64 if i in int_cols else pl.String) for i in range(ncols)}
+    lf = pl.scan_csv(
+        inp.path,
+        has_header=False,
+        separator=reader.delimiter,
+        quote_char=None,
+        schema=pl_schema,
+        skip_lines=1 if reader.header else 0,
+        row_index_name="__k",
+    )
+    train = _train_expr(pl.col("__k"), schema.split_rule, schema.valid_share, seed, inp.fixed_split)
+    base = lf.with_columns(__train=train)
+    label = pl.col(f"c{idx[schema.label]}")
+    inter: dict[str, pl.Expr] = {"y": label == "1"}
+    checks: dict[str, pl.Expr] = {
+        "rows": pl.len(),
+        "train": pl.col("__train").sum(),
+        "bad_label": (~label.fill_null("").is_in(["0", "1"])).sum(),
+    }
+    tables: dict[str, pl.LazyFrame] = {}  # per raw column read by a categorical field
+    for fi, sf in enumerate(schema.fields):
+        col = f"c{idx[sf.column]}"
+        if sf.spec.kind == "integer":
+            inter[f"x{fi}"] = pl.col(col).cast(pl.Float32 if sf.spec.float32 else pl.Float64)
+            continue
+        if sf.check_number:
+            checks[f"bad{fi}"] = (
+                pl.col(col).is_not_null() & pl.col(col).cast(pl.Float64, strict=False).is_null()
+            ).sum()
+        if col not in tables:
+            inter[f"h{col}"] = _row_hash(col, _SEED_ID)
+            tables[col] = (
+                base.with_columns(__h=_row_hash(col, _SEED_ID), __g=_row_hash(col, _SEED_CHECK))
+                .group_by("__h")
+                .agg(
+                    n=pl.col("__train").sum().cast(pl.Int64),
+                    v=pl.col(col).first(),
+                    a=pl.col("__g").min(),
+                    b=pl.col("__g").max(),
+                )
+                .rename({"__h": "h"})
+            )
+    path = work / f"{_INTERMEDIATE}.{len(list(work.glob(_INTERMEDIATE + '*')))}"
+    sink = base.select(**inter).sink_ipc(path, lazy=True)
+    try:
+        results = pl.collect_all([sink, base.select(**checks), *tables.values()], engine="streaming")
+    except pl.exceptions.PolarsError:  # too many fields, not UTF-8, an unparsable number: the block path reports it
+        path.unlink(missing_ok=True)
+        return None
+    chk = results[1].row(0, named=True)
+    bad = chk["bad_label"] or any(chk[k] for k in chk if k.startswith("bad") and k != "bad_label")
+    if bad or delimiters != chk["rows"] * (ncols - 1):
+        path.unlink(missing_ok=True)
+        return None
+    out = dict(zip(tables, results[2:], strict=True))
+    return _Scanned(path, int(chk["rows"]), int(chk["train"]), out, idx)
+
+
+def _merged_tables(scans: list[_Scanned], schema: Schema) -> dict[int, pl.DataFrame] | None:
+    """Per categorical field, its distinct raw values over all inputs (``h``, ``v`` with '' for empty, train count
+    ``n``), or ``None`` when two distinct values share an id hash (detected unless they also share the check
+    hash, see the module docstring)."""
+    out: dict[int, pl.DataFrame] = {}
+    for fi, sf in enumerate(schema.fields):
+        if sf.spec.kind == "integer":
+            continue
+        frames = [s.tables[f"c{s.columns[sf.column]}"] for s in scans]
+        t = frames[0] if len(frames) == 1 else pl.concat(frames)
+        if len(frames) > 1:
+            t = t.group_by("h").agg(pl.col("n").sum(), pl.col("v").first(), pl.col("a").min(), pl.col("b").max())
+        if (t["a"] != t["b"]).any():  # (across inputs too: the merged group spans both check hashes)
+            return None
+        out[fi] = t.with_columns(pl.col("v").fill_null(""))
+    return out
+
+
+def _transformed(sf: SchemaField, t: pl.DataFrame) -> pl.Series | None:
+    """The table's values after the field's transform ('' stays missing), or ``None`` when one is malformed."""
+    if not sf.transform:
+        return t["v"]
+    fn = _hour_transform(sf.transform)
+    mapped = [fn(v) for v in t["v"].to_list()]
+    if any(m is None for m in mapped):
+        return None
+    return pl.Series("v", mapped, dtype=pl.String)
+
+
+def _streaming_prepare(inputs, schema, sources, settings, seed, block_bytes, staged, rgr, shard_rows, compression):
+    """The streaming path (module docstring); ``None`` (nothing left behind in ``staged``) when an input is not
+    provably clean or a hash collision is detected: the caller then runs the block path."""
+    scans: list[_Scanned] = []
+    t0 = time.perf_counter()
+
+    def give_up() -> None:
+        for s in scans:
+            s.path.unlink(missing_ok=True)
+
+    for inp in inputs:
+        s = _scan_input(inp, schema, seed, block_bytes, staged)
+        if s is None:
+            give_up()
+            return None
+        scans.append(s)
+    t1 = time.perf_counter()
+    tables = _merged_tables(scans, schema)
+    values: dict[int, pl.Series] = {}
+    for fi, t in (tables or {}).items():
+        v = _transformed(schema.fields[fi], t)
+        if v is None:
+            tables = None
+            break
+        values[fi] = v
+    if tables is None:
+        give_up()
+        return None
+    vocabularies: dict[str, list[str]] = {}
+    for fi, sf in enumerate(schema.fields):
+        if sf.spec.kind != "integer" and sf.spec.hash_buckets == 0:
+            counts = pl.DataFrame({"value": values[fi], "count": tables[fi]["n"]}).filter(pl.col("value") != "")
+            counts = counts.group_by("value").agg(pl.col("count").sum())
+            vocabularies[sf.spec.name] = _vocabulary(counts, sf.spec.threshold)
+    needs_vocab = bool(vocabularies)
+    if needs_vocab and sum(s.train_rows for s in scans) == 0:
+        give_up()
+        raise ValueError(f"{inputs[0].path}: no usable train rows to build vocabularies from")
+    fmap = FeatureMap(schema.specs, vocabularies, sources[0], {"prepare": settings})
+    enc = _Encoder(schema, fmap)
+    lookups: dict[int, tuple[pl.Series, pl.Series]] = {}
+    for fi, t in tables.items():
+        ids = enc.encode_categorical(fi, values[fi])  # the vocabulary lookup or CRC32 of each distinct value
+        keep = ids != 0  # out-of-vocabulary and empty values are the replacement's default, 0
+        lookups[fi] = (t["h"].filter(pl.Series(keep)), pl.Series(ids[keep], dtype=pl.Int32))
+    out_schema = _out_schema(schema)
+    writers = [_ShardWriter(staged, name, out_schema, rgr, shard_rows, compression) for name in SPLITS]
+    t2 = time.perf_counter()
+    for inp, s in zip(inputs, scans, strict=True):
+        ids_of = [  # one expression per categorical field, evaluated in parallel by Polars
+            pl.col(f"hc{s.columns[sf.column]}")
+            .replace_strict(*lookups[fi], default=0, return_dtype=pl.Int32)
+            .alias(sf.spec.name)
+            for fi, sf in enumerate(schema.fields)
+            if fi in lookups
+        ]
+        k0 = 0
+        for batch in pl.scan_ipc(s.path).collect_batches(chunk_size=_ENCODE_ROWS, engine="streaming"):
+            n = batch.height
+            codes = _split_codes(
+                np.arange(k0, k0 + n, dtype=np.int64), schema.split_rule, schema.valid_share, seed, inp.fixed_split
+            )
+            k0 += n
+            cat = batch.select(ids_of)
+            cols: dict[str, Any] = {"label": batch["y"].cast(pl.Float32)}
+            for fi, sf in enumerate(schema.fields):
+                name = sf.spec.name
+                if sf.spec.kind == "integer":
+                    x = batch[f"x{fi}"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+                    cols[name] = pl.Series(name, enc.encode_integer(fi, x), dtype=pl.Int32)
+                else:
+                    cols[name] = cat[name]
+            df = pl.DataFrame(cols)
+            for code, writer in enumerate(writers):
+                writer.add(df.filter(pl.Series(codes == code)) if (codes != code).any() else df)
+        s.path.unlink()
+    splits = {name: w.close() for name, w in zip(SPLITS, writers, strict=True)}
+    t3 = time.perf_counter()
+    stages = {"parse": t1 - t0, "vocabulary": t2 - t1, "encode": t3 - t2, "write": sum(w.seconds for w in writers)}
+    return fmap, splits, {k: round(v, 3) for k, v in stages.items()}
+
+
+# ------------------------------------------------------------------------------------------------------------
 # entry point
 
 
@@ -750,6 +1019,25 @@ def _source_paths(inputs: list[_Input], schema: Schema) -> list[Path]:
         root = inputs[0].path
         return [root / f"ml-100k.{ext}" for ext in ("inter", "user", "item")]
     return [i.path for i in inputs]
+
+
+def _block_prepare(
+    inputs, schema, sources, settings, seed, skip_bad, block_bytes, staged, rgr, shard_rows, compression, bar
+):
+    """The block path: a counting pass (when a field needs a vocabulary), then the encoding pass."""
+    vocabularies: dict[str, list[str]] = {}
+    if any(sf.spec.kind != "integer" and sf.spec.hash_buckets == 0 for sf in schema.fields):
+        counts, train_rows, _ = _count_pass(inputs, schema, skip_bad, block_bytes, seed, bar)
+        if train_rows == 0:  # (-1: stopped at a malformed line, which the encoding pass reports)
+            raise ValueError(f"{inputs[0].path}: no usable train rows to build vocabularies from")
+        for sf in schema.fields:
+            if sf.spec.name in counts:
+                vocabularies[sf.spec.name] = _vocabulary(counts[sf.spec.name], sf.spec.threshold)
+    fmap = FeatureMap(schema.specs, vocabularies, sources[0], {"prepare": settings})
+    splits, bad_rows = _encode_pass(
+        inputs, schema, fmap, skip_bad, block_bytes, seed, staged, rgr, shard_rows, compression, bar
+    )
+    return fmap, splits, bad_rows
 
 
 def prepare(
@@ -842,19 +1130,41 @@ def prepare(
     total = sum(s["size"] for s in sources if schema.reader != "movielens")
     bar = tqdm(total=total * (2 if needs_vocab else 1), unit="B", unit_scale=True, desc="prepare", disable=not progress)
     try:
-        vocabularies: dict[str, list[str]] = {}
-        if needs_vocab:
-            counts, train_rows, _ = _count_pass(inputs, schema, skip_bad, block_bytes, seed, bar)
-            if train_rows == 0:  # (-1: stopped at a malformed line, which the encoding pass reports)
-                raise ValueError(f"{inputs[0].path}: no usable train rows to build vocabularies from")
-            for sf in schema.fields:
-                if sf.spec.name in counts:
-                    vocabularies[sf.spec.name] = _vocabulary(counts[sf.spec.name], sf.spec.threshold)
-        fmap = FeatureMap(schema.specs, vocabularies, sources[0], {"prepare": settings})
         with atomic_dir(out) as staged:
-            splits, bad_rows = _encode_pass(
-                inputs, schema, fmap, skip_bad, block_bytes, seed, staged, row_group_rows, shard_rows, compression, bar
-            )
+            done = None
+            if _streamable(schema, inputs):
+                done = _streaming_prepare(
+                    inputs,
+                    schema,
+                    sources,
+                    settings,
+                    seed,
+                    block_bytes,
+                    staged,
+                    row_group_rows,
+                    shard_rows,
+                    compression,
+                )
+            if done is not None:
+                fmap, splits, stages = done
+                bad_rows, reader_path = 0, "streaming"
+                bar.update(bar.total)
+            else:
+                fmap, splits, bad_rows = _block_prepare(
+                    inputs,
+                    schema,
+                    sources,
+                    settings,
+                    seed,
+                    skip_bad,
+                    block_bytes,
+                    staged,
+                    row_group_rows,
+                    shard_rows,
+                    compression,
+                    bar,
+                )
+                reader_path, stages = "blocks", {}
             if not splits["train"]:
                 raise ValueError(f"{inputs[0].path}: no train rows (the file is empty, header only or all malformed)")
             fmap.save(staged / "feature_map.json")
@@ -880,5 +1190,7 @@ def prepare(
         "bad_rows": bad_rows,
         "embedding_rows": fmap.num_rows,
         "fields": fmap.num_fields,
+        "reader": reader_path,
+        "stage_seconds": stages,
         "seconds": round(time.perf_counter() - t0, 3),
     }
