@@ -38,16 +38,48 @@ Output format (``polyzoo-ctr-parquet`` version 1; the training input reads exact
   the 1-based row), the first in file order; or with ``skip_bad`` they are dropped and counted
   (``skipped.bad_rows``). Blank lines are skipped.
 
-**Reader (chosen by measurement, see the README table).** Raw text is read in blocks of ``block_bytes`` cut at a
-line end and parsed by Polars' CSV reader (all columns as strings, no quoting: the raw Criteo/Avazu files have
-none); label, numbers and vocabulary lookups are vectorised Polars/numpy operations. A block whose delimiter count
-is not exactly ``lines × (columns − 1)``, that Polars refuses (invalid UTF-8, too many fields) or that holds blank
-lines or stray carriage returns is re-read line by line in Python with ``CTRStream``'s rules (a rare slow path) to
-find, report or drop the malformed rows. PyArrow's CSV reader was measured equally fast but cannot be imported
+**Two readers (chosen by measurement, see the README table); the output is the same.**
+
+*Streaming path* — every CSV/TSV input of a schema without sequence fields and without ``label_threshold``, when
+the inputs are clean (below). One parse of the raw text, by Polars' streaming engine (``scan_csv`` over blocks of
+``block_bytes`` cut at a line end — one block at a time bounds memory, as Polars' batch iterators run ahead of a
+slower consumer; integer-field columns parsed as Float64, the others as strings, no quoting). Each parsed block
+is written as one Arrow IPC file of a compact intermediate in the staged output folder (label, integer-field
+values — float32 where the field bins in float32 —, and per categorical column a 64-bit *id hash*
+``hash(seed=_SEED_ID)``) and grouped, per categorical column, by its id hash (train rows, the first value, min and
+max of a second, independently seeded 64-bit *check hash*; the per-block tables are merged as they come).
+Vocabularies, transforms and CRC32 hashing ids are then computed on those distinct values with the block path's
+own functions; the encoding pass reads the intermediate back file by file (no second text parse), maps id hash →
+global id (``replace_strict`` over the hashes of the values whose id is not 0; it builds its table per file, so a
+hashing field with millions of distinct values costs O(distinct) per block), bins integers with the same numpy
+code and writes the shards as the block path does. Each intermediate file is deleted once read.
+
+* *Hash collisions*: a group whose check hashes differ holds two different values (an empty and a non-empty one
+  included) under one id hash; then the whole prepare runs the block path (exact strings). Guaranteed: the ids
+  equal the block path's unless two different values of one field agree in **both** 64-bit hashes (two seeds of
+  Polars' hash; about n²/2¹²⁹ for n distinct values). Tested by forcing collisions with a weak id hash.
+* *Clean* means: no UTF-8 byte-order mark, no carriage return, Polars raises nothing (too many fields, invalid
+  UTF-8, an integer-field value its float parser refuses — it accepts a subset of Python's ``float``: not ``1_0``,
+  ``'7 '`` or non-ASCII digits, tested to give equal values on the rest), every label ``0``/``1``, every
+  ``binning: none`` value a number, every transform value a valid ``YYMMDDHH``, and the delimiter bytes after the
+  header number exactly rows × (columns − 1) (Polars turns a short or blank line into a row of nulls; this count
+  proves every line has exactly the schema's fields). Otherwise the block path runs for the whole prepare, with
+  its messages (``file:line``) and ``--skip-bad`` counts.
+
+*Block path* — the reference, and the path of Parquet and MovieLens inputs, sequence fields and unclean files. Raw
+text is read in blocks of ``block_bytes`` cut at a line end and parsed by Polars' CSV reader (all columns as
+strings); label, numbers and vocabulary lookups are vectorised Polars/numpy operations. A block whose delimiter
+count is not exactly ``lines × (columns − 1)``, that Polars refuses (invalid UTF-8, too many fields) or that holds
+blank lines or stray carriage returns is re-read line by line in Python with ``CTRStream``'s rules to find, report
+or drop the malformed rows. Two passes over the raw input when a field needs a vocabulary (count, then encode);
+one when every categorical field hashes. PyArrow's CSV reader was measured equally fast but cannot be imported
 with the workspace's locked numpy 1.26 (pyarrow 26 needs numpy ≥ 2), so the data path does not use pyarrow.
 
-Two passes over the raw input when a field needs a vocabulary (count, then encode); one pass when every
-categorical field hashes. Memory: one block, one shard buffer per split, and the vocabularies.
+Memory: block path: one block, one shard buffer per split and the vocabulary counts; streaming path: Polars'
+one parsed block, the per-field tables of distinct values (value, count and 24 bytes) and one shard buffer per
+split. Disk: the streaming intermediate is about 1 + 4·(integer fields) + 8·(categorical columns)
+bytes per row (~250 B for Criteo, about the raw text's size) in the staged folder until the shards are written.
+The summary's ``reader`` says which path ran and ``stage_seconds`` times the streaming path's stages.
 """
 
 from __future__ import annotations
@@ -740,7 +772,6 @@ def _encode_pass(inputs, schema, fmap, skip_bad, block_bytes, seed, root, row_gr
 STREAMING = True  # False: always the block path (tests compare the two)
 _SEED_ID, _SEED_CHECK = 0x243F6A8885A308D3, 0x13198A2E03707344  # two independent seeds of Polars' 64-bit hash
 _INTERMEDIATE = ".prepare-intermediate.arrow"
-_ENCODE_ROWS = 1 << 18  # rows per batch of the encoding pass
 
 
 def _row_hash(column: str, seed: int) -> pl.Expr:
@@ -806,15 +837,33 @@ def _text_is_clean(reader: _CsvReader, block_bytes: int) -> tuple[bool, int]:
 
 @dataclasses.dataclass
 class _Scanned:
-    """Pass 1 of one input: the intermediate file, its row count, and per categorical field a table of its
+    """Pass 1 of one input: the intermediate files, its row count, and per categorical field a table of its
     distinct raw values: ``h`` (the id hash), ``v`` (the value; null = empty), ``n`` (train rows), ``a``/``b``
     (min/max of the check hash over the value's rows)."""
 
-    path: Path
+    parts: list[Path]  # the intermediate, one Arrow IPC file per batch
     rows: int
     train_rows: int
     tables: dict[str, pl.DataFrame]  # by Polars column name c<i>
     columns: dict[str, int]  # raw column name -> index
+
+
+def _text_blocks(reader: _CsvReader, block_bytes: int) -> Iterator[bytes]:
+    """The data bytes of a text file (header excluded) in blocks of about ``block_bytes`` cut after a line end
+    (parsing one block at a time bounds memory: Polars' batch iterators run ahead of a slower consumer)."""
+    with open(reader.path, "rb") as fh:
+        fh.seek(reader.data_offset)
+        carry = b""
+        while chunk := fh.read(block_bytes):
+            data = carry + chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            carry = data[cut + 1 :]
+            yield data[: cut + 1]
+        if carry:
+            yield carry + b"\n"
 
 
 def _scan_input(inp: _Input, schema: Schema, seed: int, block_bytes: int, work: Path) -> _Scanned | None:
@@ -828,61 +877,96 @@ def _scan_input(inp: _Input, schema: Schema, seed: int, block_bytes: int, work: 
     idx = {c: i for i, c in enumerate(reader.columns)}
     int_cols = {idx[sf.column] for sf in schema.fields if sf.spec.kind == "integer"}
     pl_schema = {f"c{i}": (pl.Float64 if i in int_cols else pl.String) for i in range(ncols)}
-    lf = pl.scan_csv(
-        inp.path,
-        has_header=False,
-        separator=reader.delimiter,
-        quote_char=None,
-        schema=pl_schema,
-        skip_lines=1 if reader.header else 0,
-        row_index_name="__k",
-    )
     train = _train_expr(pl.col("__k"), schema.split_rule, schema.valid_share, seed, inp.fixed_split)
-    base = lf.with_columns(__train=train)
     label = pl.col(f"c{idx[schema.label]}")
-    inter: dict[str, pl.Expr] = {"y": label == "1"}
-    checks: dict[str, pl.Expr] = {
-        "rows": pl.len(),
-        "train": pl.col("__train").sum(),
-        "bad_label": (~label.fill_null("").is_in(["0", "1"])).sum(),
-    }
-    tables: dict[str, pl.LazyFrame] = {}  # per raw column read by a categorical field
+    bad = ~label.fill_null("").is_in(["0", "1"])
+    inter = ["y"]
+    cols: dict[str, pl.Expr] = {"__train": train, "y": label == "1"}
+    tcols: list[str] = []  # raw columns read by a categorical field (one table each)
     for fi, sf in enumerate(schema.fields):
         col = f"c{idx[sf.column]}"
         if sf.spec.kind == "integer":
-            inter[f"x{fi}"] = pl.col(col).cast(pl.Float32 if sf.spec.float32 else pl.Float64)
+            cols[f"x{fi}"] = pl.col(col).cast(pl.Float32 if sf.spec.float32 else pl.Float64)
+            inter.append(f"x{fi}")
             continue
         if sf.check_number:
-            checks[f"bad{fi}"] = (
-                pl.col(col).is_not_null() & pl.col(col).cast(pl.Float64, strict=False).is_null()
-            ).sum()
-        if col not in tables:
-            inter[f"h{col}"] = _row_hash(col, _SEED_ID)
-            tables[col] = (
-                base.with_columns(__h=_row_hash(col, _SEED_ID), __g=_row_hash(col, _SEED_CHECK))
-                .group_by("__h")
-                .agg(
-                    n=pl.col("__train").sum().cast(pl.Int64),
-                    v=pl.col(col).first(),
-                    a=pl.col("__g").min(),
-                    b=pl.col("__g").max(),
-                )
-                .rename({"__h": "h"})
+            bad = bad | (pl.col(col).is_not_null() & pl.col(col).cast(pl.Float64, strict=False).is_null())
+        if col not in tcols:
+            tcols.append(col)
+            cols[f"h{col}"], cols[f"g{col}"], cols[f"v{col}"] = (
+                _row_hash(col, _SEED_ID),
+                _row_hash(col, _SEED_CHECK),
+                pl.col(col),
             )
-    path = work / f"{_INTERMEDIATE}.{len(list(work.glob(_INTERMEDIATE + '*')))}"
-    sink = base.select(**inter).sink_ipc(path, lazy=True)
+            inter.append(f"h{col}")
+    cols["__bad"] = bad
+    aggs = {
+        c: [
+            pl.col("__train").sum().cast(pl.Int64).alias("n"),
+            pl.col(f"v{c}").first().alias("v"),
+            pl.col(f"g{c}").min().alias("a"),
+            pl.col(f"g{c}").max().alias("b"),
+        ]
+        for c in tcols
+    }
+    pending: dict[str, list[pl.DataFrame]] = {c: [] for c in tcols}
+    parts: list[Path] = []
+    rows = train_rows = 0
+    tag = len(list(work.glob(_INTERMEDIATE + "*")))
+
+    def give_up() -> None:
+        for p in parts:
+            p.unlink(missing_ok=True)
+
     try:
-        results = pl.collect_all([sink, base.select(**checks), *tables.values()], engine="streaming")
+        for data in _text_blocks(reader, max(block_bytes, 1 << 16)):
+            batch = (
+                pl.scan_csv(
+                    data,
+                    has_header=False,
+                    separator=reader.delimiter,
+                    quote_char=None,
+                    schema=pl_schema,
+                    row_index_name="__k",
+                    row_index_offset=rows,
+                )
+                .select(**cols)
+                .collect(engine="streaming")
+            )
+            if batch["__bad"].any():
+                give_up()
+                return None
+            rows += batch.height
+            train_rows += int(batch["__train"].sum())
+            parts.append(work / f"{_INTERMEDIATE}.{tag}.{len(parts):06d}")
+            batch.select(inter).write_ipc(parts[-1], compression="uncompressed")
+            grouped = pl.collect_all([batch.lazy().group_by(pl.col(f"h{c}").alias("h")).agg(aggs[c]) for c in tcols])
+            for c, g in zip(tcols, grouped, strict=True):
+                pending[c].append(g)
+                if len(pending[c]) >= 4:
+                    pending[c] = [_merge_tables(pending[c])]
     except pl.exceptions.PolarsError:  # too many fields, not UTF-8, an unparsable number: the block path reports it
-        path.unlink(missing_ok=True)
+        give_up()
         return None
-    chk = results[1].row(0, named=True)
-    bad = chk["bad_label"] or any(chk[k] for k in chk if k.startswith("bad") and k != "bad_label")
-    if bad or delimiters != chk["rows"] * (ncols - 1):
-        path.unlink(missing_ok=True)
+    if delimiters != rows * (ncols - 1):
+        give_up()
         return None
-    out = dict(zip(tables, results[2:], strict=True))
-    return _Scanned(path, int(chk["rows"]), int(chk["train"]), out, idx)
+    return _Scanned(parts, rows, train_rows, {c: _merge_tables(pending[c]) for c in tcols}, idx)
+
+
+def _merge_tables(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    if not frames:
+        return pl.DataFrame(
+            {
+                "h": pl.Series([], dtype=pl.UInt64),
+                "n": pl.Series([], dtype=pl.Int64),
+                "v": pl.Series([], dtype=pl.String),
+                "a": pl.Series([], dtype=pl.UInt64),
+                "b": pl.Series([], dtype=pl.UInt64),
+            }
+        )
+    df = frames[0] if len(frames) == 1 else pl.concat(frames)
+    return df.group_by("h").agg(pl.col("n").sum(), pl.col("v").first(), pl.col("a").min(), pl.col("b").max())
 
 
 def _merged_tables(scans: list[_Scanned], schema: Schema) -> dict[int, pl.DataFrame] | None:
@@ -894,9 +978,7 @@ def _merged_tables(scans: list[_Scanned], schema: Schema) -> dict[int, pl.DataFr
         if sf.spec.kind == "integer":
             continue
         frames = [s.tables[f"c{s.columns[sf.column]}"] for s in scans]
-        t = frames[0] if len(frames) == 1 else pl.concat(frames)
-        if len(frames) > 1:
-            t = t.group_by("h").agg(pl.col("n").sum(), pl.col("v").first(), pl.col("a").min(), pl.col("b").max())
+        t = frames[0] if len(frames) == 1 else _merge_tables(frames)
         if (t["a"] != t["b"]).any():  # (across inputs too: the merged group spans both check hashes)
             return None
         out[fi] = t.with_columns(pl.col("v").fill_null(""))
@@ -922,7 +1004,8 @@ def _streaming_prepare(inputs, schema, sources, settings, seed, block_bytes, sta
 
     def give_up() -> None:
         for s in scans:
-            s.path.unlink(missing_ok=True)
+            for p in s.parts:
+                p.unlink(missing_ok=True)
 
     for inp in inputs:
         s = _scan_input(inp, schema, seed, block_bytes, staged)
@@ -963,7 +1046,8 @@ def _streaming_prepare(inputs, schema, sources, settings, seed, block_bytes, sta
     writers = [_ShardWriter(staged, name, out_schema, rgr, shard_rows, compression) for name in SPLITS]
     t2 = time.perf_counter()
     for inp, s in zip(inputs, scans, strict=True):
-        ids_of = [  # one expression per categorical field, evaluated in parallel by Polars
+        # replace_strict builds its table in every batch: O(ids of the field) per batch (see the docstring)
+        ids_of = [
             pl.col(f"hc{s.columns[sf.column]}")
             .replace_strict(*lookups[fi], default=0, return_dtype=pl.Int32)
             .alias(sf.spec.name)
@@ -971,7 +1055,9 @@ def _streaming_prepare(inputs, schema, sources, settings, seed, block_bytes, sta
             if fi in lookups
         ]
         k0 = 0
-        for batch in pl.scan_ipc(s.path).collect_batches(chunk_size=_ENCODE_ROWS, engine="streaming"):
+        for part in s.parts:
+            batch = pl.read_ipc(part.read_bytes())  # (bytes: no memory map that would grow the resident set)
+            part.unlink()
             n = batch.height
             codes = _split_codes(
                 np.arange(k0, k0 + n, dtype=np.int64), schema.split_rule, schema.valid_share, seed, inp.fixed_split
@@ -989,7 +1075,6 @@ def _streaming_prepare(inputs, schema, sources, settings, seed, block_bytes, sta
             df = pl.DataFrame(cols)
             for code, writer in enumerate(writers):
                 writer.add(df.filter(pl.Series(codes == code)) if (codes != code).any() else df)
-        s.path.unlink()
     splits = {name: w.close() for name, w in zip(SPLITS, writers, strict=True)}
     t3 = time.perf_counter()
     stages = {"parse": t1 - t0, "vocabulary": t2 - t1, "encode": t3 - t2, "write": sum(w.seconds for w in writers)}
