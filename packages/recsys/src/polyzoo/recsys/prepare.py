@@ -816,23 +816,11 @@ def _streamable(schema: Schema, inputs: list[_Input]) -> bool:
     return not (int_cols & other)
 
 
-def _text_is_clean(reader: _CsvReader, block_bytes: int) -> tuple[bool, int]:
-    """(no carriage return, no byte-order mark, the number of delimiter bytes after the header). With Polars
-    refusing any line with too many fields and turning a blank or short line into a row, ``delimiters == rows ·
-    (columns − 1)`` then proves that every line has exactly ``columns`` fields."""
-    dbyte = ord(reader.delimiter)
-    if len(reader.delimiter.encode("utf-8")) != 1:
-        return False, 0
-    n = 0
+def _plain_text(reader: _CsvReader) -> bool:
+    """A one-byte delimiter and no UTF-8 byte-order mark (Polars would drop it; the block path keeps it)."""
     with open(reader.path, "rb") as fh:
-        if fh.read(3) == b"\xef\xbb\xbf":
-            return False, 0
-        fh.seek(reader.data_offset)
-        while chunk := fh.read(block_bytes):
-            if b"\r" in chunk:
-                return False, 0
-            n += int(np.count_nonzero(np.frombuffer(chunk, dtype=np.uint8) == dbyte))
-    return True, n
+        bom = fh.read(3) == b"\xef\xbb\xbf"
+    return len(reader.delimiter.encode("utf-8")) == 1 and not bom
 
 
 @dataclasses.dataclass
@@ -870,9 +858,9 @@ def _scan_input(inp: _Input, schema: Schema, seed: int, block_bytes: int, work: 
     """Pass 1 of the streaming path over one text input, or ``None`` when the input is not provably clean (then
     the block path reads everything, with today's messages and ``--skip-bad`` counts)."""
     reader = _CsvReader(inp.path, schema, block_bytes)
-    clean, delimiters = _text_is_clean(reader, block_bytes)
-    if not clean:
+    if not _plain_text(reader):
         return None
+    dbyte, delimiters = ord(reader.delimiter), 0
     ncols = len(reader.columns)
     idx = {c: i for i, c in enumerate(reader.columns)}
     int_cols = {idx[sf.column] for sf in schema.fields if sf.spec.kind == "integer"}
@@ -920,6 +908,12 @@ def _scan_input(inp: _Input, schema: Schema, seed: int, block_bytes: int, work: 
 
     try:
         for data in _text_blocks(reader, max(block_bytes, 1 << 16)):
+            # with Polars refusing a line with too many fields and turning a short or blank line into a row of
+            # nulls, ``delimiters == rows · (columns − 1)`` at the end proves that every line has all its fields
+            if b"\r" in data:
+                give_up()
+                return None
+            delimiters += int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == dbyte))
             batch = (
                 pl.scan_csv(
                     data,
