@@ -1136,7 +1136,8 @@ def prepare(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Prepare ``input_path`` into the folder ``out`` (see the module docstring). Returns a summary dict
-    (``status`` ``"prepared"`` or ``"up to date"``, rows per split, bad rows, embedding rows, seconds).
+    (``status`` ``"prepared"`` or ``"up to date"``, rows per split, bad rows, embedding rows, seconds, ``reader``:
+    ``"streaming"`` or ``"blocks"`` — the path that ran —, ``stage_seconds`` of the streaming path).
 
     ``valid_input`` / ``test_input``: separate files whose rows all go to that split (then ``input_path`` is all
     train, the schema's split rule unused; ``valid_share`` still carves validation from it when no
