@@ -12,8 +12,15 @@ each over the whole file unless noted (rows/s and the time ratio to read+split):
   26 categorical columns over the train rows (the vocabulary pass only — a lower bound of a pandas prepare);
 * **CTRStream** (today's path): ``build_feature_map`` (vocabulary pass) + one ``CTRStream`` pass, over the first
   ``--ctrstream-rows`` rows (default 1M; it is ~20× slower than the floor);
-* **prepare** (vocabulary, official protocol, threshold 20) and **prepare, hashing** (2²⁰ buckets, one pass):
-  the whole Parquet folder written.
+* **prepare** (vocabulary, official protocol, threshold 20) and **prepare, hashing** (2²⁰ buckets): the whole
+  Parquet folder written. A clean generated file takes the streaming path (one Polars streaming parse, a hashed
+  intermediate, see :mod:`polyzoo.recsys.prepare`); its stage times (parse + value tables, vocabulary, encode,
+  of which Parquet writing) are printed under the table, and **prepare, block path** (``--block-path``: the
+  reference path, ``STREAMING = False``) can be timed beside it.
+
+Each row also gives the CPU seconds of the process (user + system, all threads): under contention the wall
+times inflate but CPU seconds stay close to their idle values, and on the idle 2-core machine a Polars stage's
+wall time is at best half its CPU time, while read+split's wall time equals its CPU time.
 
 Then the peak resident memory (``VmHWM``) of ``prepare`` in a fresh process over the first 25 %, 50 % and 100 %
 of the rows: it must stay flat as rows grow (bounded by one block, the shard buffers and the vocabularies).
@@ -23,6 +30,8 @@ Under CPU contention every absolute number is pessimistic; the ratios, measured 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -73,18 +82,31 @@ def _ctrstream(path: Path, rows: int) -> int:
     return n
 
 
-def _prepare(path: Path, out: Path, hash_buckets: int | None = None) -> int:
-    from polyzoo.recsys.prepare import prepare
+_STAGES: dict[str, dict] = {}
+
+
+def _prepare(path: Path, out: Path, hash_buckets: int | None = None, streaming: bool = True) -> int:
+    import polyzoo.recsys.prepare as prep
     from polyzoo.recsys.schema import load_schema
 
-    s = prepare(path, out, load_schema("criteo", hash_buckets=hash_buckets), overwrite=True)
+    prep.STREAMING = streaming
+    try:
+        s = prep.prepare(path, out, load_schema("criteo", hash_buckets=hash_buckets), overwrite=True)
+    finally:
+        prep.STREAMING = True
+    _STAGES[out.name] = {"reader": s["reader"], **s["stage_seconds"]}
     return sum(s["rows"].values())
 
 
-def _timed(fn: Callable[[], int]) -> tuple[int, float]:
-    t0 = time.perf_counter()
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _timed(fn: Callable[[], int]) -> tuple[int, float, float]:
+    c0, t0 = _cpu(), time.perf_counter()
     n = fn()
-    return n, time.perf_counter() - t0
+    return n, time.perf_counter() - t0, _cpu() - c0
 
 
 _PEAK = """
@@ -106,7 +128,7 @@ def _peak_rss_mb(path: Path, out: Path, block: int, shard: int) -> float:
     return float(res.stdout.strip().splitlines()[-1])
 
 
-def run(quick: bool = False, rows: int | None = None, ctrstream_rows: int = 1_000_000) -> str:
+def run(quick: bool = False, rows: int | None = None, ctrstream_rows: int = 1_000_000, block_path: bool = False) -> str:
     from polyzoo.recsys.synthetic import generate_criteo_file
 
     rows = rows or (200_000 if quick else 10_000_000)
@@ -127,17 +149,26 @@ def run(quick: bool = False, rows: int | None = None, ctrstream_rows: int = 1_00
             "prepare, vocabulary (threshold 20, official)": _timed(lambda: _prepare(path, tmpd / "out_vocab")),
             "prepare, hashing (2^20 buckets)": _timed(lambda: _prepare(path, tmpd / "out_hash", 1 << 20)),
         }
+        if block_path:
+            results["prepare, vocabulary, block path"] = _timed(
+                lambda: _prepare(path, tmpd / "out_blocks", streaming=False)
+            )
         floor_rate = results["read + split (floor)"][0] / results["read + split (floor)"][1]
         lines = [
-            f"File: {rows:,} rows, {size_mb:.0f} MiB (generated in {gen_s:.0f} s, temp folder).",
+            f"File: {rows:,} rows, {size_mb:.0f} MiB (generated in {gen_s:.0f} s, temp folder). "
+            f"Load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs).",
             "",
-            "| contender | rows | seconds | rows/s | rows/s ÷ read+split |",
-            "|---|---|---|---|---|",
+            "| contender | rows | seconds | CPU s | rows/s | rows/s ÷ read+split |",
+            "|---|---|---|---|---|---|",
         ]
-        for name, (n, t) in results.items():
-            lines.append(f"| {name} | {n:,} | {t:.1f} | {n / t:,.0f} | {n / t / floor_rate:.2f}× |")
+        for name, (n, t, c) in results.items():
+            lines.append(f"| {name} | {n:,} | {t:.1f} | {c:.1f} | {n / t:,.0f} | {n / t / floor_rate:.2f}× |")
         out_mb = sum(p.stat().st_size for p in (tmpd / "out_vocab").rglob("*.parquet")) / 2**20
         lines += ["", f"Prepared folder (vocabulary): {out_mb:.0f} MiB of Parquet.", ""]
+        for name, st in _STAGES.items():
+            detail = ", ".join(f"{k} {v:.1f} s" for k, v in st.items() if k != "reader")
+            lines.append(f"Stages of {name} ({st['reader']} path; wall seconds): {detail or '-'}.")
+        lines.append("")
         # quick: smaller blocks and shards, so that the file spans many of them and flatness shows
         block, shard = (4 << 20, 1 << 16) if rows < 2_000_000 else (32 << 20, 1 << 20)
         lines += [
@@ -161,8 +192,9 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=None, help="rows of the generated file (default 10M)")
     parser.add_argument("--quick", action="store_true", help="200k rows")
     parser.add_argument("--ctrstream-rows", type=int, default=1_000_000, help="rows timed for CTRStream")
+    parser.add_argument("--block-path", action="store_true", help="also time prepare's block (reference) path")
     args = parser.parse_args()
-    print(run(quick=args.quick, rows=args.rows, ctrstream_rows=args.ctrstream_rows))
+    print(run(quick=args.quick, rows=args.rows, ctrstream_rows=args.ctrstream_rows, block_path=args.block_path))
     return 0
 
 

@@ -38,16 +38,48 @@ Output format (``polyzoo-ctr-parquet`` version 1; the training input reads exact
   the 1-based row), the first in file order; or with ``skip_bad`` they are dropped and counted
   (``skipped.bad_rows``). Blank lines are skipped.
 
-**Reader (chosen by measurement, see the README table).** Raw text is read in blocks of ``block_bytes`` cut at a
-line end and parsed by Polars' CSV reader (all columns as strings, no quoting: the raw Criteo/Avazu files have
-none); label, numbers and vocabulary lookups are vectorised Polars/numpy operations. A block whose delimiter count
-is not exactly ``lines × (columns − 1)``, that Polars refuses (invalid UTF-8, too many fields) or that holds blank
-lines or stray carriage returns is re-read line by line in Python with ``CTRStream``'s rules (a rare slow path) to
-find, report or drop the malformed rows. PyArrow's CSV reader was measured equally fast but cannot be imported
+**Two readers (chosen by measurement, see the README table); the output is the same.**
+
+*Streaming path* — every CSV/TSV input of a schema without sequence fields and without ``label_threshold``, when
+the inputs are clean (below). One parse of the raw text, by Polars' streaming engine (``scan_csv`` over blocks of
+``block_bytes`` cut at a line end — one block at a time bounds memory, as Polars' batch iterators run ahead of a
+slower consumer; integer-field columns parsed as Float64, the others as strings, no quoting). Each parsed block
+is written as one Arrow IPC file of a compact intermediate in the staged output folder (label, integer-field
+values — float32 where the field bins in float32 —, and per categorical column a 64-bit *id hash*
+``hash(seed=_SEED_ID)``) and grouped, per categorical column, by its id hash (train rows, the first value, min and
+max of a second, independently seeded 64-bit *check hash*; the per-block tables are merged as they come).
+Vocabularies, transforms and CRC32 hashing ids are then computed on those distinct values with the block path's
+own functions; the encoding pass reads the intermediate back file by file (no second text parse), maps id hash →
+global id (``replace_strict`` over the hashes of the values whose id is not 0; it builds its table per file, so a
+hashing field with millions of distinct values costs O(distinct) per block), bins integers with the same numpy
+code and writes the shards as the block path does. Each intermediate file is deleted once read.
+
+* *Hash collisions*: a group whose check hashes differ holds two different values (an empty and a non-empty one
+  included) under one id hash; then the whole prepare runs the block path (exact strings). Guaranteed: the ids
+  equal the block path's unless two different values of one field agree in **both** 64-bit hashes (two seeds of
+  Polars' hash; about n²/2¹²⁹ for n distinct values). Tested by forcing collisions with a weak id hash.
+* *Clean* means: no UTF-8 byte-order mark, no carriage return, Polars raises nothing (too many fields, invalid
+  UTF-8, an integer-field value its float parser refuses — it accepts a subset of Python's ``float``: not ``1_0``,
+  ``'7 '`` or non-ASCII digits, tested to give equal values on the rest), every label ``0``/``1``, every
+  ``binning: none`` value a number, every transform value a valid ``YYMMDDHH``, and the delimiter bytes after the
+  header number exactly rows × (columns − 1) (Polars turns a short or blank line into a row of nulls; this count
+  proves every line has exactly the schema's fields). Otherwise the block path runs for the whole prepare, with
+  its messages (``file:line``) and ``--skip-bad`` counts.
+
+*Block path* — the reference, and the path of Parquet and MovieLens inputs, sequence fields and unclean files. Raw
+text is read in blocks of ``block_bytes`` cut at a line end and parsed by Polars' CSV reader (all columns as
+strings); label, numbers and vocabulary lookups are vectorised Polars/numpy operations. A block whose delimiter
+count is not exactly ``lines × (columns − 1)``, that Polars refuses (invalid UTF-8, too many fields) or that holds
+blank lines or stray carriage returns is re-read line by line in Python with ``CTRStream``'s rules to find, report
+or drop the malformed rows. Two passes over the raw input when a field needs a vocabulary (count, then encode);
+one when every categorical field hashes. PyArrow's CSV reader was measured equally fast but cannot be imported
 with the workspace's locked numpy 1.26 (pyarrow 26 needs numpy ≥ 2), so the data path does not use pyarrow.
 
-Two passes over the raw input when a field needs a vocabulary (count, then encode); one pass when every
-categorical field hashes. Memory: one block, one shard buffer per split, and the vocabularies.
+Memory: block path: one block, one shard buffer per split and the vocabulary counts; streaming path: Polars'
+one parsed block, the per-field tables of distinct values (value, count and 24 bytes) and one shard buffer per
+split. Disk: the streaming intermediate is about 1 + 4·(integer fields) + 8·(categorical columns)
+bytes per row (~250 B for Criteo, about the raw text's size) in the staged folder until the shards are written.
+The summary's ``reader`` says which path ran and ``stage_seconds`` times the streaming path's stages.
 """
 
 from __future__ import annotations
@@ -66,7 +98,7 @@ import numpy as np
 import polars as pl
 
 from polyzoo.recsys.features import FeatureMap, ParseError, file_fingerprint
-from polyzoo.recsys.schema import Schema
+from polyzoo.recsys.schema import Schema, SchemaField
 from polyzoo.shared.io import atomic_dir, read_json, write_json_atomic
 
 __all__ = ["MANIFEST_FORMAT", "MANIFEST_VERSION", "PrepareError", "prepare", "read_manifest", "valid_mask"]
@@ -663,6 +695,7 @@ class _ShardWriter:
         self.frames: list[pl.DataFrame] = []
         self.pending = 0
         self.shards: list[dict[str, Any]] = []
+        self.seconds = 0.0  # spent writing Parquet
         (root / split).mkdir(parents=True, exist_ok=True)
 
     def add(self, df: pl.DataFrame) -> None:
@@ -674,6 +707,7 @@ class _ShardWriter:
             self._write(self.shard_rows)
 
     def _write(self, rows: int) -> None:
+        t0 = time.perf_counter()
         df = pl.concat(self.frames, rechunk=True)
         part, rest = df.slice(0, rows), df.slice(rows)
         rel = f"{self.split}/part-{len(self.shards):05d}.parquet"
@@ -685,6 +719,7 @@ class _ShardWriter:
         )
         self.frames = [rest] if rest.height else []
         self.pending = rest.height
+        self.seconds += time.perf_counter() - t0
 
     def close(self) -> list[dict[str, Any]]:
         if self.pending:
@@ -692,12 +727,16 @@ class _ShardWriter:
         return self.shards
 
 
-def _encode_pass(inputs, schema, fmap, skip_bad, block_bytes, seed, root, row_group_rows, shard_rows, compression, bar):
-    enc = _Encoder(schema, fmap)
-    out_schema = pl.Schema(
+def _out_schema(schema: Schema) -> pl.Schema:
+    return pl.Schema(
         {"label": pl.Float32}
         | {sf.spec.name: (pl.List(pl.Int32) if sf.spec.kind == "sequence" else pl.Int32) for sf in schema.fields}
     )
+
+
+def _encode_pass(inputs, schema, fmap, skip_bad, block_bytes, seed, root, row_group_rows, shard_rows, compression, bar):
+    enc = _Encoder(schema, fmap)
+    out_schema = _out_schema(schema)
     writers = [_ShardWriter(root, name, out_schema, row_group_rows, shard_rows, compression) for name in SPLITS]
     bad_rows = 0
     for inp in inputs:
@@ -728,6 +767,315 @@ def _encode_pass(inputs, schema, fmap, skip_bad, block_bytes, seed, root, row_gr
 
 
 # ------------------------------------------------------------------------------------------------------------
+# the streaming path: one parse of the raw text (see "Fast path" in the module docstring)
+
+STREAMING = True  # False: always the block path (tests compare the two)
+_SEED_ID, _SEED_CHECK = 0x243F6A8885A308D3, 0x13198A2E03707344  # two independent seeds of Polars' 64-bit hash
+_INTERMEDIATE = ".prepare-intermediate.arrow"
+
+
+def _row_hash(column: str, seed: int) -> pl.Expr:
+    """The 64-bit hash of a raw string column (``null`` = empty hashes to a fixed value); tests replace it with a
+    weak hash to force collisions."""
+    return pl.col(column).hash(seed)
+
+
+def _u64(v: int) -> pl.Expr:
+    return pl.lit(v % (1 << 64), dtype=pl.UInt64)
+
+
+def _splitmix64_expr(z: pl.Expr) -> pl.Expr:
+    """:func:`_splitmix64` in Polars (UInt64 arithmetic wraps; ``// 2**s`` is ``>> s``)."""
+    z = z + _u64(int(_GOLDEN))
+    z = (z ^ (z // _u64(1 << 30))) * _u64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z // _u64(1 << 27))) * _u64(0x94D049BB133111EB)
+    return z ^ (z // _u64(1 << 31))
+
+
+def _train_expr(k: pl.Expr, rule: str, share: float, seed: int, fixed: int | None) -> pl.Expr:
+    """Whether data row ``k`` is a train row: :func:`_split_codes` ``== TRAIN`` as a Polars expression."""
+    if fixed is not None and fixed != TRAIN:
+        return pl.lit(False)
+    train = pl.lit(True) if fixed is not None or rule == "all" else (k % 1000) <= 800
+    if share > 0:
+        keyed = k.cast(pl.UInt64) + _u64((seed % (1 << 64)) * int(_GOLDEN))
+        u = (_splitmix64_expr(keyed) // _u64(1 << 11)).cast(pl.Float64) / float(1 << 53)
+        train = train & ~(u < share)
+    return train
+
+
+def _streamable(schema: Schema, inputs: list[_Input]) -> bool:
+    """Schemas the streaming path handles: CSV text, no sequence fields, a 0/1 label, no column read both as an
+    integer field and otherwise."""
+    if not STREAMING or schema.reader != "csv" or schema.label_threshold is not None:
+        return False
+    if any(sf.spec.kind == "sequence" for sf in schema.fields):
+        return False
+    int_cols = {sf.column for sf in schema.fields if sf.spec.kind == "integer"}
+    other = {sf.column for sf in schema.fields if sf.spec.kind != "integer"} | {schema.label}
+    return not (int_cols & other)
+
+
+def _plain_text(reader: _CsvReader) -> bool:
+    """A one-byte delimiter and no UTF-8 byte-order mark (Polars would drop it; the block path keeps it)."""
+    with open(reader.path, "rb") as fh:
+        bom = fh.read(3) == b"\xef\xbb\xbf"
+    return len(reader.delimiter.encode("utf-8")) == 1 and not bom
+
+
+@dataclasses.dataclass
+class _Scanned:
+    """Pass 1 of one input: the intermediate files, its row count, and per categorical field a table of its
+    distinct raw values: ``h`` (the id hash), ``v`` (the value; null = empty), ``n`` (train rows), ``a``/``b``
+    (min/max of the check hash over the value's rows)."""
+
+    parts: list[Path]  # the intermediate, one Arrow IPC file per batch
+    rows: int
+    train_rows: int
+    tables: dict[str, pl.DataFrame]  # by Polars column name c<i>
+    columns: dict[str, int]  # raw column name -> index
+
+
+def _text_blocks(reader: _CsvReader, block_bytes: int) -> Iterator[bytes]:
+    """The data bytes of a text file (header excluded) in blocks of about ``block_bytes`` cut after a line end
+    (parsing one block at a time bounds memory: Polars' batch iterators run ahead of a slower consumer)."""
+    with open(reader.path, "rb") as fh:
+        fh.seek(reader.data_offset)
+        carry = b""
+        while chunk := fh.read(block_bytes):
+            data = carry + chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            carry = data[cut + 1 :]
+            yield data[: cut + 1]
+        if carry:
+            yield carry + b"\n"
+
+
+def _scan_input(inp: _Input, schema: Schema, seed: int, block_bytes: int, work: Path) -> _Scanned | None:
+    """Pass 1 of the streaming path over one text input, or ``None`` when the input is not provably clean (then
+    the block path reads everything, with today's messages and ``--skip-bad`` counts)."""
+    reader = _CsvReader(inp.path, schema, block_bytes)
+    if not _plain_text(reader):
+        return None
+    dbyte, delimiters = ord(reader.delimiter), 0
+    ncols = len(reader.columns)
+    idx = {c: i for i, c in enumerate(reader.columns)}
+    int_cols = {idx[sf.column] for sf in schema.fields if sf.spec.kind == "integer"}
+    pl_schema = {f"c{i}": (pl.Float64 if i in int_cols else pl.String) for i in range(ncols)}
+    train = _train_expr(pl.col("__k"), schema.split_rule, schema.valid_share, seed, inp.fixed_split)
+    label = pl.col(f"c{idx[schema.label]}")
+    bad = ~label.fill_null("").is_in(["0", "1"])
+    inter = ["y"]
+    cols: dict[str, pl.Expr] = {"__train": train, "y": label == "1"}
+    tcols: list[str] = []  # raw columns read by a categorical field (one table each)
+    for fi, sf in enumerate(schema.fields):
+        col = f"c{idx[sf.column]}"
+        if sf.spec.kind == "integer":
+            cols[f"x{fi}"] = pl.col(col).cast(pl.Float32 if sf.spec.float32 else pl.Float64)
+            inter.append(f"x{fi}")
+            continue
+        if sf.check_number:
+            bad = bad | (pl.col(col).is_not_null() & pl.col(col).cast(pl.Float64, strict=False).is_null())
+        if col not in tcols:
+            tcols.append(col)
+            cols[f"h{col}"], cols[f"g{col}"], cols[f"v{col}"] = (
+                _row_hash(col, _SEED_ID),
+                _row_hash(col, _SEED_CHECK),
+                pl.col(col),
+            )
+            inter.append(f"h{col}")
+    cols["__bad"] = bad
+    aggs = {
+        c: [
+            pl.col("__train").sum().cast(pl.Int64).alias("n"),
+            pl.col(f"v{c}").first().alias("v"),
+            pl.col(f"g{c}").min().alias("a"),
+            pl.col(f"g{c}").max().alias("b"),
+        ]
+        for c in tcols
+    }
+    pending: dict[str, list[pl.DataFrame]] = {c: [] for c in tcols}
+    parts: list[Path] = []
+    rows = train_rows = 0
+    tag = len(list(work.glob(_INTERMEDIATE + "*")))
+
+    def give_up() -> None:
+        for p in parts:
+            p.unlink(missing_ok=True)
+
+    try:
+        for data in _text_blocks(reader, max(block_bytes, 1 << 16)):
+            # with Polars refusing a line with too many fields and turning a short or blank line into a row of
+            # nulls, ``delimiters == rows · (columns − 1)`` at the end proves that every line has all its fields
+            if b"\r" in data:
+                give_up()
+                return None
+            delimiters += int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == dbyte))
+            batch = (
+                pl.scan_csv(
+                    data,
+                    has_header=False,
+                    separator=reader.delimiter,
+                    quote_char=None,
+                    schema=pl_schema,
+                    row_index_name="__k",
+                    row_index_offset=rows,
+                )
+                .select(**cols)
+                .collect(engine="streaming")
+            )
+            if batch["__bad"].any():
+                give_up()
+                return None
+            rows += batch.height
+            train_rows += int(batch["__train"].sum())
+            parts.append(work / f"{_INTERMEDIATE}.{tag}.{len(parts):06d}")
+            batch.select(inter).write_ipc(parts[-1], compression="uncompressed")
+            grouped = pl.collect_all([batch.lazy().group_by(pl.col(f"h{c}").alias("h")).agg(aggs[c]) for c in tcols])
+            for c, g in zip(tcols, grouped, strict=True):
+                pending[c].append(g)
+                if len(pending[c]) >= 4:
+                    pending[c] = [_merge_tables(pending[c])]
+    except pl.exceptions.PolarsError:  # too many fields, not UTF-8, an unparsable number: the block path reports it
+        give_up()
+        return None
+    if delimiters != rows * (ncols - 1):
+        give_up()
+        return None
+    return _Scanned(parts, rows, train_rows, {c: _merge_tables(pending[c]) for c in tcols}, idx)
+
+
+def _merge_tables(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    if not frames:
+        return pl.DataFrame(
+            {
+                "h": pl.Series([], dtype=pl.UInt64),
+                "n": pl.Series([], dtype=pl.Int64),
+                "v": pl.Series([], dtype=pl.String),
+                "a": pl.Series([], dtype=pl.UInt64),
+                "b": pl.Series([], dtype=pl.UInt64),
+            }
+        )
+    df = frames[0] if len(frames) == 1 else pl.concat(frames)
+    return df.group_by("h").agg(pl.col("n").sum(), pl.col("v").first(), pl.col("a").min(), pl.col("b").max())
+
+
+def _merged_tables(scans: list[_Scanned], schema: Schema) -> dict[int, pl.DataFrame] | None:
+    """Per categorical field, its distinct raw values over all inputs (``h``, ``v`` with '' for empty, train count
+    ``n``), or ``None`` when two distinct values share an id hash (detected unless they also share the check
+    hash, see the module docstring)."""
+    out: dict[int, pl.DataFrame] = {}
+    for fi, sf in enumerate(schema.fields):
+        if sf.spec.kind == "integer":
+            continue
+        frames = [s.tables[f"c{s.columns[sf.column]}"] for s in scans]
+        t = frames[0] if len(frames) == 1 else _merge_tables(frames)
+        if (t["a"] != t["b"]).any():  # (across inputs too: the merged group spans both check hashes)
+            return None
+        out[fi] = t.with_columns(pl.col("v").fill_null(""))
+    return out
+
+
+def _transformed(sf: SchemaField, t: pl.DataFrame) -> pl.Series | None:
+    """The table's values after the field's transform ('' stays missing), or ``None`` when one is malformed."""
+    if not sf.transform:
+        return t["v"]
+    fn = _hour_transform(sf.transform)
+    mapped = [fn(v) for v in t["v"].to_list()]
+    if any(m is None for m in mapped):
+        return None
+    return pl.Series("v", mapped, dtype=pl.String)
+
+
+def _streaming_prepare(inputs, schema, sources, settings, seed, block_bytes, staged, rgr, shard_rows, compression):
+    """The streaming path (module docstring); ``None`` (nothing left behind in ``staged``) when an input is not
+    provably clean or a hash collision is detected: the caller then runs the block path."""
+    scans: list[_Scanned] = []
+    t0 = time.perf_counter()
+
+    def give_up() -> None:
+        for s in scans:
+            for p in s.parts:
+                p.unlink(missing_ok=True)
+
+    for inp in inputs:
+        s = _scan_input(inp, schema, seed, block_bytes, staged)
+        if s is None:
+            give_up()
+            return None
+        scans.append(s)
+    t1 = time.perf_counter()
+    tables = _merged_tables(scans, schema)
+    values: dict[int, pl.Series] = {}
+    for fi, t in (tables or {}).items():
+        v = _transformed(schema.fields[fi], t)
+        if v is None:
+            tables = None
+            break
+        values[fi] = v
+    if tables is None:
+        give_up()
+        return None
+    vocabularies: dict[str, list[str]] = {}
+    for fi, sf in enumerate(schema.fields):
+        if sf.spec.kind != "integer" and sf.spec.hash_buckets == 0:
+            counts = pl.DataFrame({"value": values[fi], "count": tables[fi]["n"]}).filter(pl.col("value") != "")
+            counts = counts.group_by("value").agg(pl.col("count").sum())
+            vocabularies[sf.spec.name] = _vocabulary(counts, sf.spec.threshold)
+    needs_vocab = bool(vocabularies)
+    if needs_vocab and sum(s.train_rows for s in scans) == 0:
+        give_up()
+        raise ValueError(f"{inputs[0].path}: no usable train rows to build vocabularies from")
+    fmap = FeatureMap(schema.specs, vocabularies, sources[0], {"prepare": settings})
+    enc = _Encoder(schema, fmap)
+    lookups: dict[int, tuple[pl.Series, pl.Series]] = {}
+    for fi, t in tables.items():
+        ids = enc.encode_categorical(fi, values[fi])  # the vocabulary lookup or CRC32 of each distinct value
+        keep = ids != 0  # out-of-vocabulary and empty values are the replacement's default, 0
+        lookups[fi] = (t["h"].filter(pl.Series(keep)), pl.Series(ids[keep], dtype=pl.Int32))
+    out_schema = _out_schema(schema)
+    writers = [_ShardWriter(staged, name, out_schema, rgr, shard_rows, compression) for name in SPLITS]
+    t2 = time.perf_counter()
+    for inp, s in zip(inputs, scans, strict=True):
+        # replace_strict builds its table in every batch: O(ids of the field) per batch (see the docstring)
+        ids_of = [
+            pl.col(f"hc{s.columns[sf.column]}")
+            .replace_strict(*lookups[fi], default=0, return_dtype=pl.Int32)
+            .alias(sf.spec.name)
+            for fi, sf in enumerate(schema.fields)
+            if fi in lookups
+        ]
+        k0 = 0
+        for part in s.parts:
+            batch = pl.read_ipc(part.read_bytes())  # (bytes: no memory map that would grow the resident set)
+            part.unlink()
+            n = batch.height
+            codes = _split_codes(
+                np.arange(k0, k0 + n, dtype=np.int64), schema.split_rule, schema.valid_share, seed, inp.fixed_split
+            )
+            k0 += n
+            cat = batch.select(ids_of)
+            cols: dict[str, Any] = {"label": batch["y"].cast(pl.Float32)}
+            for fi, sf in enumerate(schema.fields):
+                name = sf.spec.name
+                if sf.spec.kind == "integer":
+                    x = batch[f"x{fi}"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+                    cols[name] = pl.Series(name, enc.encode_integer(fi, x), dtype=pl.Int32)
+                else:
+                    cols[name] = cat[name]
+            df = pl.DataFrame(cols)
+            for code, writer in enumerate(writers):
+                writer.add(df.filter(pl.Series(codes == code)) if (codes != code).any() else df)
+    splits = {name: w.close() for name, w in zip(SPLITS, writers, strict=True)}
+    t3 = time.perf_counter()
+    stages = {"parse": t1 - t0, "vocabulary": t2 - t1, "encode": t3 - t2, "write": sum(w.seconds for w in writers)}
+    return fmap, splits, {k: round(v, 3) for k, v in stages.items()}
+
+
+# ------------------------------------------------------------------------------------------------------------
 # entry point
 
 
@@ -752,6 +1100,25 @@ def _source_paths(inputs: list[_Input], schema: Schema) -> list[Path]:
     return [i.path for i in inputs]
 
 
+def _block_prepare(
+    inputs, schema, sources, settings, seed, skip_bad, block_bytes, staged, rgr, shard_rows, compression, bar
+):
+    """The block path: a counting pass (when a field needs a vocabulary), then the encoding pass."""
+    vocabularies: dict[str, list[str]] = {}
+    if any(sf.spec.kind != "integer" and sf.spec.hash_buckets == 0 for sf in schema.fields):
+        counts, train_rows, _ = _count_pass(inputs, schema, skip_bad, block_bytes, seed, bar)
+        if train_rows == 0:  # (-1: stopped at a malformed line, which the encoding pass reports)
+            raise ValueError(f"{inputs[0].path}: no usable train rows to build vocabularies from")
+        for sf in schema.fields:
+            if sf.spec.name in counts:
+                vocabularies[sf.spec.name] = _vocabulary(counts[sf.spec.name], sf.spec.threshold)
+    fmap = FeatureMap(schema.specs, vocabularies, sources[0], {"prepare": settings})
+    splits, bad_rows = _encode_pass(
+        inputs, schema, fmap, skip_bad, block_bytes, seed, staged, rgr, shard_rows, compression, bar
+    )
+    return fmap, splits, bad_rows
+
+
 def prepare(
     input_path: str | os.PathLike,
     out: str | os.PathLike,
@@ -769,7 +1136,8 @@ def prepare(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Prepare ``input_path`` into the folder ``out`` (see the module docstring). Returns a summary dict
-    (``status`` ``"prepared"`` or ``"up to date"``, rows per split, bad rows, embedding rows, seconds).
+    (``status`` ``"prepared"`` or ``"up to date"``, rows per split, bad rows, embedding rows, seconds, ``reader``:
+    ``"streaming"`` or ``"blocks"`` — the path that ran —, ``stage_seconds`` of the streaming path).
 
     ``valid_input`` / ``test_input``: separate files whose rows all go to that split (then ``input_path`` is all
     train, the schema's split rule unused; ``valid_share`` still carves validation from it when no
@@ -842,19 +1210,41 @@ def prepare(
     total = sum(s["size"] for s in sources if schema.reader != "movielens")
     bar = tqdm(total=total * (2 if needs_vocab else 1), unit="B", unit_scale=True, desc="prepare", disable=not progress)
     try:
-        vocabularies: dict[str, list[str]] = {}
-        if needs_vocab:
-            counts, train_rows, _ = _count_pass(inputs, schema, skip_bad, block_bytes, seed, bar)
-            if train_rows == 0:  # (-1: stopped at a malformed line, which the encoding pass reports)
-                raise ValueError(f"{inputs[0].path}: no usable train rows to build vocabularies from")
-            for sf in schema.fields:
-                if sf.spec.name in counts:
-                    vocabularies[sf.spec.name] = _vocabulary(counts[sf.spec.name], sf.spec.threshold)
-        fmap = FeatureMap(schema.specs, vocabularies, sources[0], {"prepare": settings})
         with atomic_dir(out) as staged:
-            splits, bad_rows = _encode_pass(
-                inputs, schema, fmap, skip_bad, block_bytes, seed, staged, row_group_rows, shard_rows, compression, bar
-            )
+            done = None
+            if _streamable(schema, inputs):
+                done = _streaming_prepare(
+                    inputs,
+                    schema,
+                    sources,
+                    settings,
+                    seed,
+                    block_bytes,
+                    staged,
+                    row_group_rows,
+                    shard_rows,
+                    compression,
+                )
+            if done is not None:
+                fmap, splits, stages = done
+                bad_rows, reader_path = 0, "streaming"
+                bar.update(bar.total)
+            else:
+                fmap, splits, bad_rows = _block_prepare(
+                    inputs,
+                    schema,
+                    sources,
+                    settings,
+                    seed,
+                    skip_bad,
+                    block_bytes,
+                    staged,
+                    row_group_rows,
+                    shard_rows,
+                    compression,
+                    bar,
+                )
+                reader_path, stages = "blocks", {}
             if not splits["train"]:
                 raise ValueError(f"{inputs[0].path}: no train rows (the file is empty, header only or all malformed)")
             fmap.save(staged / "feature_map.json")
@@ -880,5 +1270,7 @@ def prepare(
         "bad_rows": bad_rows,
         "embedding_rows": fmap.num_rows,
         "fields": fmap.num_fields,
+        "reader": reader_path,
+        "stage_seconds": stages,
         "seconds": round(time.perf_counter() - t0, 3),
     }
