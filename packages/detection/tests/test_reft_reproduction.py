@@ -5,6 +5,7 @@ printed t tables)."""
 from pathlib import Path
 
 import pytest
+import torch
 
 from polyzoo.detection.reft.reproduction import _combine, decide
 
@@ -44,3 +45,85 @@ def test_quick_reproduction_runs_and_learns(tmp_path: Path):
     # iFSIS fine-tuning learns the novel classes from the novel K-shot files alone
     assert max(r[2].mean for r in ifsis.rows) > 0.0
     assert ifsis.status in ("PASS", "FAIL", "INCONCLUSIVE") and ifsis.verdict
+
+
+def _shapes(tmp_path, n=6):
+    from polyzoo.detection.reft.reproduction import _names, _Setup
+    from polyzoo.detection.reft.shapes import SHAPE_CATEGORIES, make_shapes_coco
+
+    ann = make_shapes_coco(tmp_path / "s", n, seed=4)
+    setup = _Setup(tmp_path, torch.device("cpu"))
+    return setup, ann, _names([c["id"] for c in SHAPE_CATEGORIES])
+
+
+def test_cached_loads_give_the_dataset_items(tmp_path):
+    """The check's datasets load each image once; every access still equals the plain dataset's item, including
+    RandomFlip's draws from NumPy's global generator."""
+    import numpy as np
+
+    from polyzoo.detection.reft.reproduction import CachedLoads
+
+    setup, ann, names = _shapes(tmp_path)
+    for train in (True, False):
+        cached = setup.dataset(ann, tmp_path / "s" / "images", names, train=train)
+        assert isinstance(cached, CachedLoads)
+        assert [type(t).__name__ for t in cached.head] == ["LoadImageFromFile", "LoadAnnotations"]
+        plain = cached.dataset
+        order = [0, 3, 3, 5, 1, 0, 2, 4, 4, 0]
+        np.random.seed(7)  # noqa: NPY002  (RandomFlip draws from the global generator)
+        direct = [plain[i] for i in order]
+        np.random.seed(7)  # noqa: NPY002  (RandomFlip draws from the global generator)
+        again = [cached[i] for i in order]
+        flips = {bool(d["data_samples"].metainfo.get("flip")) for d in direct}
+        assert flips == ({False, True} if train else {False})
+        for a, b in zip(direct, again, strict=True):
+            assert torch.equal(a["inputs"], b["inputs"])
+            ga, gb = a["data_samples"].gt_instances, b["data_samples"].gt_instances
+            assert torch.equal(ga.labels, gb.labels) and torch.equal(ga.bboxes.tensor, gb.bboxes.tensor)
+            np.testing.assert_array_equal(ga.masks.masks, gb.masks.masks)
+            assert a["data_samples"].metainfo.get("flip") == b["data_samples"].metainfo.get("flip")
+        assert len(cached) == len(plain) and cached.get_data_info(2) == plain.get_data_info(2)
+
+
+def test_models_are_built_on_the_requested_device(tmp_path, monkeypatch):
+    from polyzoo.detection.reft import reproduction as R
+    from polyzoo.detection.reft.models import RefT
+
+    calls = []
+    to = RefT.to
+
+    def spy_to(self, *args, **kwargs):
+        calls.append(args[0] if args else kwargs.get("device"))
+        return to(self, *args, **kwargs)
+
+    monkeypatch.setattr(RefT, "to", spy_to)
+    setup, _, _ = _shapes(tmp_path, n=1)
+    model = setup.model(6, True, 0)
+    assert calls == [torch.device("cpu")]
+    assert model.data_preprocessor.device == torch.device("cpu")
+    assert {p.device for p in model.parameters()} == {torch.device("cpu")}
+
+    # run_learning_check hands ctx.device, resolved, to the setup that builds every model
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    class SpySetup:
+        def __init__(self, root, device=None):
+            seen.append(device)
+            raise Stop
+
+    monkeypatch.setattr(R, "_Setup", SpySetup)
+    with pytest.raises(Stop):
+        R.check(R.ReproContext(out_dir=tmp_path / "rep", quick=True, device="cpu"))
+    assert seen == [torch.device("cpu")]
+
+
+def test_unavailable_cuda_is_a_clear_error_before_any_work(tmp_path, monkeypatch):
+    from polyzoo.detection.reft import reproduction as R
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        R.check(R.ReproContext(out_dir=tmp_path, quick=True, device="cuda"))
+    assert not any((tmp_path / "runs").rglob("*.json"))

@@ -64,16 +64,16 @@ def _names(ids) -> tuple[str, ...]:
 class _Setup:
     """Builds models/datasets from the tiny config (mmdet imported lazily)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, device: torch.device | None = None) -> None:
         from mmengine.config import Config
         from mmengine.registry import init_default_scope
 
         from . import mmdet_plugin  # noqa: F401
 
         init_default_scope("mmdet")
-        logging.getLogger("mmengine").setLevel(logging.WARNING)  # init_weights logs every parameter otherwise
         self.cfg = Config.fromfile(str(_config_path()))
         self.root = root
+        self.device = device if device is not None else torch.device("cpu")
 
     def model(self, num_classes: int, reft: bool, seed: int, distill: dict | None = None):
         from mmdet.registry import MODELS
@@ -89,9 +89,10 @@ class _Setup:
         torch.manual_seed(seed)
         model = MODELS.build(m)
         model.init_weights()
-        return model
+        return model.to(self.device)  # mmengine's BaseModel.to also points the data preprocessor at the device
 
     def dataset(self, ann: Path, img_dir: Path, classes: tuple[str, ...], train: bool):
+        """The config's train (or val) dataset on ``ann``, file loading once per image (:class:`CachedLoads`)."""
         from mmdet.registry import DATASETS
 
         d = copy.deepcopy(self.cfg.train_dataloader.dataset.dataset if train else self.cfg.val_dataloader.dataset)
@@ -99,7 +100,46 @@ class _Setup:
         d.ann_file = str(ann)
         d.data_prefix = dict(img=str(img_dir) + "/")
         d.metainfo = dict(classes=classes)
-        return DATASETS.build(d)
+        return CachedLoads(DATASETS.build(d))
+
+
+_LOADS = ("LoadImageFromFile", "LoadAnnotations")
+
+
+class CachedLoads:
+    """An mmdet dataset whose leading loading transforms (``LoadImageFromFile``, ``LoadAnnotations``: they read the same
+    files and draw nothing at random) run once per image; each access deep-copies that result through the rest of
+    the pipeline (``RandomFlip`` draws from NumPy's global generator as before, then filtering and packing). Items are
+    identical to ``dataset[i]`` (tested); the check reads each image hundreds of times otherwise. Forwards
+    ``get_data_info``, ``metainfo`` and ``len`` to the dataset (what :class:`RefTEpisodeDataset` uses)."""
+
+    def __init__(self, dataset) -> None:
+        transforms = list(dataset.pipeline.transforms)
+        n = 0
+        while n < len(transforms) and type(transforms[n]).__name__ in _LOADS:
+            n += 1
+        self.dataset, self.head, self.tail = dataset, transforms[:n], transforms[n:]
+        self.metainfo = dataset.metainfo
+        self._cache: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def get_data_info(self, idx: int) -> dict:
+        return self.dataset.get_data_info(idx)
+
+    def __getitem__(self, idx: int) -> dict:
+        if idx not in self._cache:
+            results = self.dataset.get_data_info(idx)
+            for t in self.head:
+                results = t(results)
+            self._cache[idx] = results
+        results = copy.deepcopy(self._cache[idx])
+        for t in self.tail:
+            results = t(results)
+            if results is None:
+                raise ValueError(f"CachedLoads: {type(t).__name__} dropped image {idx} (no valid instance left)")
+        return results
 
 
 def _train(model, dataset, steps: int, lr: float, batch: int, seed: int, reft: bool, support_grad: bool) -> float:
@@ -109,7 +149,8 @@ def _train(model, dataset, steps: int, lr: float, batch: int, seed: int, reft: b
 
     episodes = RefTEpisodeDataset(dataset, shots_per_class=1, episode_every=batch, seed=seed) if reft else None
     seed_everything(seed)  # mmdet's RandomFlip draws from NumPy's global RNG
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    # foreach: one fused update over all parameters (CPU defaults to a Python loop over ~300 tensors); same rule
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05, foreach=True)
     rng = np.random.default_rng(seed)
     model.train()
     last = float("nan")
@@ -129,7 +170,7 @@ def _train(model, dataset, steps: int, lr: float, batch: int, seed: int, reft: b
         total = sum(v for k, v in losses.items() if "loss" in k)
         opt.zero_grad()
         total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.01)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.01, foreach=True)
         opt.step()
         last = float(total.detach())
     return last
@@ -173,6 +214,14 @@ def _grow_head(base_model, ft_model, n_base: int) -> None:
     head.bias.data[-1] = b_old[-1]
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` ("cpu", "cuda" or "cuda:N", as ``polyzoo reproduce --device`` gives it) as a torch.device, checked
+    by :func:`polyzoo.shared.options.resolve_device` (a ValueError naming the device when this machine lacks it)."""
+    from polyzoo.shared.options import resolve_device as check_device
+
+    return torch.device(check_device(str(device)))
+
+
 def quick_seeds(seed: int, quick: bool) -> tuple[int, ...]:
     """Fine-tuning seeds of the check: 3 in quick mode, 5 in full mode, starting at ``seed``."""
     return tuple(seed + i for i in range(3 if quick else 5))
@@ -194,8 +243,28 @@ def _deterministic_cpu(threads: int = 1):
         torch.set_num_threads(previous_threads)
 
 
+@contextlib.contextmanager
+def _quiet_mmengine():
+    """mmengine's current MMLogger at WARNING for the block (restored after): ``init_weights`` otherwise logs three
+    lines per parameter for each of the ~30 models built. (MMLogger instances are not in ``logging``'s registry, so
+    ``logging.getLogger("mmengine")`` does not reach them.)"""
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    previous = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
 def run_learning_check(
-    out_dir: str | Path, quick: bool = True, seed: int = 0, seeds: tuple[int, ...] | None = None
+    out_dir: str | Path,
+    quick: bool = True,
+    seed: int = 0,
+    seeds: tuple[int, ...] | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict:
     """Run the whole check; returns {"rows": [...], "ifsis": [...], "base": {...}, "seeds": [...], "seconds": s}.
 
@@ -207,8 +276,9 @@ def run_learning_check(
     from .mmdet_plugin import compute_support_bank
 
     t0 = time.time()
+    dev = resolve_device(device)
     seeds = tuple(seeds) if seeds is not None else quick_seeds(seed, quick)
-    with _deterministic_cpu():
+    with _deterministic_cpu(), _quiet_mmengine():
         root = Path(out_dir) / "reft_shapes_data"
         all_ids = [c["id"] for c in SHAPE_CATEGORIES]
         split = coco_split(all_ids, SHAPES_NOVEL_IDS)
@@ -220,7 +290,7 @@ def run_learning_check(
         pool = json.loads(pool_json.read_text())
         shots_list = (1, 5)
         write_kshot_files(pool, root / "kshot", shots=shots_list, seeds=list(seeds))
-        setup = _Setup(root)
+        setup = _Setup(root, dev)
         base_names, all_names = _names(split.base_ids), _names(all_ids)
         base_ds = setup.dataset(base_json, root / "base" / "images", base_names, train=True)
         val_ds = setup.dataset(val_json, root / "val" / "images", all_names, train=False)
@@ -256,7 +326,7 @@ def run_learning_check(
                 (val_ds, val_json),
             )  # fmt: skip
         return {"rows": rows, "ifsis": ifsis_rows, "base": base_metrics, "seeds": list(seeds),
-                "seconds": time.time() - t0}  # fmt: skip
+                "seconds": time.time() - t0, "device": str(dev)}  # fmt: skip
 
 
 def _flat(m: dict) -> dict:
@@ -355,7 +425,7 @@ def check(ctx: ReproContext) -> list[CheckResult]:
     """polyzoo reproduce entry point: RefT vs fine-tuned Mask2Former on synthetic shapes, K in {1, 5} (gFSIS), and
     RefT's iFSIS fine-tuning with vs without the class-enhanced base KD, each over several fine-tuning seeds."""
     run_dir = ctx.run_dir("detection.reft")
-    out = run_learning_check(run_dir, quick=ctx.quick, seed=ctx.seed)
+    out = run_learning_check(run_dir, quick=ctx.quick, seed=ctx.seed, device=ctx.device)
     seeds = out["seeds"]
     base_b = {k: v["segm"]["bAP"] for k, v in out["base"].items()}
     keys = ("segm_nAP", "segm_nAP50", "segm_bAP", "segm_AP", "bbox_nAP", "bbox_bAP")
