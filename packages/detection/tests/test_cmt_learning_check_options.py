@@ -104,6 +104,25 @@ def test_full_mode_keeps_3000_constant_steps_and_quick_mode_is_shorter():
     assert (full.steps, full.lr, full.lr_schedule, full.seed) == (3000, 1e-3, "constant", 4)
     quick = lc.check_config(quick=True, seed=4, device="cpu")
     assert quick.steps < 1000 and quick.lr_schedule == "cosine" and quick.seed == 4
+    assert (quick.batch_size, quick.lr) == (4, 1e-3)
+
+
+def test_no_nan_fill_changes_no_number_and_settings_are_restored(tmp_path):
+    """Deterministic algorithms stay on; switching off their NaN fill of new tensors changes no loss or AP (nothing
+    reads uninitialised memory), and the run puts torch's settings back."""
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    before = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
+    runs = [
+        lc.run_learning_check(
+            tmp_path / str(fill),
+            lc.LearningCheckConfig(steps=2, num_scenes=2, progress=False, fill_uninitialized_memory=fill),
+        )
+        for fill in (True, False)
+    ]
+    assert runs[0]["history"] == runs[1]["history"]
+    assert runs[0]["ap"] == runs[1]["ap"]
+    assert torch.utils.deterministic.fill_uninitialized_memory is True
+    assert (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()) == before
 
 
 def _fake_run(ap_both_2, ap_cam_4):

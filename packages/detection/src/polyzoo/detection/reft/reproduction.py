@@ -24,7 +24,11 @@ mean difference above 0: PASS, below: FAIL, containing 0: INCONCLUSIVE. Reruns o
 thread, deterministic algorithms, seeded draws); other CPUs may pick other kernels, so single-seed numbers move
 across machines.
 Choices of ours: sizes in the tiny config; AdamW 1e-3 (base) / 5e-4 (fine-tune), grad-clip 0.01 as Mask2Former; in
-quick mode the support branch runs without gradient during training (``support_grad=False``) to halve the cost.
+quick mode the support branch runs without gradient during training (``support_grad=False``) to halve the cost, and
+only K = 1 is trained (a minute's budget on one thread; full mode: K in {1, 5}, 5 seeds). Every model trains and
+predicts on ``ctx.device`` (``polyzoo reproduce --device``). Overhead removed without touching the learning: each image
+is read and decoded once (:class:`CachedLoads`), AdamW and clipping use torch's ``foreach`` kernels, mmengine's
+per-parameter init log is off, and deterministic algorithms run without their NaN fill of new tensors.
 """
 
 from __future__ import annotations
@@ -236,16 +240,22 @@ def quick_seeds(seed: int, quick: bool) -> tuple[int, ...]:
 
 @contextlib.contextmanager
 def _deterministic_cpu(threads: int = 1):
-    """One torch thread and deterministic algorithms for the block (restored after): reruns on one machine give
-    identical numbers. The 2-core machine is shared; oversubscribed OpenMP threads were 30x slower here."""
+    """One torch thread and deterministic algorithms (without the NaN fill of new tensors) for the block (restored
+    after): reruns on one machine give identical numbers. The 2-core machine is shared; oversubscribed OpenMP threads
+    were 30x slower here."""
     previous_threads = torch.get_num_threads()
     previous_det = torch.are_deterministic_algorithms_enabled()
     previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    previous_fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # deterministic algorithms also fill every torch.empty with NaN (a guard against reading uninitialised memory that
+    # changes no result of a correct program): off for the block, a measurable share of these small steps on a CPU
+    torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
+        torch.utils.deterministic.fill_uninitialized_memory = previous_fill
         torch.use_deterministic_algorithms(previous_det, warn_only=previous_warn)
         torch.set_num_threads(previous_threads)
 
