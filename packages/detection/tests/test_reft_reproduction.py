@@ -30,6 +30,49 @@ def test_quick_mode_trains_k1_and_full_mode_k1_and_k5_over_3_and_5_seeds():
     assert quick_seeds(2, True) == (2, 3, 4) and quick_seeds(0, False) == (0, 1, 2, 3, 4)
 
 
+def test_progress_counts_every_training_step(tmp_path, monkeypatch):
+    """The check's one bar advances once per training step and its total is the number of steps trained."""
+    from polyzoo.detection.reft import reproduction as R
+
+    counted = []
+
+    def fake_train(model, dataset, steps, lr, batch, seed, reft, support_grad, progress=None):
+        counted.append(steps)
+        for _ in range(steps):
+            progress.update(1)
+        return 0.0
+
+    class Bar:
+        n = 0
+
+        def update(self, n=1, postfix=None):
+            Bar.n += n
+
+    monkeypatch.setattr(R, "_train", fake_train)
+    monkeypatch.setattr(R, "_evaluate", lambda *a, **k: {"segm": {"bAP": 0.0}, "bbox": {"bAP": 0.0}})
+    monkeypatch.setattr(R, "compute_support_bank", lambda *a, **k: None, raising=False)
+    import polyzoo.detection.reft.mmdet_plugin as plugin
+
+    monkeypatch.setattr(plugin, "compute_support_bank", lambda *a, **k: None)
+    monkeypatch.setattr(R._Setup, "model", lambda self, *a, **k: _FakeModel())
+    monkeypatch.setattr(R, "_grow_head", lambda *a: None)
+    R.run_learning_check(tmp_path, quick=True, seed=0, progress=Bar())
+    # quick: 2 base models x 120, then 3 seeds x K = 1 x (2 gFSIS + 2 iFSIS) x 40
+    assert counted == [120, 120] + [40] * 12
+    assert Bar.n == sum(counted) == R.total_steps(True, 3) == 720
+
+
+class _FakeModel:
+    def set_support_bank(self, bank):
+        pass
+
+    def set_base_bank(self, bank):
+        pass
+
+    def attach_teacher(self, teacher):
+        pass
+
+
 def test_combined_verdict_fails_on_any_fail_and_is_inconclusive_on_any_doubt():
     assert _combine([True, True]) is True
     assert _combine([True, None]) is None
@@ -118,7 +161,7 @@ def test_models_are_built_on_the_requested_device(tmp_path, monkeypatch):
         pass
 
     class SpySetup:
-        def __init__(self, root, device=None):
+        def __init__(self, root, device=None, progress=None):
             seen.append(device)
             raise Stop
 

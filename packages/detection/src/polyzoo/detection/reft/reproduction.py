@@ -69,7 +69,7 @@ def _names(ids) -> tuple[str, ...]:
 class _Setup:
     """Builds models/datasets from the tiny config (mmdet imported lazily)."""
 
-    def __init__(self, root: Path, device: torch.device | None = None) -> None:
+    def __init__(self, root: Path, device: torch.device | None = None, progress=None) -> None:
         from mmengine.config import Config
         from mmengine.registry import init_default_scope
 
@@ -79,6 +79,7 @@ class _Setup:
         self.cfg = Config.fromfile(str(_config_path()))
         self.root = root
         self.device = device if device is not None else torch.device("cpu")
+        self.progress = progress  # advanced once per training step (the reproduce runner's bar), or None
 
     def model(self, num_classes: int, reft: bool, seed: int, distill: dict | None = None):
         from mmdet.registry import MODELS
@@ -147,7 +148,9 @@ class CachedLoads:
         return results
 
 
-def _train(model, dataset, steps: int, lr: float, batch: int, seed: int, reft: bool, support_grad: bool) -> float:
+def _train(
+    model, dataset, steps: int, lr: float, batch: int, seed: int, reft: bool, support_grad: bool, progress=None
+) -> float:
     from mmengine.dataset import pseudo_collate
 
     from .mmdet_plugin import RefTEpisodeDataset
@@ -178,6 +181,8 @@ def _train(model, dataset, steps: int, lr: float, batch: int, seed: int, reft: b
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.01, foreach=True)
         opt.step()
         last = float(total.detach())
+        if progress is not None:
+            progress.update(1, postfix=f"loss {last:.3f}")
     return last
 
 
@@ -225,6 +230,17 @@ def resolve_device(device: str | torch.device) -> torch.device:
     from polyzoo.shared.options import resolve_device as check_device
 
     return torch.device(check_device(str(device)))
+
+
+def schedule_steps(quick: bool) -> tuple[int, int]:
+    """(base-training steps, fine-tuning steps) of one model."""
+    return (120, 40) if quick else (1500, 300)
+
+
+def total_steps(quick: bool, n_seeds: int) -> int:
+    """Training steps of the whole check: 2 base models, then per seed and K 2 gFSIS and 2 iFSIS fine-tunings."""
+    base, ft = schedule_steps(quick)
+    return 2 * base + n_seeds * len(quick_shots(quick)) * 4 * ft
 
 
 def quick_shots(quick: bool) -> tuple[int, ...]:
@@ -282,6 +298,7 @@ def run_learning_check(
     seed: int = 0,
     seeds: tuple[int, ...] | None = None,
     device: str | torch.device = "cpu",
+    progress=None,
 ) -> dict:
     """Run the whole check; returns {"rows": [...], "ifsis": [...], "base": {...}, "seeds": [...], "seconds": s}.
 
@@ -300,14 +317,14 @@ def run_learning_check(
         all_ids = [c["id"] for c in SHAPE_CATEGORIES]
         split = coco_split(all_ids, SHAPES_NOVEL_IDS)
         n_base_img, n_pool, n_val = (64, 48, 32) if quick else (400, 200, 200)
-        base_steps, ft_steps = (120, 40) if quick else (1500, 300)
+        base_steps, ft_steps = schedule_steps(quick)
         base_json = make_shapes_coco(root / "base", n_base_img, seed=seed, category_ids=split.base_ids)
         pool_json = make_shapes_coco(root / "pool", n_pool, seed=seed + 1, image_id_offset=10000)
         val_json = make_shapes_coco(root / "val", n_val, seed=seed + 2, image_id_offset=20000)
         pool = json.loads(pool_json.read_text())
         write_kshot_files(pool, root / "kshot", shots=(1, 5), seeds=list(seeds))  # the same files in both modes
         shots_list = quick_shots(quick)
-        setup = _Setup(root, dev)
+        setup = _Setup(root, dev, progress)
         base_names, all_names = _names(split.base_ids), _names(all_ids)
         base_ds = setup.dataset(base_json, root / "base" / "images", base_names, train=True)
         val_ds = setup.dataset(val_json, root / "val" / "images", all_names, train=False)
@@ -316,7 +333,9 @@ def run_learning_check(
         base_models, base_banks = {}, {}
         for name, reft in (("RefT", True), ("Mask2Former", False)):
             model = setup.model(n_base, reft, seed)
-            loss = _train(model, base_ds, base_steps, 1e-3, 4, seed, reft, support_grad=not quick)
+            loss = _train(
+                model, base_ds, base_steps, 1e-3, 4, seed, reft, support_grad=not quick, progress=setup.progress
+            )
             log.info("%s base training done, last loss %.3f", name, loss)
             base_models[name] = model
             if reft:  # the bank kept from base training (iFSIS reuses it: features, not annotations)
@@ -332,7 +351,17 @@ def run_learning_check(
                 for name, reft in (("RefT", True), ("Mask2Former", False)):
                     model = setup.model(len(all_ids), reft, s)
                     _grow_head(base_models[name], model, n_base)
-                    _train(model, ft_ds, ft_steps, 5e-4, 4, s + shots, reft, support_grad=not quick)
+                    _train(
+                        model,
+                        ft_ds,
+                        ft_steps,
+                        5e-4,
+                        4,
+                        s + shots,
+                        reft,
+                        support_grad=not quick,
+                        progress=setup.progress,
+                    )
                     if reft:
                         model.set_support_bank(compute_support_bank(model, _support_batches(ft_ds, pseudo_collate)))
                     m = _evaluate(model, val_ds, val_json, all_ids, split.base_ids, split.novel_ids)
@@ -376,7 +405,7 @@ def _ifsis(
             model.set_base_bank(base_bank)
             if kd:
                 model.attach_teacher(base_model)
-            _train(model, ft_ds, steps, 5e-4, 4, seed + shots, True, support_grad=not quick)
+            _train(model, ft_ds, steps, 5e-4, 4, seed + shots, True, support_grad=not quick, progress=setup.progress)
             model.set_support_bank(compute_support_bank(model, _support_batches(ft_ds, pseudo_collate)))
             m = _evaluate(model, val_ds, val_json, all_ids, split.base_ids, split.novel_ids)
             rows.append({"method": name, "shots": shots, "seed": seed, **_flat(m)})
@@ -449,7 +478,9 @@ def check(ctx: ReproContext) -> list[CheckResult]:
     K in :func:`quick_shots` (gFSIS), and RefT's iFSIS fine-tuning with vs without the class-enhanced base KD, each
     over several fine-tuning seeds."""
     run_dir = ctx.run_dir("detection.reft")
-    out = run_learning_check(run_dir, quick=ctx.quick, seed=ctx.seed, device=ctx.device)
+    resolve_device(ctx.device)  # a missing device fails before any work
+    bar = ctx.progress(total_steps(ctx.quick, len(quick_seeds(ctx.seed, ctx.quick))), "RefT training steps")
+    out = run_learning_check(run_dir, quick=ctx.quick, seed=ctx.seed, device=ctx.device, progress=bar)
     seeds = out["seeds"]
     base_b = {k: v["segm"]["bAP"] for k, v in out["base"].items()}
     keys = ("segm_nAP", "segm_nAP50", "segm_bAP", "segm_AP", "bbox_nAP", "bbox_bAP")
