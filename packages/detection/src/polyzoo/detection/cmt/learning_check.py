@@ -288,7 +288,9 @@ def check(ctx) -> list:
     names = {None: "LiDAR + cameras", "points": "cameras only (points zeroed)", "image": "LiDAR only (images zeroed)"}
     thresholds = ("AP@0.5", "AP@1", "AP@2", "AP@4", "mAP")
     rows = [[names[m], *[round(ap[m][k], 3) for k in thresholds]] for m in (None, "points", "image")]
-    schedule = f"AdamW lr {cfg.lr:g}" + (" cosine to 0" if cfg.lr_schedule == "cosine" else " constant")
+    schedule = f"batch {cfg.batch_size}, AdamW lr {cfg.lr:g}" + (
+        " cosine to 0" if cfg.lr_schedule == "cosine" else " constant"
+    )
     overfit = ap[None]["AP@2"] >= 0.5
     camera_only = ap["points"]["AP@4"] >= 0.2
     shown = overfit and camera_only
