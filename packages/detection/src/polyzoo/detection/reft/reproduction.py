@@ -4,8 +4,9 @@ Protocol (a scaled-down gFSIS run, the paper's Table "gFSIS" shape): 8 shape cla
 
 1. Base training on images that contain only base shapes (all their annotations), for RefT and for the plain
    Mask2Former baseline (the same head with both references switched off, no support images).
-2. TFA-style K-shot files (K in {1, 5}) are sampled by seed from a separate pool of images with all 8 classes; the
-   gFSIS fine-tuning set is the merge of the base and novel K-shot files (``load_finetune_annotations``).
+2. TFA-style K-shot files (K in {1, 5}; quick mode trains K = 1 only) are sampled by seed from a separate pool of
+   images with all 8 classes; the gFSIS fine-tuning set is the merge of the base and novel K-shot files
+   (``load_finetune_annotations``).
 3. Fine-tuning ("ft-full"): every weight trains; the class head grows from 6+1 to 8+1 outputs, base rows and the
    no-object row copied from the base model, novel rows freshly initialised. RefT's support episodes come from the
    K-shot set itself; at test time its references are the support bank of the whole K-shot set.
@@ -23,7 +24,11 @@ mean difference above 0: PASS, below: FAIL, containing 0: INCONCLUSIVE. Reruns o
 thread, deterministic algorithms, seeded draws); other CPUs may pick other kernels, so single-seed numbers move
 across machines.
 Choices of ours: sizes in the tiny config; AdamW 1e-3 (base) / 5e-4 (fine-tune), grad-clip 0.01 as Mask2Former; in
-quick mode the support branch runs without gradient during training (``support_grad=False``) to halve the cost.
+quick mode the support branch runs without gradient during training (``support_grad=False``) to halve the cost, and
+only K = 1 is trained (a minute's budget on one thread; full mode: K in {1, 5}, 5 seeds). Every model trains and
+predicts on ``ctx.device`` (``polyzoo reproduce --device``). Overhead removed without touching the learning: each image
+is read and decoded once (:class:`CachedLoads`), AdamW and clipping use torch's ``foreach`` kernels, mmengine's
+per-parameter init log is off, and deterministic algorithms run without their NaN fill of new tensors.
 """
 
 from __future__ import annotations
@@ -64,16 +69,17 @@ def _names(ids) -> tuple[str, ...]:
 class _Setup:
     """Builds models/datasets from the tiny config (mmdet imported lazily)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, device: torch.device | None = None, progress=None) -> None:
         from mmengine.config import Config
         from mmengine.registry import init_default_scope
 
         from . import mmdet_plugin  # noqa: F401
 
         init_default_scope("mmdet")
-        logging.getLogger("mmengine").setLevel(logging.WARNING)  # init_weights logs every parameter otherwise
         self.cfg = Config.fromfile(str(_config_path()))
         self.root = root
+        self.device = device if device is not None else torch.device("cpu")
+        self.progress = progress  # advanced once per training step (the reproduce runner's bar), or None
 
     def model(self, num_classes: int, reft: bool, seed: int, distill: dict | None = None):
         from mmdet.registry import MODELS
@@ -89,9 +95,10 @@ class _Setup:
         torch.manual_seed(seed)
         model = MODELS.build(m)
         model.init_weights()
-        return model
+        return model.to(self.device)  # mmengine's BaseModel.to also points the data preprocessor at the device
 
     def dataset(self, ann: Path, img_dir: Path, classes: tuple[str, ...], train: bool):
+        """The config's train (or val) dataset on ``ann``, file loading once per image (:class:`CachedLoads`)."""
         from mmdet.registry import DATASETS
 
         d = copy.deepcopy(self.cfg.train_dataloader.dataset.dataset if train else self.cfg.val_dataloader.dataset)
@@ -99,17 +106,59 @@ class _Setup:
         d.ann_file = str(ann)
         d.data_prefix = dict(img=str(img_dir) + "/")
         d.metainfo = dict(classes=classes)
-        return DATASETS.build(d)
+        return CachedLoads(DATASETS.build(d))
 
 
-def _train(model, dataset, steps: int, lr: float, batch: int, seed: int, reft: bool, support_grad: bool) -> float:
+_LOADS = ("LoadImageFromFile", "LoadAnnotations")
+
+
+class CachedLoads:
+    """An mmdet dataset whose leading loading transforms (``LoadImageFromFile``, ``LoadAnnotations``: they read the same
+    files and draw nothing at random) run once per image; each access deep-copies that result through the rest of
+    the pipeline (``RandomFlip`` draws from NumPy's global generator as before, then filtering and packing). Items are
+    identical to ``dataset[i]`` (tested); the check reads each image hundreds of times otherwise. Forwards
+    ``get_data_info``, ``metainfo`` and ``len`` to the dataset (what :class:`RefTEpisodeDataset` uses)."""
+
+    def __init__(self, dataset) -> None:
+        transforms = list(dataset.pipeline.transforms)
+        n = 0
+        while n < len(transforms) and type(transforms[n]).__name__ in _LOADS:
+            n += 1
+        self.dataset, self.head, self.tail = dataset, transforms[:n], transforms[n:]
+        self.metainfo = dataset.metainfo
+        self._cache: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def get_data_info(self, idx: int) -> dict:
+        return self.dataset.get_data_info(idx)
+
+    def __getitem__(self, idx: int) -> dict:
+        if idx not in self._cache:
+            results = self.dataset.get_data_info(idx)
+            for t in self.head:
+                results = t(results)
+            self._cache[idx] = results
+        results = copy.deepcopy(self._cache[idx])
+        for t in self.tail:
+            results = t(results)
+            if results is None:
+                raise ValueError(f"CachedLoads: {type(t).__name__} dropped image {idx} (no valid instance left)")
+        return results
+
+
+def _train(
+    model, dataset, steps: int, lr: float, batch: int, seed: int, reft: bool, support_grad: bool, progress=None
+) -> float:
     from mmengine.dataset import pseudo_collate
 
     from .mmdet_plugin import RefTEpisodeDataset
 
     episodes = RefTEpisodeDataset(dataset, shots_per_class=1, episode_every=batch, seed=seed) if reft else None
     seed_everything(seed)  # mmdet's RandomFlip draws from NumPy's global RNG
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    # foreach: one fused update over all parameters (CPU defaults to a Python loop over ~300 tensors); same rule
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05, foreach=True)
     rng = np.random.default_rng(seed)
     model.train()
     last = float("nan")
@@ -129,9 +178,11 @@ def _train(model, dataset, steps: int, lr: float, batch: int, seed: int, reft: b
         total = sum(v for k, v in losses.items() if "loss" in k)
         opt.zero_grad()
         total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.01)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.01, foreach=True)
         opt.step()
         last = float(total.detach())
+        if progress is not None:
+            progress.update(1, postfix=f"loss {last:.3f}")
     return last
 
 
@@ -173,6 +224,31 @@ def _grow_head(base_model, ft_model, n_base: int) -> None:
     head.bias.data[-1] = b_old[-1]
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` ("cpu", "cuda" or "cuda:N", as ``polyzoo reproduce --device`` gives it) as a torch.device, checked
+    by :func:`polyzoo.shared.options.resolve_device` (a ValueError naming the device when this machine lacks it)."""
+    from polyzoo.shared.options import resolve_device as check_device
+
+    return torch.device(check_device(str(device)))
+
+
+def schedule_steps(quick: bool) -> tuple[int, int]:
+    """(base-training steps, fine-tuning steps) of one model."""
+    return (120, 40) if quick else (1500, 300)
+
+
+def total_steps(quick: bool, n_seeds: int) -> int:
+    """Training steps of the whole check: 2 base models, then per seed and K 2 gFSIS and 2 iFSIS fine-tunings."""
+    base, ft = schedule_steps(quick)
+    return 2 * base + n_seeds * len(quick_shots(quick)) * 4 * ft
+
+
+def quick_shots(quick: bool) -> tuple[int, ...]:
+    """K of the check: K = 1 only in quick mode (the one-shot column; a minute's budget on one thread), 1 and 5 in
+    full mode."""
+    return (1,) if quick else (1, 5)
+
+
 def quick_seeds(seed: int, quick: bool) -> tuple[int, ...]:
     """Fine-tuning seeds of the check: 3 in quick mode, 5 in full mode, starting at ``seed``."""
     return tuple(seed + i for i in range(3 if quick else 5))
@@ -180,22 +256,49 @@ def quick_seeds(seed: int, quick: bool) -> tuple[int, ...]:
 
 @contextlib.contextmanager
 def _deterministic_cpu(threads: int = 1):
-    """One torch thread and deterministic algorithms for the block (restored after): reruns on one machine give
-    identical numbers. The 2-core machine is shared; oversubscribed OpenMP threads were 30x slower here."""
+    """One torch thread and deterministic algorithms (without the NaN fill of new tensors) for the block (restored
+    after): reruns on one machine give identical numbers. The 2-core machine is shared; oversubscribed OpenMP threads
+    were 30x slower here."""
     previous_threads = torch.get_num_threads()
     previous_det = torch.are_deterministic_algorithms_enabled()
     previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    previous_fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # deterministic algorithms also fill every torch.empty with NaN (a guard against reading uninitialised memory that
+    # changes no result of a correct program): off for the block, a measurable share of these small steps on a CPU
+    torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
+        torch.utils.deterministic.fill_uninitialized_memory = previous_fill
         torch.use_deterministic_algorithms(previous_det, warn_only=previous_warn)
         torch.set_num_threads(previous_threads)
 
 
+@contextlib.contextmanager
+def _quiet_mmengine():
+    """mmengine's current MMLogger at WARNING for the block (restored after): ``init_weights`` otherwise logs three
+    lines per parameter for each of the ~30 models built. (MMLogger instances are not in ``logging``'s registry, so
+    ``logging.getLogger("mmengine")`` does not reach them.)"""
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    previous = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
 def run_learning_check(
-    out_dir: str | Path, quick: bool = True, seed: int = 0, seeds: tuple[int, ...] | None = None
+    out_dir: str | Path,
+    quick: bool = True,
+    seed: int = 0,
+    seeds: tuple[int, ...] | None = None,
+    device: str | torch.device = "cpu",
+    progress=None,
 ) -> dict:
     """Run the whole check; returns {"rows": [...], "ifsis": [...], "base": {...}, "seeds": [...], "seconds": s}.
 
@@ -207,20 +310,21 @@ def run_learning_check(
     from .mmdet_plugin import compute_support_bank
 
     t0 = time.time()
+    dev = resolve_device(device)
     seeds = tuple(seeds) if seeds is not None else quick_seeds(seed, quick)
-    with _deterministic_cpu():
+    with _deterministic_cpu(), _quiet_mmengine():
         root = Path(out_dir) / "reft_shapes_data"
         all_ids = [c["id"] for c in SHAPE_CATEGORIES]
         split = coco_split(all_ids, SHAPES_NOVEL_IDS)
         n_base_img, n_pool, n_val = (64, 48, 32) if quick else (400, 200, 200)
-        base_steps, ft_steps = (120, 40) if quick else (1500, 300)
+        base_steps, ft_steps = schedule_steps(quick)
         base_json = make_shapes_coco(root / "base", n_base_img, seed=seed, category_ids=split.base_ids)
         pool_json = make_shapes_coco(root / "pool", n_pool, seed=seed + 1, image_id_offset=10000)
         val_json = make_shapes_coco(root / "val", n_val, seed=seed + 2, image_id_offset=20000)
         pool = json.loads(pool_json.read_text())
-        shots_list = (1, 5)
-        write_kshot_files(pool, root / "kshot", shots=shots_list, seeds=list(seeds))
-        setup = _Setup(root)
+        write_kshot_files(pool, root / "kshot", shots=(1, 5), seeds=list(seeds))  # the same files in both modes
+        shots_list = quick_shots(quick)
+        setup = _Setup(root, dev, progress)
         base_names, all_names = _names(split.base_ids), _names(all_ids)
         base_ds = setup.dataset(base_json, root / "base" / "images", base_names, train=True)
         val_ds = setup.dataset(val_json, root / "val" / "images", all_names, train=False)
@@ -229,7 +333,9 @@ def run_learning_check(
         base_models, base_banks = {}, {}
         for name, reft in (("RefT", True), ("Mask2Former", False)):
             model = setup.model(n_base, reft, seed)
-            loss = _train(model, base_ds, base_steps, 1e-3, 4, seed, reft, support_grad=not quick)
+            loss = _train(
+                model, base_ds, base_steps, 1e-3, 4, seed, reft, support_grad=not quick, progress=setup.progress
+            )
             log.info("%s base training done, last loss %.3f", name, loss)
             base_models[name] = model
             if reft:  # the bank kept from base training (iFSIS reuses it: features, not annotations)
@@ -245,7 +351,17 @@ def run_learning_check(
                 for name, reft in (("RefT", True), ("Mask2Former", False)):
                     model = setup.model(len(all_ids), reft, s)
                     _grow_head(base_models[name], model, n_base)
-                    _train(model, ft_ds, ft_steps, 5e-4, 4, s + shots, reft, support_grad=not quick)
+                    _train(
+                        model,
+                        ft_ds,
+                        ft_steps,
+                        5e-4,
+                        4,
+                        s + shots,
+                        reft,
+                        support_grad=not quick,
+                        progress=setup.progress,
+                    )
                     if reft:
                         model.set_support_bank(compute_support_bank(model, _support_batches(ft_ds, pseudo_collate)))
                     m = _evaluate(model, val_ds, val_json, all_ids, split.base_ids, split.novel_ids)
@@ -256,7 +372,7 @@ def run_learning_check(
                 (val_ds, val_json),
             )  # fmt: skip
         return {"rows": rows, "ifsis": ifsis_rows, "base": base_metrics, "seeds": list(seeds),
-                "seconds": time.time() - t0}  # fmt: skip
+                "seconds": time.time() - t0, "device": str(dev)}  # fmt: skip
 
 
 def _flat(m: dict) -> dict:
@@ -289,7 +405,7 @@ def _ifsis(
             model.set_base_bank(base_bank)
             if kd:
                 model.attach_teacher(base_model)
-            _train(model, ft_ds, steps, 5e-4, 4, seed + shots, True, support_grad=not quick)
+            _train(model, ft_ds, steps, 5e-4, 4, seed + shots, True, support_grad=not quick, progress=setup.progress)
             model.set_support_bank(compute_support_bank(model, _support_batches(ft_ds, pseudo_collate)))
             m = _evaluate(model, val_ds, val_json, all_ids, split.base_ids, split.novel_ids)
             rows.append({"method": name, "shots": shots, "seed": seed, **_flat(m)})
@@ -334,6 +450,12 @@ def _table(rows: list[dict], keys: tuple[str, ...]) -> list[list]:
     return out
 
 
+def _schedule(quick: bool) -> str:
+    if quick:
+        return "quick schedule (K = 1 only; K = 5 runs in full mode)"
+    return "full schedule"
+
+
 def _claim_line(label: str, diffs: list[float], verdict: bool | None) -> str:
     return f"{label}: {mean_std(diffs, digits=1)} ({_status(verdict)})"
 
@@ -352,16 +474,19 @@ _RULE_NOTE = (
 
 
 def check(ctx: ReproContext) -> list[CheckResult]:
-    """polyzoo reproduce entry point: RefT vs fine-tuned Mask2Former on synthetic shapes, K in {1, 5} (gFSIS), and
-    RefT's iFSIS fine-tuning with vs without the class-enhanced base KD, each over several fine-tuning seeds."""
+    """polyzoo reproduce entry point, trained on ``ctx.device``: RefT vs fine-tuned Mask2Former on synthetic shapes,
+    K in :func:`quick_shots` (gFSIS), and RefT's iFSIS fine-tuning with vs without the class-enhanced base KD, each
+    over several fine-tuning seeds."""
     run_dir = ctx.run_dir("detection.reft")
-    out = run_learning_check(run_dir, quick=ctx.quick, seed=ctx.seed)
+    resolve_device(ctx.device)  # a missing device fails before any work
+    bar = ctx.progress(total_steps(ctx.quick, len(quick_seeds(ctx.seed, ctx.quick))), "RefT training steps")
+    out = run_learning_check(run_dir, quick=ctx.quick, seed=ctx.seed, device=ctx.device, progress=bar)
     seeds = out["seeds"]
     base_b = {k: v["segm"]["bAP"] for k, v in out["base"].items()}
     keys = ("segm_nAP", "segm_nAP50", "segm_bAP", "segm_AP", "bbox_nAP", "bbox_bAP")
     rows = [[*r, round(base_b[r[0]], 1)] for r in _table(out["rows"], keys)]
     claims, verdicts = [], []
-    for shots in (1, 5):
+    for shots in sorted({r["shots"] for r in out["rows"]}):
         d_nap = _paired(out["rows"], "RefT", "Mask2Former", shots, "segm_nAP")
         d_bap = [
             r["segm_bAP"] - 0.5 * base_b["RefT"] for r in out["rows"] if r["method"] == "RefT" and r["shots"] == shots
@@ -371,8 +496,9 @@ def check(ctx: ReproContext) -> list[CheckResult]:
             verdicts.append(v)
             claims.append(_claim_line(label, d, v))
     passed = _combine(verdicts)
+    ks = " and ".join(str(k) for k in sorted({r["shots"] for r in out["rows"]}))
     head = {
-        True: "RefT's novel segm AP is above the fine-tuned Mask2Former's at K=1 and K=5 beyond the seed spread, "
+        True: f"RefT's novel segm AP is above the fine-tuned Mask2Former's at K = {ks} beyond the seed spread, "
         "and its base AP stays above half of the base model's",
         False: "The claim did not hold: at some K RefT's nAP fell below the baseline's, or its bAP below half of the "
         "base model's, by more than the seed spread",
@@ -383,7 +509,7 @@ def check(ctx: ReproContext) -> list[CheckResult]:
         compared="novel/base mask AP after K-shot fine-tuning, RefT (both references) vs plain Mask2Former; claim: "
         "RefT's nAP is at least the baseline's and its bAP stays above half of the base-trained model's",
         data=f"synthetic COCO-format shapes, 64x64, TFA-style K-shot files; base models trained once (seed {ctx.seed}),"
-        f" fine-tuning seeds {seeds} (each draws its own K-shot files); {'quick' if ctx.quick else 'full'} schedule, "
+        f" fine-tuning seeds {seeds} (each draws its own K-shot files); {_schedule(ctx.quick)}, {out['device']}, "
         f"{out['seconds']:.0f} s",
         columns=["method", "K", "segm nAP", "segm nAP50", "segm bAP", "segm AP", "bbox nAP", "bbox bAP", "base bAP"],
         rows=rows,
@@ -423,7 +549,7 @@ def _ifsis_result(out: dict, base_bap: float, ctx: ReproContext) -> CheckResult:
         compared="base and novel mask AP after fine-tuning on the novel K-shot files alone, with and without the "
         "class-enhanced base knowledge distillation from the frozen base model; claim: the KD keeps more base AP",
         data=f"synthetic COCO-format shapes, 6 base / 2 novel; base RefT trained once (seed {ctx.seed}), fine-tuning "
-        f"seeds {out['seeds']}; {'quick' if ctx.quick else 'full'} schedule; no base annotation is read during "
+        f"seeds {out['seeds']}; {_schedule(ctx.quick)}; no base annotation is read during "
         "fine-tuning",
         columns=["method", "K", "segm nAP", "segm nAP50", "segm bAP", "bbox nAP", "bbox bAP", "base bAP"],
         rows=rows,
