@@ -39,6 +39,7 @@ SKIP = {
     'uv run pytest -m "slow or not slow"': "the test suite itself",
     "uv run python tools/bench/run.py": "every benchmark (tens of minutes); the named benchmarks are run with --quick",
     "torchrun --nproc_per_node=8 tools/train.py CONFIG --launcher pytorch": "a template (CONFIG) for 8 processes",
+    "uv run torchrun --nproc_per_node 8 tools/train.py CONFIG --launcher pytorch": "a template (CONFIG) for 8 GPUs",
     "uv run python tools/train.py ... --resume": "a template (`...` stands for the options of the line above)",
     "uv run python tools/test.py packages/detection/configs/cmt/cmt_toy_cpu.py work_dirs/cmt_toy_cpu/iter_50.pth ...": (
         "a template (`...` stands for the options of the train line)"
@@ -49,7 +50,7 @@ SKIP = {
     "uv run polyzoo video eval --checkpoint TCP_official.pth.tar --list k400_val.txt --data-root k400/": (
         "needs the official TCP checkpoint and Kinetics-400 videos (downloads)"
     ),
-    "uv run polyzoo vision train --model sot_tiny --data path/to/images --img-size 224": (
+    "uv run polyzoo vision train --model sot_tiny --data path/to/images --img-size 224 --run-dir runs/sot": (
         "a template (path/to/images: your own image folder)"
     ),
     "uv run polyzoo reproduce --only graph --data-root ../shared/data": "full mode, 5 seeds on German and NBA (long)",
@@ -69,6 +70,7 @@ CUT = (
         " train_cfg.max_iters=2 train_cfg.val_interval=2",
     ),
     (r"^uv run python tools/train\.py \S+reft_tiny_shapes\.py$", " --cfg-options train_cfg.max_iters=2"),
+    (r"torchrun --nproc_per_node 2 tools/train\.py \S+cmt_toy_cpu\.py .*--cfg-options", " train_cfg.max_iters=2"),
     (r"^uv run polyzoo detection train \S+reft_tiny_shapes\.py", " --cfg-options train_cfg.max_iters=2"),
     (r"^uv run polyzoo detection cmt-check$", " --steps 2"),
     (r"^uv run polyzoo graph (teacher|distill) ", " --epochs 5"),
@@ -130,10 +132,30 @@ def shell_commands(block: Block) -> list[str]:
     return commands
 
 
+# (regex on the normalized command, why it needs a GPU): skipped where CUDA is absent, run where it is present
+GPU_ONLY = (
+    (r"--device cuda", "trains on a CUDA GPU"),
+    (r"--multi_gpu", "several GPUs"),
+    (
+        r"^uv run python tools/gpu/acceptance\.py(?!.*--device cpu)",
+        "realistic sizes for a GPU (hours on a CPU); the `--device cpu --quick` line runs",
+    ),
+)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def skip_reason(cmd: str) -> str | None:
     if cmd in SKIP:
         return SKIP[cmd]
-    return next((reason for prefix, reason in SKIP_PREFIXES.items() if cmd.startswith(prefix)), None)
+    reason = next((reason for prefix, reason in SKIP_PREFIXES.items() if cmd.startswith(prefix)), None)
+    if reason is None and not _cuda():
+        reason = next((f"needs a CUDA GPU: {why}" for pattern, why in GPU_ONLY if re.search(pattern, cmd)), None)
+    return reason
 
 
 def as_run(cmd: str) -> str:
@@ -178,6 +200,8 @@ def test_skip_and_cut_tables_name_readme_commands():
         assert any(re.search(pattern, c) for c in cmds), f"CUT pattern {pattern!r} matches no README command"
     for needle, _ in SETUP:
         assert any(needle in b.text for b in readme_blocks()), f"SETUP entry {needle!r} matches no README block"
+    for pattern, _ in GPU_ONLY:
+        assert any(re.search(pattern, c) for c in cmds), f"GPU_ONLY pattern {pattern!r} matches no README command"
 
 
 def test_comment_stripping_and_joining():
@@ -232,9 +256,74 @@ def _music_files(cwd: Path) -> None:
     shutil.copy(next((cwd / "setup_txt").glob("*.txt")), cwd / "other.txt")
 
 
+def _toy_recsys_inputs(cwd: Path) -> None:
+    """The other inputs of the recsys `prepare` block: Avazu rows (the sample in ../shared/data/ctr, else a toy
+    file in its format), RecBole-style ``data/ml-100k`` atomic files and a TSV with its own schema."""
+    import random
+    import shutil
+
+    rng = random.Random(0)
+    sample = cwd.parent / "shared" / "data" / "ctr" / "avazu_sample.txt"
+    if sample.is_file():
+        shutil.copy(sample, cwd / "train.csv")
+    else:
+        cols = ["id", "click", "hour", "C1", "banner_pos", *(f"f{i}" for i in range(11))]
+        cols += [f"C{i}" for i in range(14, 22)]
+        rows = [",".join(cols)]
+        for k in range(200):
+            rest = [f"{rng.randint(0, 4):x}" for _ in range(len(cols) - 3)]
+            rows.append(",".join([str(k), str(rng.randint(0, 1)), f"141021{rng.randint(0, 23):02d}", *rest]))
+        (cwd / "train.csv").write_text("\n".join(rows) + "\n")
+    ml = cwd / "data" / "ml-100k"
+    ml.mkdir(parents=True)
+    inter = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    inter += [f"{rng.randint(1, 20)}\t{rng.randint(1, 30)}\t{rng.randint(1, 5)}\t{t}" for t in range(300)]
+    (ml / "ml-100k.inter").write_text("\n".join(inter) + "\n")
+    users = ["user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token"]
+    users += [
+        f"{u}\t{rng.randint(15, 70)}\t{rng.choice('MF')}\tjob{u % 4}\t{rng.randint(10000, 99999)}" for u in range(1, 21)
+    ]
+    (ml / "ml-100k.user").write_text("\n".join(users) + "\n")
+    items = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
+    genres = ["Comedy", "Drama War", "Action"]
+    items += [f"{i}\tT{i}\t{rng.randint(1950, 1998)}\t{rng.choice(genres)}" for i in range(1, 31)]
+    (ml / "ml-100k.item").write_text("\n".join(items) + "\n")
+    (cwd / "my_schema.yaml").write_text(
+        "name: clicks\nreader: csv\ndelimiter: \"\\t\"\nheader: true\nlabel: clicked\n"
+        "fields:\n"
+        "  - {name: age, type: numeric}\n"
+        "  - {name: country, type: categorical, threshold: 0}\n"
+        "  - {name: tags, type: sequence, separator: '|', max_len: 4, threshold: 0}\n"
+    )
+    for name, n in (("clicks.tsv", 200), ("test.tsv", 50)):
+        lines = ["clicked\tage\tcountry\ttags"]
+        lines += [
+            f"{rng.randint(0, 1)}\t{rng.randint(0, 90)}\t{rng.choice(['de', 'fr', 'us'])}\t"
+            + "|".join(rng.sample(["a", "b", "c", "d", "e"], rng.randint(0, 3)))
+            for _ in range(n)
+        ]
+        (cwd / name).write_text("\n".join(lines) + "\n")
+
+
+def _toy_prepared_criteo(cwd: Path) -> None:
+    """``prepared/criteo``: a toy Criteo file through `polyzoo recsys prepare` (the block trains from it)."""
+    _toy_criteo(cwd / "train.txt", rows=3000)
+    subprocess.run(
+        ["polyzoo", "recsys", "prepare", "train.txt", "--out", "prepared/criteo"], cwd=cwd, check=True, env=_ENV
+    )
+
+
+def _toy_cmt_scenes(cwd: Path) -> None:
+    """``data/cmt_toy``: the toy scenes the CMT several-process line trains on."""
+    subprocess.run(["polyzoo", "detection", "toy-data", "data/cmt_toy"], cwd=cwd, check=True, env=_ENV)
+
+
 # (text in a block, toy data the block needs but does not make itself)
 SETUP = (
     ("recsys prepare train.txt", lambda cwd: _toy_criteo(cwd / "train.txt")),
+    ("recsys prepare train.csv --data-format avazu", _toy_recsys_inputs),
+    ("recsys train prepared/criteo", _toy_prepared_criteo),
+    ("--launcher pytorch --cfg-options data_root=data/cmt_toy/", _toy_cmt_scenes),
     ('VideoDataset("train.txt", root="videos"', _toy_videos),
     ("music convert some.mid other.txt", _music_files),
 )

@@ -100,14 +100,17 @@ def device_options(f: F) -> F:
 def run_options(run_dir_default: str | None = None, seed_default: int = 0) -> Callable[[F], F]:
     """The training verbs' run options (see :mod:`polyzoo.shared.run` for what they mean); ``seed_default`` is the
     library's default seed of that verb (an official config's seed where the paper's code fixes one)."""
+    # click 8.3+ counts an explicit ``default=None`` as a value, so a required option must not be given one
+    # (``--run-dir`` was silently None and ended in a TypeError)
+    run_dir_kw: dict[str, Any] = (
+        {"required": True} if run_dir_default is None else {"default": run_dir_default, "show_default": True}
+    )
     return _compose(
         click.option(
             "--run-dir",
             type=click.Path(path_type=Path),
-            required=run_dir_default is None,
-            default=run_dir_default,
-            show_default=run_dir_default is not None,
             help="Run folder: config.json, metrics.jsonl, checkpoints/. Rerunning with the same settings resumes.",
+            **run_dir_kw,
         ),
         click.option(
             "--resume/--no-resume",
@@ -138,9 +141,8 @@ def data_root_option(required: bool = False, help: str = "Folder of the data set
     return click.option(
         "--data-root",
         type=click.Path(exists=True, file_okay=False, path_type=Path),
-        required=required,
-        default=None,
         help=help,
+        **({"required": True} if required else {"default": None}),
     )
 
 
