@@ -137,6 +137,28 @@ def propagate_data_root(cfg: Any, old_root: str | None, new_root: str) -> None:
             visit(cfg.get(key))
 
 
+def _broadcast_buffers_before_validation(runner: Any) -> None:
+    """Under several processes, give every process rank 0's buffers (BatchNorm running statistics) before each
+    validation epoch. mmengine's DDP wrapper does not broadcast buffers (``broadcast_buffers=False``), so each
+    process's statistics drift with its own batches, and a validation split across processes would score each
+    scene with another model, none of them the one rank 0 checkpoints. With this hook the several-process
+    validation scores exactly the checkpointed model (a slow test compares it with a one-process ``test.py``).
+    mmengine's own ``SyncBuffersHook`` averages the buffers instead, which no checkpoint holds."""
+    import torch.distributed as dist
+    from mmengine.hooks import Hook
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return
+
+    class BroadcastBuffersHook(Hook):
+        def before_val_epoch(self, runner: Any) -> None:
+            model = runner.model.module if hasattr(runner.model, "module") else runner.model
+            for buf in model.buffers():
+                dist.broadcast(buf.data, src=0)
+
+    runner.register_hook(BroadcastBuffersHook(), priority="HIGHEST")
+
+
 def _build_runner(cfg: Any) -> Any:
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -286,6 +308,7 @@ def train_main(argv: Sequence[str] | None = None, prepare: Any = None) -> Any:
         prepare(cfg)
     distributed_without_cuda(cfg)
     runner = _build_runner(cfg)
+    _broadcast_buffers_before_validation(runner)
     _guard_loading(runner, args.trust_checkpoint, args.resume)
     return runner.train()
 
