@@ -78,6 +78,10 @@ CUT = (
     (r"^uv run polyzoo music (finetune|pretrain-text) ", " --steps 3 --warmup 1 --save-every 3"),
     (r"^uv run polyzoo music generate ", " --limit 2 --max-new-tokens 32"),
     (r"^uv run polyzoo security distill ", " --iterations 2"),
+    (r"torchrun .*-m polyzoo\.shared\.cli security distill ", " --iterations 2"),
+    (r"torchrun .*-m polyzoo\.shared\.cli security eval ", " --epochs 2"),
+    (r"torchrun .*-m polyzoo\.shared\.cli vision train ", " --epochs 1 --max-steps 2 --limit 64"),
+    (r"torchrun .*-m polyzoo\.shared\.cli graph teacher ", " --epochs 5"),
     (r"^uv run polyzoo security eval ", " --num-eval 1 --epochs 2"),
     (r"^uv run polyzoo security defend ", " --epochs 2"),
     (r"^uv run polyzoo video train ", " --epochs 1 --max-steps 2"),
@@ -136,6 +140,7 @@ def shell_commands(block: Block) -> list[str]:
 GPU_ONLY = (
     (r"--device cuda", "trains on a CUDA GPU"),
     (r"--multi_gpu", "several GPUs"),
+    (r"--nproc_per_node[ =]8 ", "8 GPUs, one process each"),
     (
         r"^uv run python tools/gpu/acceptance\.py(?!.*--device cpu)",
         "realistic sizes for a GPU (hours on a CPU); the `--device cpu --quick` line runs",
