@@ -11,7 +11,6 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -233,7 +232,14 @@ def reproduce(
     (a difference within its seed spread) does not fail the run.
     """
     from polyzoo.shared.options import resolve_device
-    from polyzoo.shared.report import ReproContext, discover_checks, reproducible_runtime, run_checks, write_report
+    from polyzoo.shared.report import (
+        ReproContext,
+        discover_checks,
+        reproducible_runtime,
+        run_checks,
+        thread_environ,
+        write_report,
+    )
 
     checks = discover_checks(only)
     if not checks:
@@ -243,7 +249,9 @@ def reproduce(
     resolved = resolve_device(device)
     jobs, threads = _jobs_and_threads(jobs, threads, resolved, len(checks))
     t0 = time.perf_counter()
-    with _parallel_environ(jobs, threads), reproducible_runtime(threads, deterministic) as runtime:
+    # with several jobs the header shows the thread variables the check processes get
+    environ = thread_environ(threads) if jobs > 1 and threads is not None else contextlib.nullcontext()
+    with environ, reproducible_runtime(threads, deterministic) as runtime:
         if jobs > 1:
             runtime["checks at once"] = f"{jobs}, each in its own process with the threads above"
         ctx = ReproContext(
@@ -287,18 +295,6 @@ def _jobs_and_threads(jobs: int | None, threads: int | None, device: str, n_chec
     if jobs > 1 and threads is None:
         threads = max(1, cores // jobs)
     return jobs, threads
-
-
-@contextlib.contextmanager
-def _parallel_environ(jobs: int, threads: int | None) -> Iterator[None]:
-    """With several jobs, the report's runtime header shows the thread variables the check processes get."""
-    if jobs > 1 and threads is not None:
-        from polyzoo.shared.report import _child_environ
-
-        with _child_environ(threads):
-            yield
-    else:
-        yield
 
 
 def entry() -> None:

@@ -61,6 +61,7 @@ __all__ = [
     "run_checks",
     "run_checks_parallel",
     "t_quantile",
+    "thread_environ",
     "write_report",
 ]
 
@@ -570,8 +571,9 @@ def _worker(
 
 
 @contextlib.contextmanager
-def _child_environ(threads: int) -> Iterator[None]:
-    """``os.environ`` as a spawned check process starts with: the thread variables set unless the user set them."""
+def thread_environ(threads: int) -> Iterator[None]:
+    """``os.environ`` as a spawned check process starts with: :data:`THREAD_VARIABLES` set to ``threads`` unless the
+    user set them (restored on leaving)."""
     added = {k: str(threads) for k in THREAD_VARIABLES if k not in os.environ}
     os.environ.update(added)
     try:
@@ -664,7 +666,7 @@ def run_checks_parallel(
                 board.start(name)
                 board.write(f"[{i}/{len(checks)}] {name}: started\n")
                 try:
-                    with _child_environ(threads):
+                    with thread_environ(threads):
                         proc.start()
                 except Exception:  # e.g. a check that cannot be pickled (a local function): its ERROR, not the run's
                     finish(name, _Outcome(name, 0.0, [], traceback.format_exc(), log=log_path), started=False)
