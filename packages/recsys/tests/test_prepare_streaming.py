@@ -26,6 +26,13 @@ NAMES = ["label", *(f"I{i}" for i in range(1, 14)), *(f"C{i}" for i in range(1, 
 ODD = ["", "0", "-1", "1", "1202604", "1982759", " 7", "inf", "-inf", "nan", "NaN", "1e3", "260.0", "3", "17", ".5"]
 
 
+@pytest.fixture(autouse=True)
+def _no_native_path(monkeypatch):
+    """These tests are about the Polars streaming path: the native path (tested in test_prepare_native.py, and
+    which declines most of these files anyway) is switched off."""
+    monkeypatch.setattr(prep, "NATIVE", False)
+
+
 def _rows(n: int, seed: int = 0) -> list[list[str]]:
     rng = np.random.default_rng(seed)
     rows = []

@@ -86,6 +86,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import math
 import os
@@ -97,7 +98,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from polyzoo.recsys.features import FeatureMap, ParseError, file_fingerprint
+from polyzoo.recsys.features import FeatureMap, FieldSpec, ParseError, file_fingerprint
 from polyzoo.recsys.schema import Schema, SchemaField
 from polyzoo.shared.io import atomic_dir, read_json, write_json_atomic
 
@@ -478,24 +479,7 @@ class _Encoder:
     # -- encodings (global ids)
 
     def encode_integer(self, fi: int, x: np.ndarray) -> np.ndarray:
-        spec = self.fmap.fields[fi]
-        nb = spec.num_buckets
-        miss = np.isnan(x)
-        inf = np.isinf(x)
-        fin = ~(miss | inf)
-        xf = x[fin]
-        with np.errstate(over="ignore", invalid="ignore"):
-            if spec.float32:
-                x32 = xf.astype(np.float32)
-                v = np.log(x32 * x32 + np.float32(1.0))
-            else:
-                v = np.log(xf * xf + 1.0)
-            b = np.where(np.isfinite(v), np.floor(v), nb - 1)
-        local = np.zeros(len(x), dtype=np.int64)
-        local[fin] = np.minimum(b, nb - 1).astype(np.int64) + 1
-        local[inf] = nb
-        local[miss] = 1 if spec.missing == "as_zero" else 0
-        return np.where(local > 0, self.fmap.offsets[fi] + local - 1, 0).astype(np.int32)
+        return _integer_ids(_integer_local(self.fmap.fields[fi], x), self.fmap.offsets[fi])
 
     def encode_categorical(self, fi: int, s: pl.Series) -> np.ndarray:
         spec = self.fmap.fields[fi]
@@ -521,6 +505,33 @@ class _Encoder:
         glob = (self.fmap.offsets[fi] + (crc32_series(flat) % np.uint32(spec.hash_buckets))).astype(np.int32)
         parts = np.split(glob, np.cumsum(lens)[:-1]) if len(lens) else []
         return pl.Series([p.tolist() for p in parts], dtype=pl.List(pl.Int32))
+
+
+def _integer_local(spec, x: np.ndarray) -> np.ndarray:
+    """An integer field's local bucket (0 = the shared zero row, else 1 + the log-square bin) of each float value
+    (NaN = missing), as :meth:`FeatureMap.encode` computes it."""
+    nb = spec.num_buckets
+    miss = np.isnan(x)
+    inf = np.isinf(x)
+    fin = ~(miss | inf)
+    xf = x[fin]
+    with np.errstate(over="ignore", invalid="ignore"):
+        if spec.float32:
+            x32 = xf.astype(np.float32)
+            v = np.log(x32 * x32 + np.float32(1.0))
+        else:
+            v = np.log(xf * xf + 1.0)
+        b = np.where(np.isfinite(v), np.floor(v), nb - 1)
+    local = np.zeros(len(x), dtype=np.int64)
+    local[fin] = np.minimum(b, nb - 1).astype(np.int64) + 1
+    local[inf] = nb
+    local[miss] = 1 if spec.missing == "as_zero" else 0
+    return local
+
+
+def _integer_ids(local: np.ndarray, offset: int) -> np.ndarray:
+    """Global ids of local buckets (0 stays the zero row)."""
+    return np.where(local > 0, offset + local - 1, 0).astype(np.int32)
 
 
 def _to_float(s: pl.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -1076,6 +1087,316 @@ def _streaming_prepare(inputs, schema, sources, settings, seed, block_bytes, sta
 
 
 # ------------------------------------------------------------------------------------------------------------
+# the native path: numba kernels over the raw bytes (see polyzoo.recsys.native and the module docstring)
+
+NATIVE = True  # False: skip the native path (tests compare the paths)
+_NATIVE_PART = ".prepare-native"
+
+
+@dataclasses.dataclass
+class _NativePart:
+    path: Path  # int32 matrix (rows, 2 + integer fields + categorical columns), see _native_prepare
+    table: int  # the counting tables (thread) whose entry numbers it holds
+    rows: int
+
+
+def _native_layout(schema: Schema, columns: list[str], cat_columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per raw column its kind for :func:`polyzoo.recsys.native.scan_block` and its slot (the integer column of
+    ``ints`` or the table number)."""
+    from polyzoo.recsys import native
+
+    kinds = np.full(len(columns), native.SKIP, dtype=np.int8)
+    slots = np.zeros(len(columns), dtype=np.int64)
+    int_columns = list(dict.fromkeys(sf.column for sf in schema.fields if sf.spec.kind == "integer"))
+    for i, c in enumerate(columns):
+        if c == schema.label:
+            kinds[i] = native.LABEL
+        elif c in int_columns:
+            kinds[i], slots[i] = native.INT, int_columns.index(c)
+        elif c in cat_columns:
+            kinds[i], slots[i] = native.CAT, cat_columns.index(c)
+    return kinds, slots
+
+
+class _BlockPool:
+    """Reusable byte buffers for the native pass: a text file read into them block by block (one copy, from the
+    page cache), each block cut after its last line end, the rest carried to the next buffer; a block's buffer
+    comes back to the pool when its worker is done (at most ``size`` blocks in memory)."""
+
+    def __init__(self, block_bytes: int, size: int) -> None:
+        import queue
+
+        self.block_bytes = block_bytes
+        self.free: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+        for _ in range(size):
+            self.free.put(np.empty(block_bytes + 1, dtype=np.uint8))
+
+    def blocks(self, path: Path, offset: int) -> Iterator[tuple[np.ndarray, int]]:
+        """``(buffer, length)``: whole lines (the last one given a ``\\n`` when the file lacks it)."""
+        from polyzoo.recsys import native
+
+        with open(path, "rb", buffering=0) as fh:
+            fh.seek(offset)
+            buf, filled, eof = self.free.get(), 0, False
+            while True:
+                while not eof and filled < len(buf) - 1:
+                    got = fh.readinto(memoryview(buf)[filled : len(buf) - 1])
+                    eof = not got
+                    filled += got or 0
+                if eof:
+                    if filled and buf[filled - 1] != 10:
+                        buf[filled] = 10
+                        filled += 1
+                    if filled:
+                        yield buf, filled
+                    else:
+                        self.free.put(buf)
+                    return
+                cut = native.last_line_end(buf, filled) + 1
+                if cut == 0:  # a line longer than the buffer: a bigger one (it stays in the pool)
+                    bigger = np.empty(2 * len(buf) - 1, dtype=np.uint8)
+                    bigger[:filled] = buf[:filled]
+                    buf = bigger
+                    continue
+                nxt = self.free.get()
+                if len(nxt) < filled - cut + 1:
+                    nxt = np.empty(len(buf), dtype=np.uint8)
+                nxt[: filled - cut] = buf[cut:filled]
+                yield buf, cut
+                buf, filled = nxt, filled - cut
+
+    def give_back(self, buf: np.ndarray) -> None:
+        self.free.put(buf)
+
+
+def _native_scan(inp, schema, seed, block_bytes, work, tables, threads, cat_columns, parts) -> int | None:
+    """Pass 1 over one text input: every block parsed and counted by the kernel (``threads`` blocks at a time,
+    each with its own tables), its labels, split codes, integer buckets and entry numbers written to one
+    intermediate file. Returns the input's train rows, or ``None`` when the kernel declined a block."""
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+
+    from polyzoo.recsys import native
+
+    reader = _CsvReader(inp.path, schema, block_bytes)
+    if not _plain_text(reader) or schema.label in cat_columns:
+        return None
+    kinds, slots = _native_layout(schema, reader.columns, cat_columns)
+    classes = native.byte_classes(ord(reader.delimiter))
+    int_fields = [(fi, sf) for fi, sf in enumerate(schema.fields) if sf.spec.kind == "integer"]
+    int_columns = list(dict.fromkeys(sf.column for _, sf in int_fields))
+    free: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for t in range(len(tables)):
+        free.put(t)
+
+    def work_on(block: np.ndarray, size: int, k0: int, n: int, path: Path) -> tuple[_NativePart, int] | None:
+        try:
+            return scan(block[:size], k0, n, path)
+        finally:
+            pool.give_back(block)
+
+    def scan(buf: np.ndarray, k0: int, n: int, path: Path) -> tuple[_NativePart, int] | None:
+        codes = _split_codes(np.arange(k0, k0 + n, dtype=np.int64), schema.split_rule, schema.valid_share, seed,
+                             inp.fixed_split)  # fmt: skip
+        train = (codes == TRAIN).astype(np.int64)
+        label = np.empty(n, dtype=np.int8)
+        ints = np.empty((n, len(int_columns)), dtype=np.float64)
+        locs = np.empty((n, len(cat_columns)), dtype=np.int32)
+        t = free.get()
+        try:
+            p = r = 0
+            while True:
+                p, r, outcome = native.scan_block(buf, p, r, classes, kinds, slots, train, *tables[t].args(), label,
+                                                  ints, locs)  # fmt: skip
+                if outcome != native.GROW:
+                    break
+                tables[t].grow()
+        finally:
+            free.put(t)
+        if outcome != native.OK or r != n:
+            return None
+        out = np.empty((n, 2 + len(int_fields) + len(cat_columns)), dtype=np.int32, order="F")
+        out[:, 0], out[:, 1] = label, codes
+        for i, (_, sf) in enumerate(int_fields):
+            out[:, 2 + i] = _integer_local_lut(sf.spec, ints[:, int_columns.index(sf.column)])
+        out[:, 2 + len(int_fields) :] = locs
+        with open(path, "wb") as fh:
+            np.save(fh, out, allow_pickle=False)  # (Fortran order: np.load gives contiguous columns)
+        return _NativePart(path, t, n), int(train.sum())
+
+    train_rows, k0 = 0, 0
+    pool = _BlockPool(max(block_bytes, 1 << 16), threads + 2)
+    with ThreadPoolExecutor(max_workers=threads) as workers:
+        pending = []
+        ok = True
+        for block, size in pool.blocks(inp.path, reader.data_offset):
+            n = native.count_lines(block[:size])
+            path = work / f"{_NATIVE_PART}.{len(parts) + len(pending):06d}.npy"
+            pending.append(workers.submit(work_on, block, size, k0, n, path))
+            k0 += n
+            while len(pending) > threads or (pending and pending[0].done()):
+                done = pending.pop(0).result()
+                if done is None:
+                    ok = False
+                    break
+                parts.append(done[0])
+                train_rows += done[1]
+            if not ok:
+                break
+        for f in pending:
+            done = f.result()
+            if done is None:
+                ok = False
+            elif ok:
+                parts.append(done[0])
+                train_rows += done[1]
+            else:
+                done[0].path.unlink(missing_ok=True)
+    return train_rows if ok else None
+
+
+_LUT_HALF = 1 << 16
+
+
+@functools.lru_cache(maxsize=32)
+def _bucket_lut(num_buckets: int, missing: str, float32: bool) -> tuple[np.ndarray, int]:
+    """:func:`_integer_local` of every integer in ``[−2¹⁶, 2¹⁶]`` and of NaN, computed by that function itself."""
+    spec = FieldSpec("lut", "integer", num_buckets=num_buckets, missing=missing, float32=float32)
+    lut = _integer_local(spec, np.arange(-_LUT_HALF, _LUT_HALF + 1, dtype=np.float64)).astype(np.int32)
+    return lut, int(_integer_local(spec, np.array([np.nan]))[0])
+
+
+def _integer_local_lut(spec, x: np.ndarray) -> np.ndarray:
+    """:func:`_integer_local` of integer-valued ``x`` (NaN = missing), read from :func:`_bucket_lut` where it
+    covers the value (the same numbers, by construction) and computed for the rest."""
+    from polyzoo.recsys import native
+
+    lut, missing = _bucket_lut(spec.num_buckets, spec.missing, spec.float32)
+    out = np.empty(len(x), dtype=np.int32)
+    if native.lookup_buckets(x, lut, missing, out):
+        rest = out < 0
+        out[rest] = _integer_local(spec, x[rest])
+    return out
+
+
+def _native_values(tables, j: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Categorical column j over all tables: ``entries`` (key, table, entry number) and its distinct values
+    ``distinct`` (key, value, train count n)."""
+    frames = []
+    for t, tab in enumerate(tables):
+        keys, counts = tab.entries(j)
+        frames.append(
+            pl.DataFrame({"key": keys, "n": counts, "t": np.full(len(keys), t, dtype=np.int32)}).with_row_index("e")
+        )
+    entries = pl.concat(frames)
+    distinct = entries.group_by("key").agg(pl.col("n").sum())
+    values = pl.Series("v", np.ascontiguousarray(distinct["key"].to_numpy()).view("S8")).cast(pl.String)
+    return entries, distinct.with_columns(values)
+
+
+def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged, rgr, shard_rows, compression):
+    """The native path (module docstring); ``None`` (nothing left behind) when the kernel declined an input or a
+    value fails a check the other paths make (a transform, ``binning: none``), so that the caller tries the next
+    path."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from polyzoo.recsys import native
+
+    threads = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()))
+    cat_columns = list(dict.fromkeys(sf.column for sf in schema.fields if sf.spec.kind != "integer"))
+    tables = [native.Tables(len(cat_columns)) for _ in range(threads)]
+    parts: list[list[_NativePart]] = []
+    t0 = time.perf_counter()
+
+    def give_up() -> None:
+        for ps in parts:
+            for part in ps:
+                part.path.unlink(missing_ok=True)
+
+    train_rows = 0
+    for inp in inputs:
+        parts.append([])
+        n = _native_scan(inp, schema, seed, block_bytes, staged, tables, threads, cat_columns, parts[-1])
+        if n is None:
+            give_up()
+            return None
+        train_rows += n
+    t1 = time.perf_counter()
+    columns = {c: _native_values(tables, j) for j, c in enumerate(cat_columns)}
+    values: dict[int, pl.Series] = {}
+    for fi, sf in enumerate(schema.fields):
+        if sf.spec.kind == "integer":
+            continue
+        j = cat_columns.index(sf.column)
+        distinct = columns[sf.column][1]
+        if sf.transform and sum(int(t.empty[j]) for t in tables):  # (an empty hour is malformed)
+            give_up()
+            return None
+        v = _transformed(sf, distinct)
+        if v is None or (sf.check_number and not all(_is_number(x) for x in distinct["v"].to_list())):
+            give_up()
+            return None
+        values[fi] = v
+    vocabularies: dict[str, list[str]] = {}
+    for fi, sf in enumerate(schema.fields):
+        if sf.spec.kind != "integer" and sf.spec.hash_buckets == 0:
+            n = columns[sf.column][1]["n"]
+            counts = pl.DataFrame({"value": values[fi], "count": n}).group_by("value").agg(pl.col("count").sum())
+            vocabularies[sf.spec.name] = _vocabulary(counts, sf.spec.threshold)
+    if vocabularies and train_rows == 0:
+        give_up()
+        raise ValueError(f"{inputs[0].path}: no usable train rows to build vocabularies from")
+    fmap = FeatureMap(schema.specs, vocabularies, sources[0], {"prepare": settings})
+    enc = _Encoder(schema, fmap)
+    # per categorical field and table: entry number -> global id (one more element, 0, for -1 = empty)
+    id_maps: dict[int, list[np.ndarray]] = {}
+    for fi in values:
+        entries, distinct = columns[schema.fields[fi].column]
+        ids = distinct.select("key", pl.Series("id", enc.encode_categorical(fi, values[fi]), dtype=pl.Int32))
+        joined = entries.join(ids, on="key", how="left").sort("t", "e")
+        per_table = joined.partition_by("t", as_dict=True, maintain_order=True)
+        id_maps[fi] = []
+        for t in range(len(tables)):
+            ids_t = per_table[(t,)]["id"].to_numpy() if (t,) in per_table else np.zeros(0, dtype=np.int32)
+            id_maps[fi].append(np.append(ids_t.astype(np.int32), np.int32(0)))
+    out_schema = _out_schema(schema)
+    writers = [_ShardWriter(staged, name, out_schema, rgr, shard_rows, compression) for name in SPLITS]
+    t2 = time.perf_counter()
+    n_int = sum(sf.spec.kind == "integer" for sf in schema.fields)
+
+    def encode(part: _NativePart) -> tuple[pl.DataFrame, np.ndarray]:
+        with open(part.path, "rb") as fh:
+            m = np.load(fh, allow_pickle=False)  # column-major: each column contiguous
+        part.path.unlink()
+        cols: dict[str, Any] = {"label": pl.Series("label", m[:, 0].astype(np.float32))}
+        ii = 0
+        for fi, sf in enumerate(schema.fields):
+            name = sf.spec.name
+            if sf.spec.kind == "integer":
+                cols[name] = pl.Series(name, _integer_ids(m[:, 2 + ii], fmap.offsets[fi]), dtype=pl.Int32)
+                ii += 1
+            else:
+                j = cat_columns.index(sf.column)
+                cols[name] = pl.Series(name, id_maps[fi][part.table][m[:, 2 + n_int + j]], dtype=pl.Int32)
+        return pl.DataFrame(cols), m[:, 1]
+
+    # blocks encoded by the threads, shards written in block order by this one
+    queued = [part for ps in parts for part in ps]
+    with ThreadPoolExecutor(max_workers=threads) as workers:
+        pending = [workers.submit(encode, part) for part in queued[:threads]]
+        for i in range(len(queued)):
+            df, codes = pending.pop(0).result()
+            if i + threads < len(queued):
+                pending.append(workers.submit(encode, queued[i + threads]))
+            for code, writer in enumerate(writers):
+                writer.add(df.filter(pl.Series(codes == code)) if (codes != code).any() else df)
+    splits = {name: w.close() for name, w in zip(SPLITS, writers, strict=True)}
+    t3 = time.perf_counter()
+    stages = {"parse": t1 - t0, "vocabulary": t2 - t1, "encode": t3 - t2, "write": sum(w.seconds for w in writers)}
+    return fmap, splits, {k: round(v, 3) for k, v in stages.items()}
+
+
+# ------------------------------------------------------------------------------------------------------------
 # entry point
 
 
@@ -1211,8 +1532,15 @@ def prepare(
     bar = tqdm(total=total * (2 if needs_vocab else 1), unit="B", unit_scale=True, desc="prepare", disable=not progress)
     try:
         with atomic_dir(out) as staged:
-            done = None
-            if _streamable(schema, inputs):
+            done, reader_path = None, "streaming"
+            if _streamable(schema, inputs) and NATIVE:
+                done = _native_prepare(
+                    inputs, schema, sources, settings, seed, block_bytes, staged, row_group_rows, shard_rows,
+                    compression,
+                )  # fmt: skip
+                reader_path = "native"
+            if done is None and _streamable(schema, inputs):
+                reader_path = "streaming"
                 done = _streaming_prepare(
                     inputs,
                     schema,
@@ -1227,7 +1555,7 @@ def prepare(
                 )
             if done is not None:
                 fmap, splits, stages = done
-                bad_rows, reader_path = 0, "streaming"
+                bad_rows = 0
                 bar.update(bar.total)
             else:
                 fmap, splits, bad_rows = _block_prepare(
