@@ -55,7 +55,7 @@ def byte_classes(delimiter: int) -> np.ndarray:
     return cls
 
 
-@njit(nogil=True, cache=False)
+@njit(nogil=True, cache=True)
 def count_lines(buf: np.ndarray) -> int:
     n = 0
     for b in buf:
@@ -63,7 +63,7 @@ def count_lines(buf: np.ndarray) -> int:
     return n
 
 
-@njit(nogil=True, cache=False)
+@njit(nogil=True, cache=True)
 def _slot(key: np.uint64, mask: int) -> int:
     h = key ^ (key >> np.uint64(33))  # MurmurHash3's 64-bit finalizer: every key bit reaches the low bits
     h *= np.uint64(0xFF51AFD7ED558CCD)
@@ -73,7 +73,7 @@ def _slot(key: np.uint64, mask: int) -> int:
     return np.int64(h & np.uint64(mask))
 
 
-@njit(nogil=True, cache=False)
+@njit(nogil=True, cache=True)
 def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty, label, ints, locs):  # fmt: skip
     """Parse ``buf`` (whole lines) from byte ``p`` / row ``r`` on; returns ``(p, r, outcome)``.
 
@@ -81,17 +81,22 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
     where row r counts toward the vocabularies. Table of categorical column j: ``icap[j]`` slots from slot
     ``ioff[j]`` on, two words each in ``tab`` (the key, 0 = free; ``count << 28 | entry number``), ``nent[j]``
     entries; ``empty[j]`` counts empty values. Outputs per row: ``label`` (0/1),
-    ``ints`` (NaN = empty), ``locs`` (entry number, −1 = empty). GROW is returned at a row start when some table
+    ``ints[slot, r]`` (NaN = empty), ``locs[slot, r]`` (entry number, −1 = empty): column-major, so that each
+    output column is contiguous. GROW is returned at a row start when some table
     could pass half full within the row (the caller grows it and calls again from the returned ``p``, ``r``)."""
     ncols = kinds.shape[0]
-    ncat = locs.shape[1]
+    ncat = locs.shape[0]
     n = np.uint64(buf.shape[0])
     p = np.uint64(p)
     one = np.uint64(1)
+    headroom = 1 << 62  # rows that fit before some table passes half full (each row adds <= 1 entry per table)
+    for j in range(ncat):
+        headroom = min(headroom, icap[j] // 2 - nent[j])
     while p < n:
-        for j in range(ncat):
-            if 2 * (nent[j] + 1) > icap[j]:
-                return p, r, GROW
+        if headroom <= 0:
+            return p, r, GROW
+        headroom -= 1
+        count = np.uint64(train[r]) << _COUNT_SHIFT
         for c in range(ncols):
             k = kinds[c]
             start = p
@@ -126,7 +131,7 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
             if k == CAT:
                 j = slots[c]
                 if width == 0:
-                    locs[r, j] = -1
+                    locs[j, r] = -1
                     empty[j] += 1
                 else:  # linear probing; one slot (key and word) is one 16-byte read
                     mask = icap[j] - 1
@@ -135,7 +140,7 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
                     while True:
                         at = base + 2 * i
                         if tab[at] == key:
-                            tab[at + 1] += np.uint64(train[r]) << _COUNT_SHIFT
+                            tab[at + 1] += count
                             e = np.int64(tab[at + 1] & _LOC_MASK)
                             break
                         if tab[at] == 0:
@@ -143,17 +148,17 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
                             if e > _MAX_ENTRIES:
                                 return p, r, DECLINE
                             tab[at] = key
-                            tab[at + 1] = (np.uint64(train[r]) << _COUNT_SHIFT) | np.uint64(e)
+                            tab[at + 1] = count | np.uint64(e)
                             nent[j] = e + 1
                             break
                         i = (i + 1) & mask
-                    locs[r, j] = e
+                    locs[j, r] = e
             elif k == INT:
                 neg = width > 0 and buf[start] == 45
                 nd = width - 1 if neg else width
                 if nd > _MAX_DIGITS or (neg and nd == 0):
                     return p, r, DECLINE
-                ints[r, slots[c]] = np.nan if width == 0 else np.float64(-value if neg else value)
+                ints[slots[c], r] = np.nan if width == 0 else np.float64(-value if neg else value)
             elif k == LABEL:
                 if width != 1 or (buf[start] != 48 and buf[start] != 49):
                     return p, r, DECLINE
@@ -166,40 +171,56 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
     return p, r, OK
 
 
-@njit(nogil=True, cache=False)
-def _rehash(old, old_off, old_cap, tab, ioff, icap):
-    """Move every column's entries from the old layout into the (larger) new one."""
-    for j in range(ioff.shape[0]):
-        mask = icap[j] - 1
-        for s in range(old_off[j], old_off[j] + old_cap[j]):
-            key = old[2 * s]
-            if key == 0:
-                continue
-            i = _slot(key, mask)
-            while tab[2 * (ioff[j] + i)] != 0:
-                i = (i + 1) & mask
-            tab[2 * (ioff[j] + i)] = key
-            tab[2 * (ioff[j] + i) + 1] = old[2 * s + 1]
+@njit(nogil=True, cache=True)
+def _move(tab, old_off, old_cap, new_off, new_cap):
+    """Re-insert one table's entries from its old slots into new ones (linear probing, the same hash)."""
+    mask = new_cap - 1
+    for s in range(old_off, old_off + old_cap):
+        key = tab[2 * s]
+        if key == 0:
+            continue
+        i = _slot(key, mask)
+        while tab[2 * (new_off + i)] != 0:
+            i = (i + 1) & mask
+        tab[2 * (new_off + i)] = key
+        tab[2 * (new_off + i) + 1] = tab[2 * s + 1]
 
 
 class Tables:
-    """One thread's counting tables, one per categorical raw column (see :func:`scan_block`), grown by doubling.
-    A table holds at most 2²⁸ distinct values (beyond that the kernel declines)."""
+    """One thread's counting tables, one per categorical raw column (see :func:`scan_block`). They live in one
+    arena of slots: a table that grows moves to twice the slots at the arena's top (its old slots become unused),
+    and the arena, when full, is reallocated with the live tables packed. A table holds at most 2²⁸ distinct
+    values (beyond that the kernel declines)."""
+
+    _MARGIN = 1024  # tables this close to half full grow together (fewer returns from the kernel)
 
     def __init__(self, ncat: int, capacity: int = 1 << 12) -> None:
         self.nent = np.zeros(ncat, dtype=np.int64)
         self.empty = np.zeros(ncat, dtype=np.int64)
         self.icap = np.full(ncat, capacity, dtype=np.int64)
-        self.ioff = _offsets(self.icap)
-        self.tab = np.zeros(2 * int(self.icap.sum()), dtype=np.uint64)
+        self.ioff = np.arange(ncat, dtype=np.int64) * capacity
+        self.top = ncat * capacity  # first unused slot
+        self.tab = np.zeros(2 * 2 * self.top, dtype=np.uint64)
 
     def grow(self) -> None:
-        """Double every table more than a quarter full (so that growth stays amortised across columns)."""
-        icap = np.where(4 * (self.nent + 1) > self.icap, 2 * self.icap, self.icap)
-        ioff = _offsets(icap)
-        tab = np.zeros(2 * int(icap.sum()), dtype=np.uint64)
-        _rehash(self.tab, self.ioff, self.icap, tab, ioff, icap)
-        self.tab, self.ioff, self.icap = tab, ioff, icap
+        """Double the slots of every table within ``_MARGIN`` entries of half full."""
+        grow = np.flatnonzero(2 * (self.nent + self._MARGIN) > self.icap)
+        need = int(2 * self.icap[grow].sum())
+        if 2 * (self.top + need) > len(self.tab):  # a new arena: the live tables packed, then room to grow
+            live = int(self.icap.sum())
+            arena = np.zeros(2 * 2 * (live + need), dtype=np.uint64)
+            off = 0
+            for j in range(len(self.icap)):
+                a, c = int(self.ioff[j]), int(self.icap[j])
+                arena[2 * off : 2 * (off + c)] = self.tab[2 * a : 2 * (a + c)]
+                self.ioff[j] = off
+                off += c
+            self.tab, self.top = arena, off
+        for j in grow:
+            cap = 2 * int(self.icap[j])
+            _move(self.tab, int(self.ioff[j]), int(self.icap[j]), self.top, cap)
+            self.ioff[j], self.icap[j] = self.top, cap
+            self.top += cap
 
     def entries(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Column j's keys and train counts, by entry number."""
@@ -207,15 +228,13 @@ class Tables:
         keys, words = region[0::2], region[1::2]
         used = keys != 0
         keys, words = keys[used], words[used]
-        order = np.argsort(words & _LOC_MASK, kind="stable")
-        return keys[order], (words[order] >> _COUNT_SHIFT).astype(np.int64)
+        loc = (words & _LOC_MASK).astype(np.int64)  # a permutation of 0 .. nent-1
+        by_key, by_count = np.empty_like(keys), np.empty(len(keys), dtype=np.int64)
+        by_key[loc], by_count[loc] = keys, (words >> _COUNT_SHIFT).astype(np.int64)
+        return by_key, by_count
 
     def args(self) -> tuple:
         return self.tab, self.ioff, self.icap, self.nent, self.empty
-
-
-def _offsets(icap: np.ndarray) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(icap)[:-1]]).astype(np.int64)
 
 
 def decode_keys(keys: np.ndarray) -> list[str]:
@@ -223,7 +242,7 @@ def decode_keys(keys: np.ndarray) -> list[str]:
     return [v.decode("ascii") for v in np.ascontiguousarray(keys, dtype="<u8").view("S8").tolist()]
 
 
-@njit(nogil=True, cache=False)
+@njit(nogil=True, cache=True)
 def lookup_buckets(x, lut, missing, out):
     """``out[i] = lut[x[i] + h]`` for the integer values within the table (``len(lut) = 2h + 1``), ``missing`` for
     NaN, −1 for the rest (the caller computes those). Returns how many were left to the caller."""
@@ -241,10 +260,40 @@ def lookup_buckets(x, lut, missing, out):
     return left
 
 
-@njit(nogil=True, cache=False)
+@njit(nogil=True, cache=True)
 def last_line_end(buf, n: int) -> int:
     """The index of the last ``\\n`` in ``buf[:n]``, or −1."""
     for i in range(n - 1, -1, -1):
         if buf[i] == 10:
             return i
     return -1
+
+
+@njit(nogil=True, cache=True)
+def encode_block(m, src, moff, zoff, maps, starts, label_out, out):
+    """The output rows of one block of the intermediate ``m`` (columns × rows: label, split code, ...), grouped
+    by split (split s from ``starts[s]`` on, file order kept within a split): ``label_out`` (float32) and
+    ``out[f]`` per output field f, read from column ``src[f]`` of ``m``: an integer field's local bucket b becomes
+    ``zoff[f] + b − 1`` (0 stays 0), a categorical field's entry number e becomes ``maps[moff[f] + e]`` (−1 =
+    empty: 0)."""
+    n = m.shape[1]
+    pos = np.empty(n, dtype=np.int64)
+    cursor = starts.copy()
+    for r in range(n):
+        s = m[1, r]
+        pos[r] = cursor[s]
+        cursor[s] += 1
+    for r in range(n):
+        label_out[pos[r]] = np.float32(m[0, r])
+    for f in range(src.shape[0]):
+        row = m[src[f]]
+        if moff[f] < 0:
+            z = zoff[f]
+            for r in range(n):
+                b = row[r]
+                out[f, pos[r]] = z + b - 1 if b > 0 else 0
+        else:
+            base = moff[f]
+            for r in range(n):
+                e = row[r]
+                out[f, pos[r]] = maps[base + e] if e >= 0 else 0

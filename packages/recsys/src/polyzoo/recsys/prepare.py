@@ -1095,9 +1095,27 @@ _NATIVE_PART = ".prepare-native"
 
 @dataclasses.dataclass
 class _NativePart:
-    path: Path  # int32 matrix (rows, 2 + integer fields + categorical columns), see _native_prepare
+    path: Path  # raw int32 columns of `rows` values each: label, split code, integer buckets, entry numbers
     table: int  # the counting tables (thread) whose entry numbers it holds
     rows: int
+
+
+class _Scratch:
+    """A thread's work arrays, reused from block to block (fresh large arrays would each cost page faults):
+    ``label``, ``ints`` (integer columns × rows), ``locs`` (categorical columns × rows), ``cols`` (the
+    intermediate's columns × rows)."""
+
+    def __init__(self) -> None:
+        self.rows = -1
+
+    def ensure(self, rows: int, n_int: int, n_cat: int, n_out: int) -> _Scratch:
+        if rows > self.rows:
+            self.rows = max(rows, int(self.rows * 1.25))
+            self.label = np.empty(self.rows, dtype=np.int8)
+            self.ints = np.empty((n_int, self.rows), dtype=np.float64)
+            self.locs = np.empty((n_cat, self.rows), dtype=np.int32)
+            self.cols = np.empty((n_out, self.rows), dtype=np.int32)
+        return self
 
 
 def _native_layout(schema: Schema, columns: list[str], cat_columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -1169,7 +1187,7 @@ class _BlockPool:
         self.free.put(buf)
 
 
-def _native_scan(inp, schema, seed, block_bytes, work, tables, threads, cat_columns, parts) -> int | None:
+def _native_scan(inp, schema, seed, block_bytes, work, tables, scratch, threads, cat_columns, parts) -> int | None:
     """Pass 1 over one text input: every block parsed and counted by the kernel (``threads`` blocks at a time,
     each with its own tables), its labels, split codes, integer buckets and entry numbers written to one
     intermediate file. Returns the input's train rows, or ``None`` when the kernel declined a block."""
@@ -1188,6 +1206,7 @@ def _native_scan(inp, schema, seed, block_bytes, work, tables, threads, cat_colu
     free: queue.SimpleQueue[int] = queue.SimpleQueue()
     for t in range(len(tables)):
         free.put(t)
+    n_out = 2 + len(int_fields) + len(cat_columns)
 
     def work_on(block: np.ndarray, size: int, k0: int, n: int, path: Path) -> tuple[_NativePart, int] | None:
         try:
@@ -1199,11 +1218,10 @@ def _native_scan(inp, schema, seed, block_bytes, work, tables, threads, cat_colu
         codes = _split_codes(np.arange(k0, k0 + n, dtype=np.int64), schema.split_rule, schema.valid_share, seed,
                              inp.fixed_split)  # fmt: skip
         train = (codes == TRAIN).astype(np.int64)
-        label = np.empty(n, dtype=np.int8)
-        ints = np.empty((n, len(int_columns)), dtype=np.float64)
-        locs = np.empty((n, len(cat_columns)), dtype=np.int32)
         t = free.get()
         try:
+            w = scratch[t].ensure(n, len(int_columns), len(cat_columns), n_out)
+            label, ints, locs, out = w.label[:n], w.ints[:, :n], w.locs[:, :n], w.cols[:, :n]
             p = r = 0
             while True:
                 p, r, outcome = native.scan_block(buf, p, r, classes, kinds, slots, train, *tables[t].args(), label,
@@ -1211,17 +1229,17 @@ def _native_scan(inp, schema, seed, block_bytes, work, tables, threads, cat_colu
                 if outcome != native.GROW:
                     break
                 tables[t].grow()
+            if outcome != native.OK or r != n:
+                return None
+            out[0], out[1] = label, codes
+            for i, (_, sf) in enumerate(int_fields):
+                out[2 + i] = _integer_local_lut(sf.spec, ints[int_columns.index(sf.column)])
+            out[2 + len(int_fields) :] = locs
+            with open(path, "wb") as fh:
+                for column in out:
+                    fh.write(column)  # (each column contiguous: the intermediate is the columns one after another)
         finally:
             free.put(t)
-        if outcome != native.OK or r != n:
-            return None
-        out = np.empty((n, 2 + len(int_fields) + len(cat_columns)), dtype=np.int32, order="F")
-        out[:, 0], out[:, 1] = label, codes
-        for i, (_, sf) in enumerate(int_fields):
-            out[:, 2 + i] = _integer_local_lut(sf.spec, ints[:, int_columns.index(sf.column)])
-        out[:, 2 + len(int_fields) :] = locs
-        with open(path, "wb") as fh:
-            np.save(fh, out, allow_pickle=False)  # (Fortran order: np.load gives contiguous columns)
         return _NativePart(path, t, n), int(train.sum())
 
     train_rows, k0 = 0, 0
@@ -1231,7 +1249,7 @@ def _native_scan(inp, schema, seed, block_bytes, work, tables, threads, cat_colu
         ok = True
         for block, size in pool.blocks(inp.path, reader.data_offset):
             n = native.count_lines(block[:size])
-            path = work / f"{_NATIVE_PART}.{len(parts) + len(pending):06d}.npy"
+            path = work / f"{_NATIVE_PART}.{len(parts) + len(pending):06d}"
             pending.append(workers.submit(work_on, block, size, k0, n, path))
             k0 += n
             while len(pending) > threads or (pending and pending[0].done()):
@@ -1279,6 +1297,10 @@ def _integer_local_lut(spec, x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _truncated(path: Path) -> int:
+    raise OSError(f"{path}: the intermediate file ended early (was the staged output folder changed?)")
+
+
 def _native_values(tables, j: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Categorical column j over all tables: ``entries`` (key, table, entry number) and its distinct values
     ``distinct`` (key, value, train count n)."""
@@ -1298,6 +1320,7 @@ def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged
     """The native path (module docstring); ``None`` (nothing left behind) when the kernel declined an input or a
     value fails a check the other paths make (a transform, ``binning: none``), so that the caller tries the next
     path."""
+    import queue
     from concurrent.futures import ThreadPoolExecutor
 
     from polyzoo.recsys import native
@@ -1305,6 +1328,7 @@ def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged
     threads = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()))
     cat_columns = list(dict.fromkeys(sf.column for sf in schema.fields if sf.spec.kind != "integer"))
     tables = [native.Tables(len(cat_columns)) for _ in range(threads)]
+    scratch = [_Scratch() for _ in range(threads)]
     parts: list[list[_NativePart]] = []
     t0 = time.perf_counter()
 
@@ -1316,7 +1340,7 @@ def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged
     train_rows = 0
     for inp in inputs:
         parts.append([])
-        n = _native_scan(inp, schema, seed, block_bytes, staged, tables, threads, cat_columns, parts[-1])
+        n = _native_scan(inp, schema, seed, block_bytes, staged, tables, scratch, threads, cat_columns, parts[-1])
         if n is None:
             give_up()
             return None
@@ -1348,48 +1372,76 @@ def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged
         raise ValueError(f"{inputs[0].path}: no usable train rows to build vocabularies from")
     fmap = FeatureMap(schema.specs, vocabularies, sources[0], {"prepare": settings})
     enc = _Encoder(schema, fmap)
-    # per categorical field and table: entry number -> global id (one more element, 0, for -1 = empty)
-    id_maps: dict[int, list[np.ndarray]] = {}
-    for fi in values:
-        entries, distinct = columns[schema.fields[fi].column]
+    # for native.encode_block: output field fi reads intermediate column src[fi]; an integer field adds zoff[fi]
+    # to its buckets; a categorical field maps its entry numbers with table t's ids, maps[t][moffs[t][fi] + e]
+    n_int = sum(sf.spec.kind == "integer" for sf in schema.fields)
+    nf = len(schema.fields)
+    src, zoff = np.zeros(nf, dtype=np.int64), np.zeros(nf, dtype=np.int32)
+    pieces: list[list[np.ndarray]] = [[] for _ in tables]
+    moffs = [np.full(nf, -1, dtype=np.int64) for _ in tables]
+    ii = 0
+    for fi, sf in enumerate(schema.fields):
+        if sf.spec.kind == "integer":
+            src[fi], zoff[fi] = 2 + ii, fmap.offsets[fi]
+            ii += 1
+            continue
+        src[fi] = 2 + n_int + cat_columns.index(sf.column)
+        entries, distinct = columns[sf.column]
         ids = distinct.select("key", pl.Series("id", enc.encode_categorical(fi, values[fi]), dtype=pl.Int32))
-        joined = entries.join(ids, on="key", how="left").sort("t", "e")
-        per_table = joined.partition_by("t", as_dict=True, maintain_order=True)
-        id_maps[fi] = []
+        per_table = entries.join(ids, on="key", how="left").sort("t", "e").partition_by("t", as_dict=True, maintain_order=True)
         for t in range(len(tables)):
+            moffs[t][fi] = sum(len(p) for p in pieces[t])
             ids_t = per_table[(t,)]["id"].to_numpy() if (t,) in per_table else np.zeros(0, dtype=np.int32)
-            id_maps[fi].append(np.append(ids_t.astype(np.int32), np.int32(0)))
+            pieces[t].append(ids_t.astype(np.int32))
+    maps = [np.concatenate(p) if p else np.zeros(0, dtype=np.int32) for p in pieces]
     out_schema = _out_schema(schema)
     writers = [_ShardWriter(staged, name, out_schema, rgr, shard_rows, compression) for name in SPLITS]
     t2 = time.perf_counter()
-    n_int = sum(sf.spec.kind == "integer" for sf in schema.fields)
 
-    def encode(part: _NativePart) -> tuple[pl.DataFrame, np.ndarray]:
-        with open(part.path, "rb") as fh:
-            m = np.load(fh, allow_pickle=False)  # column-major: each column contiguous
-        part.path.unlink()
-        cols: dict[str, Any] = {"label": pl.Series("label", m[:, 0].astype(np.float32))}
-        ii = 0
-        for fi, sf in enumerate(schema.fields):
-            name = sf.spec.name
-            if sf.spec.kind == "integer":
-                cols[name] = pl.Series(name, _integer_ids(m[:, 2 + ii], fmap.offsets[fi]), dtype=pl.Int32)
-                ii += 1
-            else:
-                j = cat_columns.index(sf.column)
-                cols[name] = pl.Series(name, id_maps[fi][part.table][m[:, 2 + n_int + j]], dtype=pl.Int32)
-        return pl.DataFrame(cols), m[:, 1]
+    n_out = 2 + n_int + len(cat_columns)
+    buffers: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()  # reused read buffers, one per running encode
+    names = [sf.spec.name for sf in schema.fields]
+
+    def encode(part: _NativePart) -> list[pl.DataFrame | None]:
+        try:
+            buf = buffers.get_nowait()
+        except queue.Empty:
+            buf = np.empty(0, dtype=np.int32)
+        if len(buf) < n_out * part.rows:
+            buf = np.empty(int(n_out * part.rows * 1.25), dtype=np.int32)
+        try:
+            m = buf[: n_out * part.rows].reshape(n_out, part.rows)
+            with open(part.path, "rb", buffering=0) as fh:
+                view, got = memoryview(m).cast("B"), 0
+                while got < view.nbytes:
+                    got += fh.readinto(view[got:]) or _truncated(part.path)
+            part.path.unlink()
+            counts = np.bincount(m[1], minlength=len(SPLITS))
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+            label, out = np.empty(part.rows, dtype=np.float32), np.empty((nf, part.rows), dtype=np.int32)
+            native.encode_block(m, src, moffs[part.table], zoff, maps[part.table], starts, label, out)
+        finally:
+            buffers.put(buf)
+        frames: list[pl.DataFrame | None] = []
+        for a, c in zip(starts, counts, strict=True):
+            if c == 0:
+                frames.append(None)
+                continue
+            cols = {"label": label[a : a + c], **{name: out[f, a : a + c] for f, name in enumerate(names)}}
+            frames.append(pl.DataFrame(cols, schema=out_schema))
+        return frames
 
     # blocks encoded by the threads, shards written in block order by this one
     queued = [part for ps in parts for part in ps]
     with ThreadPoolExecutor(max_workers=threads) as workers:
         pending = [workers.submit(encode, part) for part in queued[:threads]]
         for i in range(len(queued)):
-            df, codes = pending.pop(0).result()
+            frames = pending.pop(0).result()
             if i + threads < len(queued):
                 pending.append(workers.submit(encode, queued[i + threads]))
-            for code, writer in enumerate(writers):
-                writer.add(df.filter(pl.Series(codes == code)) if (codes != code).any() else df)
+            for df, writer in zip(frames, writers, strict=True):
+                if df is not None:
+                    writer.add(df)
     splits = {name: w.close() for name, w in zip(SPLITS, writers, strict=True)}
     t3 = time.perf_counter()
     stages = {"parse": t1 - t0, "vocabulary": t2 - t1, "encode": t3 - t2, "write": sum(w.seconds for w in writers)}
