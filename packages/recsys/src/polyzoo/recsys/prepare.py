@@ -1090,6 +1090,7 @@ def _streaming_prepare(inputs, schema, sources, settings, seed, block_bytes, sta
 # the native path: numba kernels over the raw bytes (see polyzoo.recsys.native and the module docstring)
 
 NATIVE = True  # False: skip the native path (tests compare the paths)
+NATIVE_THREADS: int | None = None  # threads of the native path (None: one per available core, at most 4)
 _NATIVE_PART = ".prepare-native"
 
 
@@ -1325,7 +1326,7 @@ def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged
 
     from polyzoo.recsys import native
 
-    threads = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()))
+    threads = NATIVE_THREADS or max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
     cat_columns = list(dict.fromkeys(sf.column for sf in schema.fields if sf.spec.kind != "integer"))
     tables = [native.Tables(len(cat_columns)) for _ in range(threads)]
     scratch = [_Scratch() for _ in range(threads)]
