@@ -1389,7 +1389,8 @@ def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged
         src[fi] = 2 + n_int + cat_columns.index(sf.column)
         entries, distinct = columns[sf.column]
         ids = distinct.select("key", pl.Series("id", enc.encode_categorical(fi, values[fi]), dtype=pl.Int32))
-        per_table = entries.join(ids, on="key", how="left").sort("t", "e").partition_by("t", as_dict=True, maintain_order=True)
+        joined = entries.join(ids, on="key", how="left").sort("t", "e")
+        per_table = joined.partition_by("t", as_dict=True, maintain_order=True)
         for t in range(len(tables)):
             moffs[t][fi] = sum(len(p) for p in pieces[t])
             ids_t = per_table[(t,)]["id"].to_numpy() if (t,) in per_table else np.zeros(0, dtype=np.int32)
