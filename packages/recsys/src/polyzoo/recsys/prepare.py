@@ -38,7 +38,24 @@ Output format (``polyzoo-ctr-parquet`` version 1; the training input reads exact
   the 1-based row), the first in file order; or with ``skip_bad`` they are dropped and counted
   (``skipped.bad_rows``). Blank lines are skipped.
 
-**Two readers (chosen by measurement, see the README table); the output is the same.**
+**Three readers (chosen by measurement, see the README table); the output is the same.** Each one either
+produces the whole output or declines without leaving anything behind, and the next one runs: native, then
+streaming, then the block path. The summary's ``reader`` says which ran.
+
+*Native path* — CSV/TSV inputs of a schema the streaming path takes (below) whose bytes are all printable ASCII
+or tab and whose categorical values have at most 8 bytes (Criteo, Avazu). Numba kernels
+(:mod:`polyzoo.recsys.native`, compiled on first use and cached by numba) parse blocks of ``block_bytes`` in
+several threads (one per available core, at most 4). Pass 1, per block: every line is checked (exactly the
+schema's fields, a ``0``/``1`` label, integer-field values ``-?[0-9]{1,18}`` or empty), integer fields parsed
+(their log-square buckets read from a table that :func:`_integer_local` itself computed for every integer in
+±2¹⁶, the rest computed by it), and each categorical value packed into its **key** (its bytes as a little-endian
+uint64: exact, the value is read back from the key) and counted over train rows in the thread's table of that
+column; the block's labels, split codes, buckets and entry numbers go to a raw intermediate file in the staged
+folder. Then vocabularies, CRC32 hashing and transforms are computed on the distinct values with the functions
+the other paths use, and pass 2 maps each block's entry numbers to ids and groups rows by split in one kernel
+call (in threads), the shards written in block order. Anything else (a longer or non-ASCII value, a float, a
+blank or malformed line, a CR, an empty hour, a non-number under ``binning: none``) declines. A table holds at
+most 2²⁸ distinct values per column and thread.
 
 *Streaming path* — every CSV/TSV input of a schema without sequence fields and without ``label_threshold``, when
 the inputs are clean (below). One parse of the raw text, by Polars' streaming engine (``scan_csv`` over blocks of
@@ -77,8 +94,11 @@ with the workspace's locked numpy 1.26 (pyarrow 26 needs numpy ≥ 2), so the da
 
 Memory: block path: one block, one shard buffer per split and the vocabulary counts; streaming path: Polars'
 one parsed block, the per-field tables of distinct values (value, count and 24 bytes) and one shard buffer per
-split. Disk: the streaming intermediate is about 1 + 4·(integer fields) + 8·(categorical columns)
-bytes per row (~250 B for Criteo, about the raw text's size) in the staged folder until the shards are written.
+split; native path: threads + 2 blocks of raw bytes, each thread's work arrays (~400 B per row of a block) and
+tables (16 bytes per slot, 2–4 slots per distinct value and column, in each thread) and one shard buffer per
+split. Disk: the streaming intermediate is about 1 + 4·(integer fields) + 8·(categorical columns) bytes per row
+(~250 B for Criteo, about the raw text's size), the native one 4·(2 + integer fields + categorical columns)
+(164 B for Criteo), in the staged folder until the shards are written.
 The summary's ``reader`` says which path ran and ``stage_seconds`` times the streaming path's stages.
 """
 
@@ -1099,6 +1119,7 @@ class _NativePart:
     path: Path  # raw int32 columns of `rows` values each: label, split code, integer buckets, entry numbers
     table: int  # the counting tables (thread) whose entry numbers it holds
     rows: int
+    nbytes: int  # of raw text (progress)
 
 
 class _Scratch:
@@ -1188,7 +1209,7 @@ class _BlockPool:
         self.free.put(buf)
 
 
-def _native_scan(inp, schema, seed, block_bytes, work, tables, scratch, threads, cat_columns, parts) -> int | None:
+def _native_scan(inp, schema, seed, block_bytes, work, tables, scratch, threads, cat_columns, parts, step):
     """Pass 1 over one text input: every block parsed and counted by the kernel (``threads`` blocks at a time,
     each with its own tables), its labels, split codes, integer buckets and entry numbers written to one
     intermediate file. Returns the input's train rows, or ``None`` when the kernel declined a block."""
@@ -1214,6 +1235,7 @@ def _native_scan(inp, schema, seed, block_bytes, work, tables, scratch, threads,
             return scan(block[:size], k0, n, path)
         finally:
             pool.give_back(block)
+            step(size)
 
     def scan(buf: np.ndarray, k0: int, n: int, path: Path) -> tuple[_NativePart, int] | None:
         codes = _split_codes(np.arange(k0, k0 + n, dtype=np.int64), schema.split_rule, schema.valid_share, seed,
@@ -1241,7 +1263,7 @@ def _native_scan(inp, schema, seed, block_bytes, work, tables, scratch, threads,
                     fh.write(column)  # (each column contiguous: the intermediate is the columns one after another)
         finally:
             free.put(t)
-        return _NativePart(path, t, n), int(train.sum())
+        return _NativePart(path, t, n, len(buf)), int(train.sum())
 
     train_rows, k0 = 0, 0
     pool = _BlockPool(max(block_bytes, 1 << 16), threads + 2)
@@ -1317,11 +1339,12 @@ def _native_values(tables, j: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     return entries, distinct.with_columns(values)
 
 
-def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged, rgr, shard_rows, compression):
-    """The native path (module docstring); ``None`` (nothing left behind) when the kernel declined an input or a
-    value fails a check the other paths make (a transform, ``binning: none``), so that the caller tries the next
-    path."""
+def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged, rgr, shard_rows, compression, bar):
+    """The native path (module docstring); ``None`` (nothing left behind, ``bar`` reset) when the kernel declined
+    an input or a value fails a check the other paths make (a transform, ``binning: none``), so that the caller
+    tries the next path. ``bar`` advances by each pass's share of the raw bytes."""
     import queue
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from polyzoo.recsys import native
@@ -1337,11 +1360,19 @@ def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged
         for ps in parts:
             for part in ps:
                 part.path.unlink(missing_ok=True)
+        bar.reset()
+
+    scale = bar.total / max(1, 2 * sum(p.stat().st_size for p in (i.path for i in inputs)))
+    lock = threading.Lock()
+
+    def step(nbytes: int) -> None:
+        with lock:
+            bar.update(nbytes * scale)
 
     train_rows = 0
     for inp in inputs:
         parts.append([])
-        n = _native_scan(inp, schema, seed, block_bytes, staged, tables, scratch, threads, cat_columns, parts[-1])
+        n = _native_scan(inp, schema, seed, block_bytes, staged, tables, scratch, threads, cat_columns, parts[-1], step)
         if n is None:
             give_up()
             return None
@@ -1444,6 +1475,7 @@ def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged
             for df, writer in zip(frames, writers, strict=True):
                 if df is not None:
                     writer.add(df)
+            step(queued[i].nbytes)
     splits = {name: w.close() for name, w in zip(SPLITS, writers, strict=True)}
     t3 = time.perf_counter()
     stages = {"parse": t1 - t0, "vocabulary": t2 - t1, "encode": t3 - t2, "write": sum(w.seconds for w in writers)}
@@ -1512,7 +1544,8 @@ def prepare(
 ) -> dict[str, Any]:
     """Prepare ``input_path`` into the folder ``out`` (see the module docstring). Returns a summary dict
     (``status`` ``"prepared"`` or ``"up to date"``, rows per split, bad rows, embedding rows, seconds, ``reader``:
-    ``"streaming"`` or ``"blocks"`` — the path that ran —, ``stage_seconds`` of the streaming path).
+    ``"native"``, ``"streaming"`` or ``"blocks"`` — the path that ran —, ``stage_seconds`` of the native or
+    streaming path).
 
     ``valid_input`` / ``test_input``: separate files whose rows all go to that split (then ``input_path`` is all
     train, the schema's split rule unused; ``valid_share`` still carves validation from it when no
@@ -1590,7 +1623,7 @@ def prepare(
             if _streamable(schema, inputs) and NATIVE:
                 done = _native_prepare(
                     inputs, schema, sources, settings, seed, block_bytes, staged, row_group_rows, shard_rows,
-                    compression,
+                    compression, bar,
                 )  # fmt: skip
                 reader_path = "native"
             if done is None and _streamable(schema, inputs):
@@ -1610,7 +1643,7 @@ def prepare(
             if done is not None:
                 fmap, splits, stages = done
                 bad_rows = 0
-                bar.update(bar.total)
+                bar.update(bar.total - bar.n)
             else:
                 fmap, splits, bad_rows = _block_prepare(
                     inputs,
