@@ -1116,10 +1116,11 @@ _NATIVE_PART = ".prepare-native"
 
 @dataclasses.dataclass
 class _NativePart:
-    path: Path  # raw int32 columns of `rows` values each: label, split code, integer buckets, entry numbers
+    path: Path  # raw columns of `rows` values each: label, split code, integer buckets, entry numbers
     table: int  # the counting tables (thread) whose entry numbers it holds
     rows: int
     nbytes: int  # of raw text (progress)
+    dtypes: tuple[str, ...]  # each column's stored integer type (the narrowest that holds its range)
 
 
 class _Scratch:
@@ -1258,12 +1259,16 @@ def _native_scan(inp, schema, seed, block_bytes, work, tables, scratch, threads,
             for i, (_, sf) in enumerate(int_fields):
                 out[2 + i] = _integer_local_lut(sf.spec, ints[int_columns.index(sf.column)])
             out[2 + len(int_fields) :] = locs
+            # stored narrow (less to write and read back): labels and codes < 3, buckets <= num_buckets, entry
+            # numbers < the table's entries so far (-1 = empty)
+            highs = [2, 2, *(sf.spec.num_buckets for _, sf in int_fields), *tables[t].nent]
+            dtypes = tuple(_narrowest(h) for h in highs)
             with open(path, "wb") as fh:
-                for column in out:
-                    fh.write(column)  # (each column contiguous: the intermediate is the columns one after another)
+                for column, dtype in zip(out, dtypes, strict=True):
+                    fh.write(column if dtype == "int32" else column.astype(dtype))  # the columns one after another
         finally:
             free.put(t)
-        return _NativePart(path, t, n, len(buf)), int(train.sum())
+        return _NativePart(path, t, n, len(buf), dtypes), int(train.sum())
 
     train_rows, k0 = 0, 0
     pool = _BlockPool(max(block_bytes, 1 << 16), threads + 2)
@@ -1318,6 +1323,11 @@ def _integer_local_lut(spec, x: np.ndarray) -> np.ndarray:
         rest = out < 0
         out[rest] = _integer_local(spec, x[rest])
     return out
+
+
+def _narrowest(high: int) -> str:
+    """The narrowest signed integer type holding ``-1 .. high``."""
+    return "int8" if high < 1 << 7 else "int16" if high < 1 << 15 else "int32"
 
 
 def _truncated(path: Path) -> int:
@@ -1432,29 +1442,36 @@ def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged
     t2 = time.perf_counter()
 
     n_out = 2 + n_int + len(cat_columns)
-    buffers: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()  # reused read buffers, one per running encode
+    buffers: queue.SimpleQueue[tuple[np.ndarray, np.ndarray]] = queue.SimpleQueue()  # reused: raw bytes, columns
     names = [sf.spec.name for sf in schema.fields]
 
     def encode(part: _NativePart) -> list[pl.DataFrame | None]:
         try:
-            buf = buffers.get_nowait()
+            raw, buf = buffers.get_nowait()
         except queue.Empty:
-            buf = np.empty(0, dtype=np.int32)
+            raw, buf = np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.int32)
+        widths = [np.dtype(d).itemsize for d in part.dtypes]
+        if len(raw) < sum(widths) * part.rows:
+            raw = np.empty(int(sum(widths) * part.rows * 1.25), dtype=np.uint8)
         if len(buf) < n_out * part.rows:
             buf = np.empty(int(n_out * part.rows * 1.25), dtype=np.int32)
         try:
-            m = buf[: n_out * part.rows].reshape(n_out, part.rows)
             with open(part.path, "rb", buffering=0) as fh:
-                view, got = memoryview(m).cast("B"), 0
+                view, got = memoryview(raw)[: sum(widths) * part.rows], 0
                 while got < view.nbytes:
                     got += fh.readinto(view[got:]) or _truncated(part.path)
             part.path.unlink()
+            m = buf[: n_out * part.rows].reshape(n_out, part.rows)
+            at = 0
+            for c, (dtype, width) in enumerate(zip(part.dtypes, widths, strict=True)):
+                m[c] = raw[at : at + width * part.rows].view(dtype)
+                at += width * part.rows
             counts = np.bincount(m[1], minlength=len(SPLITS))
             starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
             label, out = np.empty(part.rows, dtype=np.float32), np.empty((nf, part.rows), dtype=np.int32)
             native.encode_block(m, src, moffs[part.table], zoff, maps[part.table], starts, label, out)
         finally:
-            buffers.put(buf)
+            buffers.put((raw, buf))
         frames: list[pl.DataFrame | None] = []
         for a, c in zip(starts, counts, strict=True):
             if c == 0:
