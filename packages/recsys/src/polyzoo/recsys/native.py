@@ -105,10 +105,8 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
             if k == CAT:  # pack the bytes (one inner loop per kind: the kind is fixed for the field)
                 shift = np.uint64(0)
                 b = buf[p]
-                while cls[b] == _PLAIN:
-                    if shift == np.uint64(64):
-                        return p, r, DECLINE
-                    key |= np.uint64(b) << shift
+                while cls[b] == _PLAIN:  # (past 8 bytes the key is garbage: such a value declines below)
+                    key |= np.uint64(b) << (shift & np.uint64(63))
                     shift += np.uint64(8)
                     p += one
                     b = buf[p]
@@ -129,6 +127,8 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
                 return p, r, DECLINE
             width = np.int64(p - start)
             if k == CAT:
+                if width > 8:
+                    return p, r, DECLINE
                 j = slots[c]
                 if width == 0:
                     locs[j, r] = -1
