@@ -739,7 +739,7 @@ class _ShardWriter:
 
     def _write(self, rows: int) -> None:
         t0 = time.perf_counter()
-        df = pl.concat(self.frames, rechunk=True)
+        df = pl.concat(self.frames, rechunk=False)  # (the writer cuts row groups of row_group_rows all the same)
         part, rest = df.slice(0, rows), df.slice(rows)
         rel = f"{self.split}/part-{len(self.shards):05d}.parquet"
         part.write_parquet(
