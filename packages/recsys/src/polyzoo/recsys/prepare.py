@@ -870,19 +870,11 @@ class _Scanned:
 def _text_blocks(reader: _CsvReader, block_bytes: int) -> Iterator[bytes]:
     """The data bytes of a text file (header excluded) in blocks of about ``block_bytes`` cut after a line end
     (parsing one block at a time bounds memory: Polars' batch iterators run ahead of a slower consumer)."""
-    with open(reader.path, "rb") as fh:
-        fh.seek(reader.data_offset)
-        carry = b""
-        while chunk := fh.read(block_bytes):
-            data = carry + chunk
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                carry = data
-                continue
-            carry = data[cut + 1 :]
-            yield data[: cut + 1]
-        if carry:
-            yield carry + b"\n"
+    pool = _BlockPool(block_bytes, 2)
+    for buf, size in pool.blocks(reader.path, reader.data_offset):
+        data = buf[:size].tobytes()
+        pool.give_back(buf)
+        yield data
 
 
 def _scan_input(inp: _Input, schema: Schema, seed: int, block_bytes: int, work: Path) -> _Scanned | None:
