@@ -111,7 +111,7 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
                     p += one
                     b = buf[p]
             elif k == INT:  # -?[0-9]*
-                if buf[p] == 45:
+                if buf[p] == 45 and cls[45] != _END:  # a minus sign (unless '-' is the delimiter)
                     p += one
                 b = buf[p]
                 while np.uint64(np.int64(b) - 48) < np.uint64(10):
@@ -154,7 +154,7 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
                         i = (i + 1) & mask
                     locs[j, r] = e
             elif k == INT:
-                neg = width > 0 and buf[start] == 45
+                neg = width > 0 and buf[start] == 45  # (a field never starts with the delimiter)
                 nd = width - 1 if neg else width
                 if nd > _MAX_DIGITS or (neg and nd == 0):
                     return p, r, DECLINE

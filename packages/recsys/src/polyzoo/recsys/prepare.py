@@ -1202,7 +1202,7 @@ class _BlockPool:
         self.free.put(buf)
 
 
-def _native_scan(inp, schema, seed, block_bytes, work, tables, scratch, threads, cat_columns, parts, step):
+def _native_scan(inp, input_index, schema, seed, block_bytes, work, tables, scratch, threads, cat_columns, parts, step):
     """Pass 1 over one text input: every block parsed and counted by the kernel (``threads`` blocks at a time,
     each with its own tables), its labels, split codes, integer buckets and entry numbers written to one
     intermediate file. Returns the input's train rows, or ``None`` when the kernel declined a block."""
@@ -1269,7 +1269,7 @@ def _native_scan(inp, schema, seed, block_bytes, work, tables, scratch, threads,
         ok = True
         for block, size in pool.blocks(inp.path, reader.data_offset):
             n = native.count_lines(block[:size])
-            path = work / f"{_NATIVE_PART}.{len(parts) + len(pending):06d}"
+            path = work / f"{_NATIVE_PART}.{input_index}.{len(parts) + len(pending):06d}"
             pending.append(workers.submit(work_on, block, size, k0, n, path))
             k0 += n
             while len(pending) > threads or (pending and pending[0].done()):
@@ -1372,9 +1372,10 @@ def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged
             bar.update(nbytes * scale)
 
     train_rows = 0
-    for inp in inputs:
+    for i, inp in enumerate(inputs):
         parts.append([])
-        n = _native_scan(inp, schema, seed, block_bytes, staged, tables, scratch, threads, cat_columns, parts[-1], step)
+        n = _native_scan(inp, i, schema, seed, block_bytes, staged, tables, scratch, threads, cat_columns, parts[-1],
+                         step)  # fmt: skip
         if n is None:
             give_up()
             return None
