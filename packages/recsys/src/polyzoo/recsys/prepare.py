@@ -1474,14 +1474,16 @@ def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged
             frames.append(pl.DataFrame(cols, schema=out_schema))
         return frames
 
-    # blocks encoded by the threads, shards written in block order by this one
+    # blocks encoded by the threads, shards written in block order by this one; the threads work ahead (up to
+    # `ahead` blocks) while a shard is written
     queued = [part for ps in parts for part in ps]
+    ahead = 2 * threads + 2
     with ThreadPoolExecutor(max_workers=threads) as workers:
-        pending = [workers.submit(encode, part) for part in queued[:threads]]
+        pending = [workers.submit(encode, part) for part in queued[:ahead]]
         for i in range(len(queued)):
             frames = pending.pop(0).result()
-            if i + threads < len(queued):
-                pending.append(workers.submit(encode, queued[i + threads]))
+            if i + ahead < len(queued):
+                pending.append(workers.submit(encode, queued[i + ahead]))
             for df, writer in zip(frames, writers, strict=True):
                 if df is not None:
                     writer.add(df)
