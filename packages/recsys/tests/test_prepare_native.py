@@ -224,6 +224,34 @@ def test_thread_counts_give_identical_folders(monkeypatch, tmp_path):
         _assert_same_folders(out, tmp_path / "ref")
 
 
+@pytest.mark.parametrize("eol", [True, False])
+@pytest.mark.parametrize("delta", [-1, 0, 1, 2])
+def test_block_boundaries(monkeypatch, tmp_path, delta, eol):
+    """Files whose size is 2 native buffers (2 x 64 KiB) plus ``delta`` bytes, with and without the last line's
+    line end; and a line end exactly at a buffer's last byte."""
+    target = 2 * (1 << 16) + delta
+    rows = _small_rows(3000, ["1", "2", "3.5"], seed=8)
+    lines = [";".join(r) for r in rows]
+    size = np.cumsum([len(x) + 1 for x in lines])
+    n = int(np.searchsorted(size, target - 40))  # whole lines to ~40 bytes short of the target
+    lines = lines[:n]
+    pad = target - (int(size[n - 1]) if n else 0) - len(";".join(["1", "2", "3", "c", ""])) - (1 if eol else 0)
+    lines.append(";".join(["1", "2", "3", "c", "u" * pad]))
+    # and line k's end at byte 65535 (the buffer's last): lengthen line 0 by the distance from the nearest end
+    ends = np.cumsum([len(x) + 1 for x in lines]) - 1
+    k = int(np.searchsorted(ends, (1 << 16) - 1))
+    shift = (1 << 16) - 1 - int(ends[k - 1]) if k else 0
+    lines[0] += "u" * shift
+    lines[-1] = lines[-1][: len(lines[-1]) - shift]
+    data = ("\n".join(lines) + ("\n" if eol else "")).encode()
+    assert len(data) == target and data[(1 << 16) - 1] == 10
+    path = tmp_path / "b.txt"
+    path.write_bytes(data)
+    fast, _slow, a, b = _both(monkeypatch, tmp_path, path, _small_schema(tmp_path, ";"), block_bytes=1 << 16)
+    assert fast["reader"] == "native" and fast["rows"]["train"] == n + 1
+    _assert_same_folders(a, b)
+
+
 def test_line_longer_than_a_block(monkeypatch, tmp_path):
     """A skipped column (Avazu's id) may hold any printable bytes at any length: a line longer than the native
     block buffer (64 KiB) is read into a bigger one."""
@@ -234,8 +262,9 @@ def test_line_longer_than_a_block(monkeypatch, tmp_path):
         ident = "9" * 150_000 if i in (5, 2900) else str(int(rng.integers(10**12)))
         rest = [f"{int(rng.integers(6))}x" for _ in range(21)]
         lines.append(",".join([ident, str(i % 2), f"141021{i % 24:02d}", *rest]))
+    lines[-1] = "8" * 70_000 + lines[-1]  # the last line long (its id) and without a line end
     path = tmp_path / "a.csv"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines))
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, load_schema("avazu", threshold=1), block_bytes=1 << 16)
     assert fast["reader"] == "native"
     _assert_same_folders(a, b)
@@ -556,11 +585,12 @@ def test_avazu_sample_native(monkeypatch, tmp_path):
     assert FeatureMap.load(a / "feature_map.json").vocabularies == ref.vocabularies
 
 
-@pytest.mark.parametrize(("hour", "at"), [("", 2), ("14139900", 3), ("", 60)])
+@pytest.mark.parametrize(("hour", "at"), [("", 2), ("14139900", 3), ("", 60), ("", 852), ("1410210", 853)])
 def test_avazu_bad_hour_gives_the_block_paths_error(monkeypatch, tmp_path, hour, at):
+    """(Lines 852, 853 are data rows 850, 851: test rows, which the transform checks too.)"""
     names = _avazu_names()
     lines = [",".join(names)]
-    for i in range(80):
+    for i in range(max(80, at)):
         h = hour if i + 2 == at else f"141021{i % 24:02d}"
         lines.append(",".join([str(10**15 + i), str(i % 2), h, *[f"a{i % 3}"] * 21]))
     av = tmp_path / "a.csv"
