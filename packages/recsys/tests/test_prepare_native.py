@@ -154,6 +154,22 @@ def test_native_output_identical_to_block_path(
         assert {"a b", "12345678", "zzzzzzzz", 'a"b', " "} & vocab
 
 
+@pytest.mark.parametrize("hash_buckets", [None, 5])
+def test_empty_and_constant_columns(monkeypatch, tmp_path, hash_buckets):
+    """A categorical column empty on every row, one holding one value, an integer column empty on every row."""
+    rows = _rows(1200, seed=6)
+    for r in rows:
+        r[14 + 4], r[14 + 5], r[3] = "", "same", ""
+    path = _write(tmp_path / "c.tsv", rows)
+    schema = load_schema("criteo", protocol="polyzoo", threshold=0, hash_buckets=hash_buckets)
+    fast, _slow, a, b = _both(monkeypatch, tmp_path, path, schema, block_bytes=1 << 16)
+    assert fast["reader"] == "native"
+    _assert_same_folders(a, b)
+    if hash_buckets is None:
+        fmap = FeatureMap.load(a / "feature_map.json")
+        assert fmap.vocabularies["C5"] == [] and fmap.vocabularies["C6"] == ["same"]
+
+
 def test_native_ids_equal_ctrstream(monkeypatch, tmp_path):
     path = _write(tmp_path / "c.tsv", _rows(2500, seed=5))
     for protocol in ("official", "polyzoo"):
@@ -321,6 +337,21 @@ def test_declines_with_the_same_output(monkeypatch, tmp_path, kind):
     assert not _leftovers(tmp_path)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("at", [0, 2999])
+def test_decline_in_some_block_leaves_nothing_behind(monkeypatch, tmp_path, threads, at):
+    """The kernel declines in the first or the last of many blocks, with 1 or 3 threads: the other path's output,
+    and none of the native intermediate files (written for the blocks before and beside it) left."""
+    monkeypatch.setattr(prep, "NATIVE_THREADS", threads)
+    path = _dirty(tmp_path, _line(C9="vé"), at=at, n=3000)
+    assert path.stat().st_size > 6 * (1 << 16)
+    schema = load_schema("criteo", threshold=1)
+    fast, _slow, a, b = _both(monkeypatch, tmp_path, path, schema, block_bytes=1 << 16)
+    assert fast["reader"] == "streaming"
+    _assert_same_folders(a, b)
+    assert not _leftovers(tmp_path)
+
+
 @pytest.mark.parametrize("kind", ["crlf", "bom", "trailing_blank"])
 def test_declines_on_line_ends_and_bom(monkeypatch, tmp_path, kind):
     rows = _rows(1500, seed=13)
@@ -443,6 +474,22 @@ def test_columns_read_by_two_fields(monkeypatch, tmp_path):
     path = _write(tmp_path / "t.csv", _small_rows(1500, ["1"], seed=4), sep=",", header=True, names=spec["columns"])
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, schema, seed=6, row_group_rows=100, shard_rows=400)
     assert fast["reader"] == "native" and fast["rows"]["valid"] > 0
+    _assert_same_folders(a, b)
+
+
+def test_label_column_read_as_a_field_declines(monkeypatch, tmp_path):
+    spec = {
+        "name": "lab",
+        "columns": ["y", "n", "i", "c", "unused"],
+        "label": "y",
+        "delimiter": ",",
+        "header": False,
+        "fields": [{"name": "i", "type": "integer"}, {"name": "y_too", "type": "categorical", "column": "y"}],
+    }
+    (tmp_path / "lab.json").write_text(json.dumps(spec))
+    path = _write(tmp_path / "l.csv", _small_rows(900, ["1"]), sep=",")
+    fast, _slow, a, b = _both(monkeypatch, tmp_path, path, load_schema(tmp_path / "lab.json", threshold=0))
+    assert fast["reader"] == "streaming"
     _assert_same_folders(a, b)
 
 
@@ -574,15 +621,18 @@ def test_no_data_rows_same_error(monkeypatch, tmp_path, content, hash_buckets):
 # 6. Avazu (hour transforms; the id column skipped)
 
 
-def test_avazu_sample_native(monkeypatch, tmp_path):
+@pytest.mark.parametrize("hash_buckets", [None, 13])
+def test_avazu_sample_native(monkeypatch, tmp_path, hash_buckets):
     path = shared_data_dir(__file__) / "ctr" / "avazu_sample.txt"
     if not path.is_file():
         pytest.skip(f"shared CTR sample {path} not found")
-    fast, _slow, a, b = _both(monkeypatch, tmp_path, path, load_schema("avazu", threshold=1))
+    schema = load_schema("avazu", threshold=1, hash_buckets=hash_buckets)
+    fast, _slow, a, b = _both(monkeypatch, tmp_path, path, schema)
     assert fast["reader"] == "native"
     _assert_same_folders(a, b)
-    ref, _ = build_feature_map(path, avazu_format(threshold=1), split="train")
-    assert FeatureMap.load(a / "feature_map.json").vocabularies == ref.vocabularies
+    if hash_buckets is None:
+        ref, _ = build_feature_map(path, avazu_format(threshold=1), split="train")
+        assert FeatureMap.load(a / "feature_map.json").vocabularies == ref.vocabularies
 
 
 @pytest.mark.parametrize(("hour", "at"), [("", 2), ("14139900", 3), ("", 60), ("", 852), ("1410210", 853)])
