@@ -530,16 +530,12 @@ def test_minus_as_delimiter_empty_integer_declines(monkeypatch, tmp_path):
     rows[7][2] = ""  # an empty integer value, then the delimiter '-' and a non-digit
     path = _write(tmp_path / "m.txt", rows, sep="-")
     _fast, _slow, a, b = _both(monkeypatch, tmp_path, path, _small_schema(tmp_path, "-"))
-    _assert_same_folders(a, b)  # (today the kernel declines: it reads the delimiter as the value's sign)
+    _assert_same_folders(a, b)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="native.scan_block reads a leading '-' of an integer field as its sign even when '-' is the delimiter: "
-    "an empty integer field followed by digits ('1-2--5-c1-x') is parsed as the one value -5, so a line with one "
-    "field too many is accepted (its later fields shifted) instead of the block path's ParseError",
-)
 def test_minus_as_delimiter_with_an_extra_field(monkeypatch, tmp_path):
+    """With '-' as the delimiter, an empty integer field followed by digits is two fields, not a negative number
+    (the kernel once read the delimiter as the value's sign and accepted this line, one field too many)."""
     lines = ["-".join(r) for r in _minus_rows(500)]
     lines[300] = "1-2--5-c1-x"  # 6 fields: y, n, i='', '5', c1, x (the schema has 5 columns)
     path = tmp_path / "m.txt"
@@ -555,20 +551,11 @@ def test_minus_as_delimiter_with_an_extra_field(monkeypatch, tmp_path):
 # 4. separate split files; 5. the last line without a line end; header-only and empty files
 
 
-_PART_NAMES_BUG = (
-    "_native_scan names each input's intermediate files .prepare-native.{len(parts) + len(pending):06d} with "
-    "`parts` the list of THIS input (a fresh [] per input in _native_prepare), so the valid/test file's parts "
-    "overwrite the train file's parts of the same number in the staged folder; the encoding pass then reads "
-    "another input's rows (OSError 'the intermediate file ended early' when that file is shorter, else wrong data "
-    "followed by FileNotFoundError once the shared file is unlinked twice)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_PART_NAMES_BUG)
 @pytest.mark.parametrize(
     ("layout", "threads"), [("valid_and_test", None), ("test_only_with_share", None), ("small_train", 1)]
 )
 def test_separate_split_files_native(monkeypatch, tmp_path, layout, threads):
+    """(The inputs' intermediate files once shared names, so a valid/test file overwrote the train file's.)"""
     monkeypatch.setattr(prep, "NATIVE_THREADS", threads)
     n_train = 60 if layout == "small_train" else 900
     train = _write(tmp_path / "train.tsv", _rows(n_train, seed=1))
