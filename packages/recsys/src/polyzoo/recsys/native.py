@@ -92,6 +92,7 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
     headroom = 1 << 62  # rows that fit before some table passes half full (each row adds <= 1 entry per table)
     for j in range(ncat):
         headroom = min(headroom, icap[j] // 2 - nent[j])
+    rowkeys = np.zeros(ncat, dtype=np.uint64)
     while p < n:
         if headroom <= 0:
             return p, r, GROW
@@ -129,30 +130,7 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
             if k == CAT:
                 if width > 8:
                     return p, r, DECLINE
-                j = slots[c]
-                if width == 0:
-                    locs[j, r] = -1
-                    empty[j] += 1
-                else:  # linear probing; one slot (key and word) is one 16-byte read
-                    mask = icap[j] - 1
-                    i = _slot(key, mask)
-                    base = 2 * ioff[j]
-                    while True:
-                        at = base + 2 * i
-                        if tab[at] == key:
-                            tab[at + 1] += count
-                            e = np.int64(tab[at + 1] & _LOC_MASK)
-                            break
-                        if tab[at] == 0:
-                            e = nent[j]
-                            if e > _MAX_ENTRIES:
-                                return p, r, DECLINE
-                            tab[at] = key
-                            tab[at + 1] = count | np.uint64(e)
-                            nent[j] = e + 1
-                            break
-                        i = (i + 1) & mask
-                    locs[j, r] = e
+                rowkeys[slots[c]] = key  # (0 = empty; counted after the line, see below)
             elif k == INT:
                 neg = width > 0 and buf[start] == 45  # (a field never starts with the delimiter)
                 nd = width - 1 if neg else width
@@ -167,6 +145,32 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
             if (buf[p] == 10) != (c == ncols - 1):
                 return p, r, DECLINE
             p += one
+        # the line's keys counted after it was read: independent probes, so their cache misses overlap
+        for j in range(ncat):
+            key = rowkeys[j]
+            if key == 0:
+                locs[j, r] = -1
+                empty[j] += 1
+                continue
+            mask = icap[j] - 1
+            i = _slot(key, mask)
+            base = 2 * ioff[j]
+            while True:
+                at = base + 2 * i
+                if tab[at] == key:
+                    tab[at + 1] += count
+                    e = np.int64(tab[at + 1] & _LOC_MASK)
+                    break
+                if tab[at] == 0:
+                    e = nent[j]
+                    if e > _MAX_ENTRIES:
+                        return p, r, DECLINE
+                    tab[at] = key
+                    tab[at + 1] = count | np.uint64(e)
+                    nent[j] = e + 1
+                    break
+                i = (i + 1) & mask
+            locs[j, r] = e
         r += 1
     return p, r, OK
 
