@@ -1465,12 +1465,17 @@ def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged
             native.encode_block(m, src, moffs[part.table], zoff, maps[part.table], starts, label, out)
         finally:
             buffers.put((raw, buf))
+        # Polars keeps numpy columns without a copy, so a frame holds its block's whole arrays alive until its
+        # shard is written: only the block's largest split shares them, the others get their own copies (else the
+        # test split, whose 1 M-row shard takes ~5 M input rows to fill, would hold ~40 whole blocks)
+        largest = int(np.argmax(counts))
         frames: list[pl.DataFrame | None] = []
-        for a, c in zip(starts, counts, strict=True):
+        for split, (a, c) in enumerate(zip(starts, counts, strict=True)):
             if c == 0:
                 frames.append(None)
                 continue
-            cols = {"label": label[a : a + c], **{name: out[f, a : a + c] for f, name in enumerate(names)}}
+            take = (lambda x: x) if split == largest else np.copy
+            cols = {"label": take(label[a : a + c]), **{name: take(out[f, a : a + c]) for f, name in enumerate(names)}}
             frames.append(pl.DataFrame(cols, schema=out_schema))
         return frames
 
