@@ -93,19 +93,6 @@ def _both(monkeypatch, tmp_path: Path, path, schema, **kwargs) -> tuple[dict, di
     return fast, slow, tmp_path / "fast", tmp_path / "slow"
 
 
-def _assert_same_folders(a: Path, b: Path) -> None:
-    ma, mb = read_manifest(a), read_manifest(b)
-    assert ma == mb
-    assert json.loads((a / "feature_map.json").read_text()) == json.loads((b / "feature_map.json").read_text())
-    for shards in ma["splits"].values():
-        for shard in shards:
-            x, y = pl.read_parquet(a / shard["path"]), pl.read_parquet(b / shard["path"])
-            assert x.schema == y.schema and x.equals(y), shard["path"]
-            ga = pl.read_parquet_metadata(a / shard["path"])
-            assert ga == pl.read_parquet_metadata(b / shard["path"])
-    assert sorted(p.relative_to(a) for p in a.rglob("*")) == sorted(p.relative_to(b) for p in b.rglob("*"))
-
-
 def _avazu_names() -> list[str]:
     return list(load_schema("avazu").columns)
 
@@ -135,7 +122,7 @@ def _read_split(out: Path, split: str) -> pl.DataFrame:
     ],
 )
 def test_native_output_identical_to_block_path(
-    monkeypatch, tmp_path, protocol, threshold, hash_buckets, valid_share, sep, header, seed
+    monkeypatch, tmp_path, protocol, threshold, hash_buckets, valid_share, sep, header, seed, same_folders
 ):
     path = _write(tmp_path / "c.txt", _rows(2100, seed=seed % 97, sep=sep), sep=sep, header=header)
     schema = load_schema(
@@ -147,7 +134,7 @@ def test_native_output_identical_to_block_path(
     assert sum(fast["rows"].values()) == 2100 and fast["rows"]["test"] > 0
     assert (fast["rows"]["valid"] > 0) == (valid_share > 0)
     assert not _leftovers(tmp_path)
-    _assert_same_folders(a, b)
+    same_folders(a, b)
     fmap = FeatureMap.load(a / "feature_map.json")
     if hash_buckets is None:  # the packed keys decode back to the values (spaces, quotes, 8 bytes)
         vocab = {v for name, vs in fmap.vocabularies.items() for v in vs}
@@ -155,7 +142,7 @@ def test_native_output_identical_to_block_path(
 
 
 @pytest.mark.parametrize("hash_buckets", [None, 5])
-def test_empty_and_constant_columns(monkeypatch, tmp_path, hash_buckets):
+def test_empty_and_constant_columns(monkeypatch, tmp_path, hash_buckets, same_folders):
     """A categorical column empty on every row, one holding one value, an integer column empty on every row."""
     rows = _rows(1200, seed=6)
     for r in rows:
@@ -164,7 +151,7 @@ def test_empty_and_constant_columns(monkeypatch, tmp_path, hash_buckets):
     schema = load_schema("criteo", protocol="polyzoo", threshold=0, hash_buckets=hash_buckets)
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, schema, block_bytes=1 << 16)
     assert fast["reader"] == "native"
-    _assert_same_folders(a, b)
+    same_folders(a, b)
     if hash_buckets is None:
         fmap = FeatureMap.load(a / "feature_map.json")
         assert fmap.vocabularies["C5"] == [] and fmap.vocabularies["C6"] == ["same"]
@@ -205,7 +192,7 @@ def _wide_rows(n: int) -> list[list[str]]:
     return rows
 
 
-def test_many_blocks_and_table_growth(monkeypatch, tmp_path):
+def test_many_blocks_and_table_growth(monkeypatch, tmp_path, same_folders):
     n = 14000
     path = _write(tmp_path / "w.tsv", _wide_rows(n))
     assert path.stat().st_size > 20 * (1 << 16)  # many blocks
@@ -213,7 +200,7 @@ def test_many_blocks_and_table_growth(monkeypatch, tmp_path):
     kw = dict(seed=4, block_bytes=1 << 16, shard_rows=1500, row_group_rows=300)
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, schema, **kw)
     assert fast["reader"] == "native"
-    _assert_same_folders(a, b)
+    same_folders(a, b)
     fmap = FeatureMap.load(a / "feature_map.json")
     train = {k for k in range(n) if k % 1000 <= 800}
     assert len(fmap.vocabularies["C1"]) < len(train) and len(fmap.vocabularies["C1"]) > 0.8 * len(train)
@@ -222,7 +209,7 @@ def test_many_blocks_and_table_growth(monkeypatch, tmp_path):
     assert sorted(fmap.vocabularies["C4"]) == sorted(f"v {i}" for i in range(700))
 
 
-def test_thread_counts_give_identical_folders(monkeypatch, tmp_path):
+def test_thread_counts_give_identical_folders(monkeypatch, tmp_path, same_folders):
     path = _write(tmp_path / "w.tsv", _wide_rows(9000))
     schema = load_schema("criteo", protocol="official", threshold=1, valid_share=0.2)
     outs = []
@@ -237,12 +224,12 @@ def test_thread_counts_give_identical_folders(monkeypatch, tmp_path):
     _block(monkeypatch)
     prepare(path, tmp_path / "ref", schema, seed=3, block_bytes=1 << 16, shard_rows=1000, row_group_rows=128)
     for out in outs:
-        _assert_same_folders(out, tmp_path / "ref")
+        same_folders(out, tmp_path / "ref")
 
 
 @pytest.mark.parametrize("eol", [True, False])
 @pytest.mark.parametrize("delta", [-1, 0, 1, 2])
-def test_block_boundaries(monkeypatch, tmp_path, delta, eol):
+def test_block_boundaries(monkeypatch, tmp_path, delta, eol, same_folders):
     """Files whose size is 2 native buffers (2 x 64 KiB) plus ``delta`` bytes, with and without the last line's
     line end; and a line end exactly at a buffer's last byte."""
     target = 2 * (1 << 16) + delta
@@ -265,10 +252,10 @@ def test_block_boundaries(monkeypatch, tmp_path, delta, eol):
     path.write_bytes(data)
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, _small_schema(tmp_path, ";"), block_bytes=1 << 16)
     assert fast["reader"] == "native" and fast["rows"]["train"] == n + 1
-    _assert_same_folders(a, b)
+    same_folders(a, b)
 
 
-def test_line_longer_than_a_block(monkeypatch, tmp_path):
+def test_line_longer_than_a_block(monkeypatch, tmp_path, same_folders):
     """A skipped column (Avazu's id) may hold any printable bytes at any length: a line longer than the native
     block buffer (64 KiB) is read into a bigger one."""
     names = _avazu_names()
@@ -283,7 +270,7 @@ def test_line_longer_than_a_block(monkeypatch, tmp_path):
     path.write_text("\n".join(lines))
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, load_schema("avazu", threshold=1), block_bytes=1 << 16)
     assert fast["reader"] == "native"
-    _assert_same_folders(a, b)
+    same_folders(a, b)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -327,19 +314,19 @@ SAME_OUTPUT = {  # outside the native scope, but well formed: the output equals 
 
 
 @pytest.mark.parametrize("kind", sorted(SAME_OUTPUT))
-def test_declines_with_the_same_output(monkeypatch, tmp_path, kind):
+def test_declines_with_the_same_output(monkeypatch, tmp_path, kind, same_folders):
     path = _dirty(tmp_path, SAME_OUTPUT[kind])
     schema = load_schema("criteo", threshold=1, valid_share=0.1)
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, schema, seed=1, block_bytes=1 << 16)
     assert fast["reader"] != "native"
     assert fast["bad_rows"] == 0
-    _assert_same_folders(a, b)
+    same_folders(a, b)
     assert not _leftovers(tmp_path)
 
 
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("at", [0, 2999])
-def test_decline_in_some_block_leaves_nothing_behind(monkeypatch, tmp_path, threads, at):
+def test_decline_in_some_block_leaves_nothing_behind(monkeypatch, tmp_path, threads, at, same_folders):
     """The kernel declines in the first or the last of many blocks, with 1 or 3 threads: the other path's output,
     and none of the native intermediate files (written for the blocks before and beside it) left."""
     monkeypatch.setattr(prep, "NATIVE_THREADS", threads)
@@ -348,12 +335,12 @@ def test_decline_in_some_block_leaves_nothing_behind(monkeypatch, tmp_path, thre
     schema = load_schema("criteo", threshold=1)
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, schema, block_bytes=1 << 16)
     assert fast["reader"] == "streaming"
-    _assert_same_folders(a, b)
+    same_folders(a, b)
     assert not _leftovers(tmp_path)
 
 
 @pytest.mark.parametrize("kind", ["crlf", "bom", "trailing_blank"])
-def test_declines_on_line_ends_and_bom(monkeypatch, tmp_path, kind):
+def test_declines_on_line_ends_and_bom(monkeypatch, tmp_path, kind, same_folders):
     rows = _rows(1500, seed=13)
     path = _write(tmp_path / "c.tsv", rows, eol="\r\n" if kind == "crlf" else "\n")
     data = path.read_bytes()
@@ -364,7 +351,7 @@ def test_declines_on_line_ends_and_bom(monkeypatch, tmp_path, kind):
     path.write_bytes(data)
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, load_schema("criteo", threshold=1), block_bytes=1 << 16)
     assert fast["reader"] != "native"
-    _assert_same_folders(a, b)
+    same_folders(a, b)
     assert not _leftovers(tmp_path)
 
 
@@ -428,12 +415,12 @@ def _small_rows(n: int, numbers: list[str], seed: int = 0) -> list[list[str]]:
     ]  # fmt: skip
 
 
-def test_binning_none_values_python_float_accepts_stay_native(monkeypatch, tmp_path):
+def test_binning_none_values_python_float_accepts_stay_native(monkeypatch, tmp_path, same_folders):
     numbers = ["1", "1.5", "nan", "inf", "-inf", "1e3", "1_0", " 7", ".5", "", "00", "-0"]
     path = _write(tmp_path / "n.txt", _small_rows(600, numbers), sep=";")
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, _small_schema(tmp_path, ";"))
     assert fast["reader"] == "native"
-    _assert_same_folders(a, b)
+    same_folders(a, b)
     # the raw spellings are the vocabulary (binning none: a number kept as its string)
     assert set(FeatureMap.load(a / "feature_map.json").vocabularies["n"]) == set(numbers) - {""}
 
@@ -453,7 +440,7 @@ def test_binning_none_value_python_float_refuses(monkeypatch, tmp_path):
     assert messages[0] == messages[1] == f"{path}:451: field n: expected a number, got '1.2.3'"
 
 
-def test_columns_read_by_two_fields(monkeypatch, tmp_path):
+def test_columns_read_by_two_fields(monkeypatch, tmp_path, same_folders):
     """One integer column binned twice (other buckets, float32, as_zero) and one categorical column read by a
     vocabulary field and a hashing field: native and identical."""
     spec = {
@@ -474,10 +461,10 @@ def test_columns_read_by_two_fields(monkeypatch, tmp_path):
     path = _write(tmp_path / "t.csv", _small_rows(1500, ["1"], seed=4), sep=",", header=True, names=spec["columns"])
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, schema, seed=6, row_group_rows=100, shard_rows=400)
     assert fast["reader"] == "native" and fast["rows"]["valid"] > 0
-    _assert_same_folders(a, b)
+    same_folders(a, b)
 
 
-def test_label_column_read_as_a_field_declines(monkeypatch, tmp_path):
+def test_label_column_read_as_a_field_declines(monkeypatch, tmp_path, same_folders):
     spec = {
         "name": "lab",
         "columns": ["y", "n", "i", "c", "unused"],
@@ -490,7 +477,7 @@ def test_label_column_read_as_a_field_declines(monkeypatch, tmp_path):
     path = _write(tmp_path / "l.csv", _small_rows(900, ["1"]), sep=",")
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, load_schema(tmp_path / "lab.json", threshold=0))
     assert fast["reader"] == "streaming"
-    _assert_same_folders(a, b)
+    same_folders(a, b)
 
 
 def test_multibyte_delimiter_declines(monkeypatch, tmp_path):
@@ -517,20 +504,20 @@ def _minus_rows(n: int) -> list[list[str]]:
     return rows
 
 
-def test_minus_as_delimiter(monkeypatch, tmp_path):
+def test_minus_as_delimiter(monkeypatch, tmp_path, same_folders):
     """With ``-`` as the delimiter a clean file is native and identical."""
     path = _write(tmp_path / "m.txt", _minus_rows(500), sep="-")
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, _small_schema(tmp_path, "-"))
     assert fast["reader"] == "native"
-    _assert_same_folders(a, b)
+    same_folders(a, b)
 
 
-def test_minus_as_delimiter_empty_integer_declines(monkeypatch, tmp_path):
+def test_minus_as_delimiter_empty_integer_declines(monkeypatch, tmp_path, same_folders):
     rows = _minus_rows(500)
     rows[7][2] = ""  # an empty integer value, then the delimiter '-' and a non-digit
     path = _write(tmp_path / "m.txt", rows, sep="-")
     _fast, _slow, a, b = _both(monkeypatch, tmp_path, path, _small_schema(tmp_path, "-"))
-    _assert_same_folders(a, b)
+    same_folders(a, b)
 
 
 def test_minus_as_delimiter_with_an_extra_field(monkeypatch, tmp_path):
@@ -554,7 +541,7 @@ def test_minus_as_delimiter_with_an_extra_field(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("layout", "threads"), [("valid_and_test", None), ("test_only_with_share", None), ("small_train", 1)]
 )
-def test_separate_split_files_native(monkeypatch, tmp_path, layout, threads):
+def test_separate_split_files_native(monkeypatch, tmp_path, layout, threads, same_folders):
     """(The inputs' intermediate files once shared names, so a valid/test file overwrote the train file's.)"""
     monkeypatch.setattr(prep, "NATIVE_THREADS", threads)
     n_train = 60 if layout == "small_train" else 900
@@ -574,17 +561,17 @@ def test_separate_split_files_native(monkeypatch, tmp_path, layout, threads):
         assert fast["rows"]["test"] == 80 and 0 < fast["rows"]["valid"] < 900 - 100
     else:
         assert fast["rows"] == {"train": n_train, "valid": 700 if layout == "small_train" else 120, "test": 80}
-    _assert_same_folders(a, b)
+    same_folders(a, b)
     assert not _leftovers(tmp_path)
 
 
 @pytest.mark.parametrize("header", [False, True])
-def test_last_line_without_line_end(monkeypatch, tmp_path, header):
+def test_last_line_without_line_end(monkeypatch, tmp_path, header, same_folders):
     path = _write(tmp_path / "c.tsv", _rows(1300, seed=4), header=header)
     path.write_bytes(path.read_bytes()[:-1])
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, load_schema("criteo", threshold=1), block_bytes=1 << 16)
     assert fast["reader"] == "native" and sum(fast["rows"].values()) == 1300
-    _assert_same_folders(a, b)
+    same_folders(a, b)
 
 
 @pytest.mark.parametrize("content", ["header_only", "header_no_eol", "empty"])
@@ -609,14 +596,14 @@ def test_no_data_rows_same_error(monkeypatch, tmp_path, content, hash_buckets):
 
 
 @pytest.mark.parametrize("hash_buckets", [None, 13])
-def test_avazu_sample_native(monkeypatch, tmp_path, hash_buckets):
+def test_avazu_sample_native(monkeypatch, tmp_path, hash_buckets, same_folders):
     path = shared_data_dir(__file__) / "ctr" / "avazu_sample.txt"
     if not path.is_file():
         pytest.skip(f"shared CTR sample {path} not found")
     schema = load_schema("avazu", threshold=1, hash_buckets=hash_buckets)
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, schema)
     assert fast["reader"] == "native"
-    _assert_same_folders(a, b)
+    same_folders(a, b)
     if hash_buckets is None:
         ref, _ = build_feature_map(path, avazu_format(threshold=1), split="train")
         assert FeatureMap.load(a / "feature_map.json").vocabularies == ref.vocabularies

@@ -59,18 +59,6 @@ def _both(monkeypatch, tmp_path: Path, *args, **kwargs) -> tuple[dict, dict, Pat
     return fast, slow, tmp_path / "fast", tmp_path / "slow"
 
 
-def _assert_same_folders(a: Path, b: Path) -> None:
-    ma, mb = read_manifest(a), read_manifest(b)
-    assert ma == mb
-    assert json.loads((a / "feature_map.json").read_text()) == json.loads((b / "feature_map.json").read_text())
-    for shards in ma["splits"].values():
-        for shard in shards:
-            x, y = pl.read_parquet(a / shard["path"]), pl.read_parquet(b / shard["path"])
-            assert x.schema == y.schema and x.equals(y), shard["path"]
-            assert pl.read_parquet_metadata(a / shard["path"]) is not None
-    assert sorted(p.relative_to(a) for p in a.rglob("*")) == sorted(p.relative_to(b) for p in b.rglob("*"))
-
-
 def _read_split(out: Path, split: str) -> pl.DataFrame:
     frames = [pl.read_parquet(out / s["path"]) for s in read_manifest(out)["splits"][split]]
     return pl.concat(frames) if frames else pl.DataFrame()
@@ -86,7 +74,7 @@ def _read_split(out: Path, split: str) -> pl.DataFrame:
     ],
 )
 def test_streaming_output_identical_to_block_path(
-    monkeypatch, tmp_path, protocol, hash_buckets, valid_share, sep, header
+    monkeypatch, tmp_path, protocol, hash_buckets, valid_share, sep, header, same_folders
 ):
     path = _write(tmp_path / "c.txt", _rows(3100), sep=sep, header=header)
     schema = load_schema("criteo", protocol=protocol, threshold=2, hash_buckets=hash_buckets, valid_share=valid_share)
@@ -94,7 +82,7 @@ def test_streaming_output_identical_to_block_path(
     assert fast["reader"] == "streaming" and slow["reader"] == "blocks"
     assert fast["rows"] == slow["rows"] and fast["embedding_rows"] == slow["embedding_rows"]
     assert not list(a.rglob(".prepare-intermediate*"))  # the intermediate is deleted before publishing
-    _assert_same_folders(a, b)
+    same_folders(a, b)
     if valid_share == 0 and hash_buckets is None:  # and against CTRStream (an independent implementation)
         fmt = criteo_format(threshold=2, protocol=protocol)
         ref, _ = build_feature_map(path, fmt, split="train")
@@ -104,14 +92,14 @@ def test_streaming_output_identical_to_block_path(
             np.testing.assert_array_equal(_read_split(a, split).drop("label").to_numpy(), ids)
 
 
-def test_separate_split_files_streaming(monkeypatch, tmp_path):
+def test_separate_split_files_streaming(monkeypatch, tmp_path, same_folders):
     train = _write(tmp_path / "train.tsv", _rows(900, seed=1))
     valid = _write(tmp_path / "valid.tsv", _rows(120, seed=2))
     test = _write(tmp_path / "test.tsv", _rows(80, seed=3))
     schema = load_schema("criteo", threshold=1)
     fast, _slow, a, b = _both(monkeypatch, tmp_path, train, schema, valid_input=valid, test_input=test)
     assert fast["reader"] == "streaming" and fast["rows"] == {"train": 900, "valid": 120, "test": 80}
-    _assert_same_folders(a, b)
+    same_folders(a, b)
 
 
 def test_train_expression_equals_split_codes():
@@ -138,17 +126,17 @@ def _weak_id_hash(column: str, seed: int) -> pl.Expr:
 
 
 @pytest.mark.parametrize("hash_buckets", [None, 7])
-def test_forced_collisions_fall_back_to_the_string_path(monkeypatch, tmp_path, hash_buckets):
+def test_forced_collisions_fall_back_to_the_string_path(monkeypatch, tmp_path, hash_buckets, same_folders):
     path = _write(tmp_path / "c.tsv", _rows(1500, seed=4))
     schema = load_schema("criteo", threshold=1, hash_buckets=hash_buckets, valid_share=0.1)
     monkeypatch.setattr(prep, "_row_hash", _weak_id_hash)
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, schema, seed=2)
     assert fast["reader"] == "blocks"  # detected, so the exact string path ran
     assert not list(tmp_path.rglob(".prepare-intermediate*"))
-    _assert_same_folders(a, b)
+    same_folders(a, b)
 
 
-def test_collision_detection_per_table(monkeypatch, tmp_path):
+def test_collision_detection_per_table(monkeypatch, tmp_path, same_folders):
     # only two values collide in the id hash (one pair in one field): still detected
     rows = _rows(400, seed=6)
     for i, r in enumerate(rows):
@@ -164,7 +152,7 @@ def test_collision_detection_per_table(monkeypatch, tmp_path):
     monkeypatch.setattr(prep, "_row_hash", one_pair)
     fast, _, a, b = _both(monkeypatch, tmp_path, path, load_schema("criteo", threshold=0))
     assert fast["reader"] == "blocks"
-    _assert_same_folders(a, b)
+    same_folders(a, b)
     fmap = FeatureMap.load(a / "feature_map.json")
     assert sorted(fmap.vocabularies["C6"]) == ["alpha", "omega"]
 
@@ -183,7 +171,7 @@ def _good_line() -> list[str]:
         ("utf8", "not UTF-8 text (byte 0xff at column 1)"),
     ],
 )
-def test_dirty_files_keep_todays_errors_and_skip_counts(monkeypatch, tmp_path, kind, message):
+def test_dirty_files_keep_todays_errors_and_skip_counts(monkeypatch, tmp_path, kind, message, same_folders):
     rows = [_good_line() for _ in range(30)]
     lines = ["\t".join(r) for r in rows]
     bad = {
@@ -204,11 +192,11 @@ def test_dirty_files_keep_todays_errors_and_skip_counts(monkeypatch, tmp_path, k
     assert not (tmp_path / "out").exists() and not list(tmp_path.rglob(".prepare-intermediate*"))
     fast, slow, a, b = _both(monkeypatch, tmp_path, path, schema, skip_bad=True)
     assert fast["reader"] == "blocks" and fast["bad_rows"] == slow["bad_rows"] == 1
-    _assert_same_folders(a, b)
+    same_folders(a, b)
 
 
 @pytest.mark.parametrize("kind", ["blank", "crlf", "bom", "trailing_blank", "sequence"])
-def test_other_inputs_take_the_block_path_with_the_same_output(monkeypatch, tmp_path, kind):
+def test_other_inputs_take_the_block_path_with_the_same_output(monkeypatch, tmp_path, kind, same_folders):
     rows = _rows(300, seed=7)
     path = _write(tmp_path / "c.tsv", rows, eol="\r\n" if kind == "crlf" else "\n")
     data = path.read_bytes()
@@ -229,16 +217,16 @@ def test_other_inputs_take_the_block_path_with_the_same_output(monkeypatch, tmp_
         schema = load_schema(tmp_path / "s.json", threshold=1)
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, schema)
     assert fast["reader"] == "blocks"
-    _assert_same_folders(a, b)
+    same_folders(a, b)
 
 
-def test_avazu_hour_transforms_streaming(monkeypatch, tmp_path):
+def test_avazu_hour_transforms_streaming(monkeypatch, tmp_path, same_folders):
     path = shared_data_dir(__file__) / "ctr" / "avazu_sample.txt"
     if not path.is_file():
         pytest.skip(f"shared CTR sample {path} not found")
     fast, _slow, a, b = _both(monkeypatch, tmp_path, path, load_schema("avazu", threshold=1))
     assert fast["reader"] == "streaming"
-    _assert_same_folders(a, b)
+    same_folders(a, b)
     ref, _ = build_feature_map(path, avazu_format(threshold=1), split="train")
     assert FeatureMap.load(a / "feature_map.json").vocabularies == ref.vocabularies
 
