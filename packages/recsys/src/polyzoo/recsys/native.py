@@ -1,5 +1,5 @@
-"""The native pass of ``polyzoo recsys prepare``: numba-compiled parsing and counting of delimited text whose
-categorical values are short tokens (at most 8 ASCII bytes, as in Criteo and Avazu).
+"""The kernels of ``polyzoo recsys prepare``'s native path: numba-compiled parsing and counting of delimited text
+whose categorical values are short tokens (at most 8 ASCII bytes, as in Criteo and Avazu).
 
 One kernel walks a block of raw bytes once: it checks every line's shape (exactly the schema's fields, a ``0``/``1``
 label, integer-field values of the form ``-?[0-9]{1,18}`` or empty, no byte outside printable-and-tab ASCII
@@ -13,6 +13,11 @@ The kernel *declines* a block (it returns :data:`DECLINE`) at the first byte or 
 caller then hands the whole preparation to the next path (``polyzoo.recsys.prepare``'s Polars streaming path, then
 its block path), which accepts anything and reports malformed lines. The kernels release the GIL (``nogil``), so
 blocks are parsed by several threads at once, each with its own tables.
+
+The other kernels serve the same path: :func:`lookup_buckets` (integer buckets from a precomputed table),
+:func:`encode_block` (pass 2: entry numbers and buckets to global ids, rows grouped by split), :func:`count_lines`
+and :func:`last_line_end` (cutting the raw text into blocks of whole lines). Numba compiles them on first use and
+caches the machine code beside this file (``cache=True``).
 """
 
 from __future__ import annotations
@@ -80,10 +85,10 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
     ``kinds``/``slots``: per raw column its kind and its column in ``ints`` (INT) or ``locs`` (CAT). ``train``: 1
     where row r counts toward the vocabularies. Table of categorical column j: ``icap[j]`` slots from slot
     ``ioff[j]`` on, two words each in ``tab`` (the key, 0 = free; ``count << 28 | entry number``), ``nent[j]``
-    entries; ``empty[j]`` counts empty values. Outputs per row: ``label`` (0/1),
-    ``ints[slot, r]`` (NaN = empty), ``locs[slot, r]`` (entry number, −1 = empty): column-major, so that each
-    output column is contiguous. GROW is returned at a row start when some table
-    could pass half full within the row (the caller grows it and calls again from the returned ``p``, ``r``)."""
+    entries; ``empty[j]`` counts empty values. Outputs per row: ``label`` (0/1), ``ints[slot, r]`` (NaN = empty),
+    ``locs[slot, r]`` (entry number, −1 = empty): column-major, so that each output column is contiguous. GROW is
+    returned at a row start when some table could pass half full within the row (the caller grows the tables and
+    calls again from the returned ``p``, ``r``)."""
     ncols = kinds.shape[0]
     ncat = locs.shape[0]
     n = np.uint64(buf.shape[0])
