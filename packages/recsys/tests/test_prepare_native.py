@@ -82,6 +82,20 @@ def _native(monkeypatch):
     monkeypatch.setattr(prep, "STREAMING", True)
 
 
+def _errors(monkeypatch, tmp_path: Path, exc, path, schema, left, **kwargs) -> list[str]:
+    """The messages of the ``exc`` that ``prepare`` raises with the native path on, then with the block path only;
+    each time nothing but the files ``left`` stays in ``tmp_path`` (no output, no staged folder, no intermediate)."""
+    messages = []
+    for on in (True, False):
+        (_native if on else _block)(monkeypatch)
+        with pytest.raises(exc) as err:
+            prepare(path, tmp_path / "out", schema, **kwargs)
+        messages.append(str(err.value))
+        assert sorted(tmp_path.iterdir()) == sorted(left)
+    _native(monkeypatch)
+    return messages
+
+
 def _both(monkeypatch, tmp_path: Path, path, schema, **kwargs) -> tuple[dict, dict, Path, Path]:
     """Prepare with the native path switched on (the default) and with the block path only."""
     _native(monkeypatch)
@@ -373,14 +387,7 @@ def test_malformed_gives_the_block_paths_error(monkeypatch, tmp_path, kind, at):
     bad, message = MALFORMED[kind]
     path = _dirty(tmp_path, bad, at=at)
     schema = load_schema("criteo", threshold=0)
-    messages = []
-    for on in (True, False):
-        (_native if on else _block)(monkeypatch)
-        with pytest.raises(ParseError) as err:
-            prepare(path, tmp_path / "out", schema, block_bytes=1 << 16)
-        messages.append(str(err.value))
-        assert not (tmp_path / "out").exists()
-        assert sorted(tmp_path.iterdir()) == [path]  # no staged folder, no intermediate
+    messages = _errors(monkeypatch, tmp_path, ParseError, path, schema, [path], block_bytes=1 << 16)
     assert messages[0] == messages[1] == f"{path}:{at + 1}: {message}"
 
 
@@ -430,13 +437,7 @@ def test_binning_none_value_python_float_refuses(monkeypatch, tmp_path):
     rows[450][1] = "1.2.3"  # ASCII, <= 8 bytes: the kernel accepts it; the check declines
     path = _write(tmp_path / "n.txt", rows, sep=";")
     schema = _small_schema(tmp_path, ";")
-    messages = []
-    for on in (True, False):
-        (_native if on else _block)(monkeypatch)
-        with pytest.raises(ParseError) as err:
-            prepare(path, tmp_path / "out", schema)
-        messages.append(str(err.value))
-        assert sorted(tmp_path.iterdir()) == sorted([path, tmp_path / "s.json"])
+    messages = _errors(monkeypatch, tmp_path, ParseError, path, schema, [path, tmp_path / "s.json"])
     assert messages[0] == messages[1] == f"{path}:451: field n: expected a number, got '1.2.3'"
 
 
@@ -485,13 +486,7 @@ def test_multibyte_delimiter_declines(monkeypatch, tmp_path):
     Polars' error: its CSV reader takes one-byte separators only), the same with the native path on or off."""
     path = _write(tmp_path / "m.txt", _small_rows(400, ["1", "2"]), sep="§")
     schema = _small_schema(tmp_path, "§")
-    messages = []
-    for on in (True, False):
-        (_native if on else _block)(monkeypatch)
-        with pytest.raises(ValueError) as err:
-            prepare(path, tmp_path / "out", schema)
-        messages.append(str(err.value))
-        assert sorted(tmp_path.iterdir()) == sorted([path, tmp_path / "s.json"])
+    messages = _errors(monkeypatch, tmp_path, ValueError, path, schema, [path, tmp_path / "s.json"])
     assert messages[0] == messages[1] and "single byte" in messages[0]
 
 
@@ -580,13 +575,7 @@ def test_no_data_rows_same_error(monkeypatch, tmp_path, content, hash_buckets):
     path = tmp_path / "e.tsv"
     path.write_text({"header_only": "\t".join(NAMES) + "\n", "header_no_eol": "\t".join(NAMES), "empty": ""}[content])
     schema = load_schema("criteo", threshold=1, hash_buckets=hash_buckets)
-    messages = []
-    for on in (True, False):
-        (_native if on else _block)(monkeypatch)
-        with pytest.raises(ValueError) as err:
-            prepare(path, tmp_path / "out", schema)
-        messages.append(str(err.value))
-        assert sorted(tmp_path.iterdir()) == [path]
+    messages = _errors(monkeypatch, tmp_path, ValueError, path, schema, [path])
     what = "no usable train rows to build vocabularies from" if hash_buckets is None else "no train rows"
     assert messages[0] == messages[1] and messages[0].startswith(f"{path}: {what}")
 
@@ -619,13 +608,7 @@ def test_avazu_bad_hour_gives_the_block_paths_error(monkeypatch, tmp_path, hour,
         lines.append(",".join([str(10**15 + i), str(i % 2), h, *[f"a{i % 3}"] * 21]))
     av = tmp_path / "a.csv"
     av.write_text("\n".join(lines) + "\n")
-    messages = []
-    for on in (True, False):
-        (_native if on else _block)(monkeypatch)
-        with pytest.raises(ParseError) as err:
-            prepare(av, tmp_path / "out", load_schema("avazu", threshold=0))
-        messages.append(str(err.value))
-        assert sorted(tmp_path.iterdir()) == [av]
+    messages = _errors(monkeypatch, tmp_path, ParseError, av, load_schema("avazu", threshold=0), [av])
     assert messages[0] == messages[1] == f"{av}:{at}: field hour: expected YYMMDDHH, got {hour!r}"
 
 
