@@ -1117,18 +1117,16 @@ class _NativePart:
 
 class _Scratch:
     """A thread's work arrays, reused from block to block (fresh large arrays would each cost page faults):
-    ``label``, ``ints`` (integer columns × rows), ``locs`` (categorical columns × rows), ``cols`` (the
-    intermediate's columns × rows)."""
+    ``ints`` (parsed integer columns × rows) and ``cols`` (the intermediate's columns × rows, which the kernels
+    write into directly)."""
 
     def __init__(self) -> None:
         self.rows = -1
 
-    def ensure(self, rows: int, n_int: int, n_cat: int, n_out: int) -> _Scratch:
+    def ensure(self, rows: int, n_int: int, n_out: int) -> _Scratch:
         if rows > self.rows:
             self.rows = max(rows, int(self.rows * 1.25))
-            self.label = np.empty(self.rows, dtype=np.int8)
             self.ints = np.empty((n_int, self.rows), dtype=np.float64)
-            self.locs = np.empty((n_cat, self.rows), dtype=np.int32)
             self.cols = np.empty((n_out, self.rows), dtype=np.int32)
         return self
 
@@ -1236,8 +1234,9 @@ def _native_scan(inp, input_index, schema, seed, block_bytes, work, tables, scra
         train = (codes == TRAIN).astype(np.int64)
         t = free.get()
         try:
-            w = scratch[t].ensure(n, len(int_columns), len(cat_columns), n_out)
-            label, ints, locs, out = w.label[:n], w.ints[:, :n], w.locs[:, :n], w.cols[:, :n]
+            w = scratch[t].ensure(n, len(int_columns), n_out)
+            ints, out = w.ints[:, :n], w.cols[:, :n]
+            label, locs = out[0], out[2 + len(int_fields) :]  # (the kernel writes the intermediate's columns)
             p = r = 0
             while True:
                 p, r, outcome = native.scan_block(buf, p, r, classes, kinds, slots, train, *tables[t].args(), label,
@@ -1247,10 +1246,9 @@ def _native_scan(inp, input_index, schema, seed, block_bytes, work, tables, scra
                 tables[t].grow()
             if outcome != native.OK or r != n:
                 return None
-            out[0], out[1] = label, codes
+            out[1] = codes
             for i, (_, sf) in enumerate(int_fields):
-                out[2 + i] = _integer_local_lut(sf.spec, ints[int_columns.index(sf.column)])
-            out[2 + len(int_fields) :] = locs
+                _integer_local_lut(sf.spec, ints[int_columns.index(sf.column)], out[2 + i])
             # stored narrow (less to write and read back): labels and codes < 3, buckets <= num_buckets, entry
             # numbers < the table's entries so far (-1 = empty)
             highs = [2, 2, *(sf.spec.num_buckets for _, sf in int_fields), *tables[t].nent]
@@ -1304,13 +1302,13 @@ def _bucket_lut(num_buckets: int, missing: str, float32: bool) -> tuple[np.ndarr
     return lut, int(_integer_local(spec, np.array([np.nan]))[0])
 
 
-def _integer_local_lut(spec, x: np.ndarray) -> np.ndarray:
+def _integer_local_lut(spec, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """:func:`_integer_local` of integer-valued ``x`` (NaN = missing), read from :func:`_bucket_lut` where it
-    covers the value (the same numbers, by construction) and computed for the rest."""
+    covers the value (the same numbers, by construction) and computed for the rest; into ``out`` if given."""
     from polyzoo.recsys import native
 
     lut, missing = _bucket_lut(spec.num_buckets, spec.missing, spec.float32)
-    out = np.empty(len(x), dtype=np.int32)
+    out = np.empty(len(x), dtype=np.int32) if out is None else out
     if native.lookup_buckets(x, lut, missing, out):
         rest = out < 0
         out[rest] = _integer_local(spec, x[rest])
