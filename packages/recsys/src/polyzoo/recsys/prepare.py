@@ -1150,14 +1150,14 @@ def _native_layout(schema: Schema, columns: list[str], cat_columns: list[str]) -
 
 
 class _BlockPool:
-    """Reusable byte buffers for the native pass: a text file read into them block by block (one copy, from the
-    page cache), each block cut after its last line end, the rest carried to the next buffer; a block's buffer
-    comes back to the pool when its worker is done (at most ``size`` blocks in memory)."""
+    """Reusable byte buffers for reading text in blocks (the native and the streaming path): a file is read into
+    them (one copy, from the page cache), each block cut after its last line end, the rest carried to the next
+    buffer; a block's buffer comes back to the pool when its reader is done with it (at most ``size`` blocks in
+    memory; a line longer than a block gets a bigger buffer)."""
 
     def __init__(self, block_bytes: int, size: int) -> None:
         import queue
 
-        self.block_bytes = block_bytes
         self.free: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
         for _ in range(size):
             self.free.put(np.empty(block_bytes + 1, dtype=np.uint8))
