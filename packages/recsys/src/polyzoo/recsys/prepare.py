@@ -94,11 +94,12 @@ with the workspace's locked numpy 1.26 (pyarrow 26 needs numpy ≥ 2), so the da
 
 Memory: block path: one block, one shard buffer per split and the vocabulary counts; streaming path: Polars'
 one parsed block, the per-field tables of distinct values (value, count and 24 bytes) and one shard buffer per
-split; native path: threads + 2 blocks of raw bytes, each thread's work arrays (~400 B per row of a block) and
-tables (16 bytes per slot, 2–4 slots per distinct value and column, in each thread) and one shard buffer per
-split. Disk: the streaming intermediate is about 1 + 4·(integer fields) + 8·(categorical columns) bytes per row
-(~250 B for Criteo, about the raw text's size), the native one 4·(2 + integer fields + categorical columns)
-(164 B for Criteo), in the staged folder until the shards are written.
+split; native path: threads + 2 blocks of raw bytes, each thread's work arrays (8 bytes per integer column and
+4 per intermediate column per row of a block: ~270 B for Criteo) and tables (16 bytes per slot, 2–4 slots per
+distinct value and column, in each thread) and one shard buffer per split. Disk: the streaming intermediate is
+about 1 + 4·(integer fields) + 8·(categorical columns) bytes per row (~250 B for Criteo, about the raw text's
+size), the native one 1–4 bytes per column and row, each column in the narrowest integer type its range needs
+(67 B per row for the benchmark's Criteo file), in the staged folder until the shards are written.
 The summary's ``reader`` says which path ran and ``stage_seconds`` times the streaming path's stages.
 """
 
