@@ -23,6 +23,7 @@ caches the machine code beside this file (``cache=True``).
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 from numba import njit
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "byte_classes",
     "count_lines",
     "decode_keys",
+    "key_strings",
     "scan_block",
 ]
 
@@ -246,9 +248,15 @@ class Tables:
         return self.tab, self.ioff, self.icap, self.nent, self.empty
 
 
+def key_strings(keys: np.ndarray, name: str = "v") -> pl.Series:
+    """The values of packed keys as a string Series (each key's little-endian bytes, trailing NULs dropped;
+    ASCII by construction)."""
+    return pl.Series(name, np.ascontiguousarray(keys, dtype="<u8").view("S8")).cast(pl.String)
+
+
 def decode_keys(keys: np.ndarray) -> list[str]:
-    """The values of packed keys (little-endian bytes, trailing NULs dropped; ASCII by construction)."""
-    return [v.decode("ascii") for v in np.ascontiguousarray(keys, dtype="<u8").view("S8").tolist()]
+    """:func:`key_strings` as a list."""
+    return key_strings(keys).to_list()
 
 
 @njit(nogil=True, cache=True)

@@ -1328,6 +1328,8 @@ def _truncated(path: Path) -> int:
 def _native_values(tables, j: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Categorical column j over all tables: ``entries`` (key, table, entry number) and its distinct values
     ``distinct`` (key, value, train count n)."""
+    from polyzoo.recsys import native
+
     frames = []
     for t, tab in enumerate(tables):
         keys, counts = tab.entries(j)
@@ -1336,7 +1338,7 @@ def _native_values(tables, j: int) -> tuple[pl.DataFrame, pl.DataFrame]:
         )
     entries = pl.concat(frames)
     distinct = entries.group_by("key").agg(pl.col("n").sum())
-    values = pl.Series("v", np.ascontiguousarray(distinct["key"].to_numpy()).view("S8")).cast(pl.String)
+    values = native.key_strings(distinct["key"].to_numpy())
     return entries, distinct.with_columns(values)
 
 
