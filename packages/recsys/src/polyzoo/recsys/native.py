@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 __all__ = [
     "CAT",
@@ -80,6 +83,57 @@ def _slot(key: np.uint64, mask: int) -> int:
     return np.int64(h & np.uint64(mask))
 
 
+@intrinsic
+def _prefetch(typingctx, arr, index):
+    """Hint the CPU to bring ``arr[index]``'s cache line in (LLVM's ``llvm.prefetch``: a read, kept in all cache
+    levels; a no-op where the target has no prefetch). It never faults and changes no value."""
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]), "llvm.prefetch.p0"
+        )
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, index), codegen
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _count_row(tab, ioff, icap, nent, empty, keys, first, count, locs, r) -> bool:
+    """Count one line's keys (``first``: each key's first slot; 0 = empty value) and write its entry numbers to
+    ``locs[:, r]``; ``False`` when a table would pass the entry limit."""
+    for j in range(keys.shape[0]):
+        key = keys[j]
+        if key == 0:
+            locs[j, r] = -1
+            empty[j] += 1
+            continue
+        mask = icap[j] - 1
+        i = first[j]
+        base = 2 * ioff[j]
+        while True:
+            at = base + 2 * i
+            if tab[at] == key:
+                tab[at + 1] += count
+                e = np.int64(tab[at + 1] & _LOC_MASK)
+                break
+            if tab[at] == 0:
+                e = nent[j]
+                if e > _MAX_ENTRIES:
+                    return False
+                tab[at] = key
+                tab[at + 1] = count | np.uint64(e)
+                nent[j] = e + 1
+                break
+            i = (i + 1) & mask
+        locs[j, r] = e
+    return True
+
+
 @njit(nogil=True, cache=True)
 def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty, label, ints, locs):  # fmt: skip
     """Parse ``buf`` (whole lines) from byte ``p`` / row ``r`` on; returns ``(p, r, outcome)``.
@@ -100,8 +154,14 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
     for j in range(ncat):
         headroom = min(headroom, icap[j] // 2 - nent[j])
     rowkeys = np.zeros(ncat, dtype=np.uint64)
+    pend_keys = np.zeros(ncat, dtype=np.uint64)  # the last line read, not yet counted: keys, their first slots
+    pend_slot = np.zeros(ncat, dtype=np.int64)
+    pend_r, pend_count = -1, np.uint64(0)
     while p < n:
-        if headroom <= 0:
+        if headroom <= 0:  # (the pending line counted first: its slots are those of the tables before they grow)
+            if pend_r >= 0 and not _count_row(tab, ioff, icap, nent, empty, pend_keys, pend_slot, pend_count, locs,
+                                              pend_r):  # fmt: skip
+                return p, r, DECLINE
             return p, r, GROW
         headroom -= 1
         count = np.uint64(train[r]) << _COUNT_SHIFT
@@ -137,7 +197,7 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
             if k == CAT:
                 if width > 8:
                     return p, r, DECLINE
-                rowkeys[slots[c]] = key  # (0 = empty; counted after the line, see below)
+                rowkeys[slots[c]] = key  # (0 = empty; counted a line later, see below)
             elif k == INT:
                 neg = width > 0 and buf[start] == 45  # (a field never starts with the delimiter)
                 nd = width - 1 if neg else width
@@ -152,33 +212,21 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
             if (buf[p] == 10) != (c == ncols - 1):
                 return p, r, DECLINE
             p += one
-        # the line's keys counted after it was read: independent probes, so their cache misses overlap
+        # the line's keys are counted one line later: their slots are computed and prefetched now, and the previous
+        # line's probes (prefetched a line ago) run first, so the table lookups rarely wait for memory
+        if pend_r >= 0 and not _count_row(tab, ioff, icap, nent, empty, pend_keys, pend_slot, pend_count, locs, pend_r):
+            return p, r, DECLINE
         for j in range(ncat):
             key = rowkeys[j]
-            if key == 0:
-                locs[j, r] = -1
-                empty[j] += 1
-                continue
-            mask = icap[j] - 1
-            i = _slot(key, mask)
-            base = 2 * ioff[j]
-            while True:
-                at = base + 2 * i
-                if tab[at] == key:
-                    tab[at + 1] += count
-                    e = np.int64(tab[at + 1] & _LOC_MASK)
-                    break
-                if tab[at] == 0:
-                    e = nent[j]
-                    if e > _MAX_ENTRIES:
-                        return p, r, DECLINE
-                    tab[at] = key
-                    tab[at + 1] = count | np.uint64(e)
-                    nent[j] = e + 1
-                    break
-                i = (i + 1) & mask
-            locs[j, r] = e
+            pend_keys[j] = key
+            if key != 0:
+                i = _slot(key, icap[j] - 1)
+                pend_slot[j] = i
+                _prefetch(tab, 2 * (ioff[j] + i))
+        pend_r, pend_count = r, count
         r += 1
+    if pend_r >= 0 and not _count_row(tab, ioff, icap, nent, empty, pend_keys, pend_slot, pend_count, locs, pend_r):
+        return p, r, DECLINE
     return p, r, OK
 
 
