@@ -453,3 +453,31 @@ def test_older_feature_map_versions_still_load(tmp_path):
     assert fmap.encode(["b", ""]) == [2, 3] and fmap.fields[0].max_len == 0
     fmap.save(tmp_path / "v3.json")
     assert json.loads((tmp_path / "v3.json").read_text())["format_version"] == 3
+
+
+def test_shard_writer_reports_a_frame_written_only_once_all_its_rows_are(tmp_path):
+    """The native path reuses a block's arrays once the writer says the frame over them was written: the callback
+    must not come while any of the frame's rows waits for a later shard, and the shards hold the rows in order."""
+    import polars as pl
+
+    from polyzoo.recsys.prepare import _ShardWriter
+
+    schema = pl.Schema({"label": pl.Float32, "x": pl.Int32})
+    writer = _ShardWriter(tmp_path, "train", schema, row_group_rows=2, shard_rows=5, compression="lz4")
+    done: list[int] = []
+    heights = [3, 4, 0, 6, 2]  # shards cut at rows 5, 10, 15: frames straddle them
+    start = 0
+    for i, h in enumerate(heights):
+        x = list(range(start, start + h))
+        start += h
+        frame = pl.DataFrame({"label": [0.0] * h, "x": x}, schema=schema)
+        writer.add(frame, lambda i=i: done.append(i))
+        # every frame reported is wholly inside the shards written so far (an empty one at once), the rest are not
+        written = sum(s["rows"] for s in writer.shards)
+        ends = [sum(heights[: k + 1]) for k in range(len(heights))]
+        assert sorted(done) == [k for k in range(i + 1) if heights[k] == 0 or ends[k] <= written], (i, done, written)
+    shards = writer.close()
+    assert sorted(done) == list(range(len(heights)))
+    assert [s["rows"] for s in shards] == [5, 5, 5]
+    rows = pl.concat([pl.read_parquet(tmp_path / s["path"]) for s in shards])["x"].to_list()
+    assert rows == list(range(sum(heights)))

@@ -112,7 +112,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -719,29 +719,35 @@ def _vocabulary(counts: pl.DataFrame, threshold: int) -> list[str]:
 
 
 class _ShardWriter:
+    """Frames of one split in, Parquet shards of ``shard_rows`` rows out (the last one fewer), in order."""
+
     def __init__(
         self, root: Path, split: str, schema: pl.Schema, row_group_rows: int, shard_rows: int, compression: str
     ) -> None:
         self.root, self.split, self.schema, self.compression = root, split, schema, compression
         self.row_group_rows, self.shard_rows = row_group_rows, shard_rows
-        self.frames: list[pl.DataFrame] = []
+        self.frames: list[tuple[pl.DataFrame, Callable[[], None] | None]] = []
         self.pending = 0
         self.shards: list[dict[str, Any]] = []
         self.seconds = 0.0  # spent writing Parquet
         (root / split).mkdir(parents=True, exist_ok=True)
 
-    def add(self, df: pl.DataFrame) -> None:
+    def add(self, df: pl.DataFrame, written: Callable[[], None] | None = None) -> None:
+        """Queue ``df``'s rows; ``written`` is called once all of them are in a written shard (the caller may then
+        reuse the memory the frame was built over)."""
         if df.height == 0:
+            if written is not None:
+                written()
             return
-        self.frames.append(df)
+        self.frames.append((df, written))
         self.pending += df.height
         while self.pending >= self.shard_rows:
             self._write(self.shard_rows)
 
     def _write(self, rows: int) -> None:
         t0 = time.perf_counter()
-        df = pl.concat(self.frames, rechunk=False)  # (the writer cuts row groups of row_group_rows all the same)
-        part, rest = df.slice(0, rows), df.slice(rows)
+        df = pl.concat([f for f, _ in self.frames], rechunk=False)  # (row groups are cut the same all the same)
+        part = df.slice(0, rows)
         rel = f"{self.split}/part-{len(self.shards):05d}.parquet"
         part.write_parquet(
             self.root / rel, compression=self.compression, row_group_size=self.row_group_rows, statistics=False
@@ -749,8 +755,17 @@ class _ShardWriter:
         self.shards.append(
             {"path": rel, "rows": part.height, "row_groups": math.ceil(part.height / self.row_group_rows)}
         )
-        self.frames = [rest] if rest.height else []
-        self.pending = rest.height
+        del df, part
+        left, at = [], 0
+        for f, written in self.frames:
+            if at + f.height <= rows:
+                if written is not None:
+                    written()
+            else:
+                left.append((f.slice(max(0, rows - at)), written))
+            at += f.height
+        self.frames = left
+        self.pending -= rows
         self.seconds += time.perf_counter() - t0
 
     def close(self) -> list[dict[str, Any]]:
@@ -1437,13 +1452,20 @@ def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged
 
     n_out = 2 + n_int + len(cat_columns)
     buffers: queue.SimpleQueue[tuple[np.ndarray, np.ndarray]] = queue.SimpleQueue()  # reused: raw bytes, columns
+    outputs: queue.SimpleQueue[tuple[np.ndarray, np.ndarray]] = queue.SimpleQueue()  # reused: label, fields
     names = [sf.spec.name for sf in schema.fields]
 
-    def encode(part: _NativePart) -> list[pl.DataFrame | None]:
+    def encode(part: _NativePart) -> tuple[list[pl.DataFrame | None], int, Callable[[], None]]:
         try:
             raw, buf = buffers.get_nowait()
         except queue.Empty:
             raw, buf = np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.int32)
+        try:
+            label, out = outputs.get_nowait()
+        except queue.Empty:
+            label, out = np.empty(0, dtype=np.float32), np.empty((nf, 0), dtype=np.int32)
+        if len(label) < part.rows:
+            label, out = np.empty(int(part.rows * 1.25), np.float32), np.empty((nf, int(part.rows * 1.25)), np.int32)
         widths = [np.dtype(d).itemsize for d in part.dtypes]
         if len(raw) < sum(widths) * part.rows:
             raw = np.empty(int(sum(widths) * part.rows * 1.25), dtype=np.uint8)
@@ -1462,13 +1484,13 @@ def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged
                 at += width * part.rows
             counts = np.bincount(m[1], minlength=len(SPLITS))
             starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-            label, out = np.empty(part.rows, dtype=np.float32), np.empty((nf, part.rows), dtype=np.int32)
             native.encode_block(m, src, moffs[part.table], zoff, maps[part.table], starts, label, out)
         finally:
             buffers.put((raw, buf))
-        # Polars keeps numpy columns without a copy, so a frame holds its block's whole arrays alive until its
-        # shard is written: only the block's largest split shares them, the others get their own copies (else the
-        # test split, whose 1 M-row shard takes ~5 M input rows to fill, would hold ~40 whole blocks)
+        # Polars keeps numpy columns without a copy, so a frame holds its block's arrays until its shard is written:
+        # the block's largest split is a frame over them (they go back to `outputs` once it is written: fresh arrays
+        # for every block paid their page faults again and again), the others get their own copies (else the test
+        # split, whose 1 M-row shard takes ~5 M input rows to fill, would hold ~40 whole blocks)
         largest = int(np.argmax(counts))
         frames: list[pl.DataFrame | None] = []
         for split, (a, c) in enumerate(zip(starts, counts, strict=True)):
@@ -1478,7 +1500,7 @@ def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged
             take = (lambda x: x) if split == largest else np.copy
             cols = {"label": take(label[a : a + c]), **{name: take(out[f, a : a + c]) for f, name in enumerate(names)}}
             frames.append(pl.DataFrame(cols, schema=out_schema))
-        return frames
+        return frames, largest, lambda: outputs.put((label, out))
 
     # blocks encoded by the threads, shards written in block order by this one; the threads work ahead (up to
     # `ahead` blocks) while a shard is written
@@ -1487,12 +1509,14 @@ def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged
     with ThreadPoolExecutor(max_workers=threads) as workers:
         pending = [workers.submit(encode, part) for part in queued[:ahead]]
         for i in range(len(queued)):
-            frames = pending.pop(0).result()
+            frames, largest, written = pending.pop(0).result()
             if i + ahead < len(queued):
                 pending.append(workers.submit(encode, queued[i + ahead]))
-            for df, writer in zip(frames, writers, strict=True):
+            for k, (df, writer) in enumerate(zip(frames, writers, strict=True)):
                 if df is not None:
-                    writer.add(df)
+                    writer.add(df, written if k == largest else None)
+            if frames[largest] is None:  # (a block without rows)
+                written()
             step(queued[i].nbytes)
     splits = {name: w.close() for name, w in zip(SPLITS, writers, strict=True)}
     t3 = time.perf_counter()
