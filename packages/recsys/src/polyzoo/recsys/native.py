@@ -335,30 +335,54 @@ def last_line_end(buf, n: int) -> int:
 
 
 @njit(nogil=True, cache=True)
-def encode_block(m, src, moff, zoff, maps, starts, label_out, out):
-    """The output rows of one block of the intermediate ``m`` (columns × rows: label, split code, ...), grouped
-    by split (split s from ``starts[s]`` on, file order kept within a split): ``label_out`` (float32) and
-    ``out[f]`` per output field f, read from column ``src[f]`` of ``m``: an integer field's local bucket b becomes
-    ``zoff[f] + b − 1`` (0 stays 0), a categorical field's entry number e becomes ``maps[moff[f] + e]`` (−1 =
-    empty: 0)."""
-    n = m.shape[1]
+def _bucket_ids(col, pos, z, dst):
+    for r in range(col.shape[0]):
+        b = col[r]
+        dst[pos[r]] = z + b - 1 if b > 0 else 0
+
+
+@njit(nogil=True, cache=True)
+def _entry_ids(col, pos, ids, dst):
+    for r in range(col.shape[0]):
+        e = col[r]
+        dst[pos[r]] = ids[e] if e >= 0 else 0
+
+
+@njit(nogil=True, cache=True)
+def encode_block(raw, offsets, widths, n, src, moff, zoff, maps, starts, label_out, out):
+    """The output rows of one block of the intermediate, grouped by split (split s from ``starts[s]`` on, file
+    order kept within a split). Intermediate column c (label, split code, ...) is the signed integers of width
+    ``widths[c]`` (1, 2 or 4 bytes) at byte ``offsets[c]`` of ``raw`` (a multiple of 8), ``n`` of them; read in
+    place, in their stored width. Writes ``label_out`` (float32) and ``out[f]`` per output field f, read from
+    column ``src[f]``: an integer field's local bucket b becomes ``zoff[f] + b − 1`` (0 stays 0), a categorical
+    field's entry number e becomes ``maps[moff[f] + e]`` (−1 = empty: 0)."""
+    codes = raw[offsets[1] : offsets[1] + n].view(np.int8)
+    labels = raw[offsets[0] : offsets[0] + n].view(np.int8)
     pos = np.empty(n, dtype=np.int64)
     cursor = starts.copy()
     for r in range(n):
-        s = m[1, r]
+        s = codes[r]
         pos[r] = cursor[s]
         cursor[s] += 1
     for r in range(n):
-        label_out[pos[r]] = np.float32(m[0, r])
+        label_out[pos[r]] = np.float32(labels[r])
     for f in range(src.shape[0]):
-        row = m[src[f]]
+        a = offsets[src[f]]
+        w = widths[src[f]]
+        dst = out[f]
+        # one call per stored width (numba compiles each): the column is read where it lies
         if moff[f] < 0:
-            z = zoff[f]
-            for r in range(n):
-                b = row[r]
-                out[f, pos[r]] = z + b - 1 if b > 0 else 0
+            if w == 1:
+                _bucket_ids(raw[a : a + n].view(np.int8), pos, zoff[f], dst)
+            elif w == 2:
+                _bucket_ids(raw[a : a + 2 * n].view(np.int16), pos, zoff[f], dst)
+            else:
+                _bucket_ids(raw[a : a + 4 * n].view(np.int32), pos, zoff[f], dst)
         else:
-            base = moff[f]
-            for r in range(n):
-                e = row[r]
-                out[f, pos[r]] = maps[base + e] if e >= 0 else 0
+            ids = maps[moff[f] :]
+            if w == 1:
+                _entry_ids(raw[a : a + n].view(np.int8), pos, ids, dst)
+            elif w == 2:
+                _entry_ids(raw[a : a + 2 * n].view(np.int16), pos, ids, dst)
+            else:
+                _entry_ids(raw[a : a + 4 * n].view(np.int32), pos, ids, dst)

@@ -53,7 +53,7 @@ uint64: exact, the value is read back from the key) and counted over train rows 
 column; the block's labels, split codes, buckets and entry numbers go to a raw intermediate file in the staged
 folder. Then vocabularies, CRC32 hashing and transforms are computed on the distinct values with the functions
 the other paths use, and pass 2 maps each block's entry numbers to ids and groups rows by split in one kernel
-call (in threads), the shards written in block order. Anything else (a longer or non-ASCII value, a float, a
+call (in threads; it reads the intermediate's narrow columns where they lie), the shards written in block order. Anything else (a longer or non-ASCII value, a float, a
 blank or malformed line, a CR, an empty hour, a non-number under ``binning: none``) declines. A table holds at
 most 2²⁸ distinct values per column and thread.
 
@@ -96,10 +96,12 @@ Memory: block path: one block, one shard buffer per split and the vocabulary cou
 one parsed block, the per-field tables of distinct values (value, count and 24 bytes) and one shard buffer per
 split; native path: threads + 2 blocks of raw bytes, each thread's work arrays (8 bytes per integer column and
 4 per intermediate column per row of a block: ~270 B for Criteo) and tables (16 bytes per slot, 2–4 slots per
-distinct value and column, in each thread) and one shard buffer per split. Disk: the streaming intermediate is
+distinct value and column, in each thread); then each block's output arrays (4 bytes per field and row), reused
+once its shard is written, so about a shard's worth per split plus the blocks encoded ahead. Disk: the streaming intermediate is
 about 1 + 4·(integer fields) + 8·(categorical columns) bytes per row (~250 B for Criteo, about the raw text's
 size), the native one 1–4 bytes per column and row, each column in the narrowest integer type its range needs
-(67 B per row for the benchmark's Criteo file), in the staged folder until the shards are written.
+(67 B per row for the benchmark's Criteo file; each column padded to 8 bytes), in the staged folder until its
+block is encoded.
 The summary's ``reader`` says which path ran and ``stage_seconds`` times the streaming path's stages.
 """
 
@@ -1130,6 +1132,12 @@ class _NativePart:
     nbytes: int  # of raw text (progress)
     dtypes: tuple[str, ...]  # each column's stored integer type (the narrowest that holds its range)
 
+    def layout(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """Each column's byte offset in the file and its width; the file's size (columns padded to 8 bytes)."""
+        widths = np.array([np.dtype(d).itemsize for d in self.dtypes], dtype=np.int64)
+        sizes = (widths * self.rows + 7) // 8 * 8
+        return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64), widths, int(sizes.sum())
+
 
 class _Scratch:
     """A thread's work arrays, reused from block to block (fresh large arrays would each cost page faults):
@@ -1269,9 +1277,10 @@ def _native_scan(inp, input_index, schema, seed, block_bytes, work, tables, scra
             # numbers < the table's entries so far (-1 = empty)
             highs = [2, 2, *(sf.spec.num_buckets for _, sf in int_fields), *tables[t].nent]
             dtypes = tuple(_narrowest(h) for h in highs)
-            with open(path, "wb") as fh:
+            with open(path, "wb") as fh:  # the columns one after another, each padded to a multiple of 8 bytes
                 for column, dtype in zip(out, dtypes, strict=True):
-                    fh.write(column if dtype == "int32" else column.astype(dtype))  # the columns one after another
+                    fh.write(column if dtype == "int32" else column.astype(dtype))
+                    fh.write(bytes(-n * np.dtype(dtype).itemsize % 8))
         finally:
             free.put(t)
         return _NativePart(path, t, n, len(buf), dtypes), int(train.sum())
@@ -1450,43 +1459,37 @@ def _native_prepare(inputs, schema, sources, settings, seed, block_bytes, staged
     writers = [_ShardWriter(staged, name, out_schema, rgr, shard_rows, compression) for name in SPLITS]
     t2 = time.perf_counter()
 
-    n_out = 2 + n_int + len(cat_columns)
-    buffers: queue.SimpleQueue[tuple[np.ndarray, np.ndarray]] = queue.SimpleQueue()  # reused: raw bytes, columns
+    buffers: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()  # reused: an intermediate file's bytes
     outputs: queue.SimpleQueue[tuple[np.ndarray, np.ndarray]] = queue.SimpleQueue()  # reused: label, fields
     names = [sf.spec.name for sf in schema.fields]
 
     def encode(part: _NativePart) -> tuple[list[pl.DataFrame | None], int, Callable[[], None]]:
         try:
-            raw, buf = buffers.get_nowait()
+            raw = buffers.get_nowait()
         except queue.Empty:
-            raw, buf = np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.int32)
+            raw = np.empty(0, dtype=np.uint8)
         try:
             label, out = outputs.get_nowait()
         except queue.Empty:
             label, out = np.empty(0, dtype=np.float32), np.empty((nf, 0), dtype=np.int32)
         if len(label) < part.rows:
             label, out = np.empty(int(part.rows * 1.25), np.float32), np.empty((nf, int(part.rows * 1.25)), np.int32)
-        widths = [np.dtype(d).itemsize for d in part.dtypes]
-        if len(raw) < sum(widths) * part.rows:
-            raw = np.empty(int(sum(widths) * part.rows * 1.25), dtype=np.uint8)
-        if len(buf) < n_out * part.rows:
-            buf = np.empty(int(n_out * part.rows * 1.25), dtype=np.int32)
+        offsets, widths, size = part.layout()
+        if len(raw) < size:
+            raw = np.empty(int(size * 1.25), dtype=np.uint8)
         try:
             with open(part.path, "rb", buffering=0) as fh:
-                view, got = memoryview(raw)[: sum(widths) * part.rows], 0
+                view, got = memoryview(raw)[:size], 0
                 while got < view.nbytes:
                     got += fh.readinto(view[got:]) or _truncated(part.path)
             part.path.unlink()
-            m = buf[: n_out * part.rows].reshape(n_out, part.rows)
-            at = 0
-            for c, (dtype, width) in enumerate(zip(part.dtypes, widths, strict=True)):
-                m[c] = raw[at : at + width * part.rows].view(dtype)
-                at += width * part.rows
-            counts = np.bincount(m[1], minlength=len(SPLITS))
+            codes = raw[offsets[1] : offsets[1] + part.rows]  # (int8: 0, 1, 2)
+            counts = np.bincount(codes, minlength=len(SPLITS))
             starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-            native.encode_block(m, src, moffs[part.table], zoff, maps[part.table], starts, label, out)
+            native.encode_block(raw, offsets, widths, part.rows, src, moffs[part.table], zoff, maps[part.table],
+                                starts, label, out)  # fmt: skip
         finally:
-            buffers.put((raw, buf))
+            buffers.put(raw)
         # Polars keeps numpy columns without a copy, so a frame holds its block's arrays until its shard is written:
         # the block's largest split is a frame over them (they go back to `outputs` once it is written: fresh arrays
         # for every block paid their page faults again and again), the others get their own copies (else the test
