@@ -730,6 +730,55 @@ def test_scan_block_accepts_the_scope_edges():
     assert native.decode_keys(tables.entries(1)[0]) == ["12345678"] and tables.entries(1)[1].tolist() == [0]
 
 
+def _scan_with(text: bytes, delimiter: str):
+    """:func:`_scan`'s layout (label, integer, categorical, skipped, categorical) with another delimiter, every row
+    train, tables grown as needed."""
+    kinds, slots = _layout()
+    buf = np.frombuffer(text, dtype=np.uint8).copy()
+    n = text.count(b"\n")
+    tables = native.Tables(2, 8)
+    label, ints = np.full(n, -1, dtype=np.int8), np.full((1, n), -7.0)
+    locs = np.full((2, n), -9, dtype=np.int32)
+    p = r = 0
+    while True:
+        p, r, outcome = native.scan_block(buf, p, r, native.byte_classes(ord(delimiter)), kinds, slots,
+                                          np.ones(n, dtype=np.int64), *tables.args(), label, ints, locs)  # fmt: skip
+        if outcome != native.GROW:
+            return outcome, p, r, tables, locs
+        tables.grow()
+
+
+@pytest.mark.parametrize("delimiter", [",", "\t", ";", "|", "-", " "])
+def test_scan_block_word_reads_give_the_byte_loops_keys(delimiter):
+    """Categorical values are read 8 bytes at a time where the buffer holds 9 more bytes: every printable byte (and
+    tab where it is not the delimiter: a value's byte then, which the word read hands to the byte loop), every
+    length 0..8, at every offset and up to the buffer's last bytes, gives the keys of a transcription."""
+    rng = np.random.default_rng(7)
+    alphabet = [chr(c) for c in range(32, 127) if chr(c) != delimiter] + (["\t"] if delimiter != "\t" else [])
+    rows = []
+    for _ in range(3000):
+        a, b = ("".join(alphabet[int(j)] for j in rng.integers(len(alphabet), size=int(rng.integers(9))))
+                for _ in range(2))  # fmt: skip
+        rows.append([str(int(rng.integers(2))), str(int(rng.integers(1000))), a, "x" * int(rng.integers(4)), b])
+    text = "".join(delimiter.join(r) + "\n" for r in rows).encode()
+    outcome, p, r, tables, locs = _scan_with(text, delimiter)
+    assert (outcome, p, r) == (native.OK, len(text), len(rows))
+    for j, col in ((0, 2), (1, 4)):
+        order = list(dict.fromkeys(row[col] for row in rows if row[col]))
+        assert tables.entries(j)[0].tolist() == [_pack(v) for v in order]
+        np.testing.assert_array_equal(locs[j], [order.index(row[col]) if row[col] else -1 for row in rows])
+
+
+@pytest.mark.parametrize("value", [b"ab\x7fcdefg", b"\x80", b"abcdefg\xff", b"abc\rde", b"abcdefghi", b"a\x01"])
+@pytest.mark.parametrize("at", [0, 1, 2, 3])
+def test_scan_block_word_reads_decline_outside_the_scope(value, at):
+    """A byte outside the scope at any place of the word (and a 9-byte value) declines with a comma too."""
+    good = b"0,1,ab,x,q\n" * 5
+    line = b"1,5," + b"y" * at + value + b",skip,q\n"
+    outcome, _p, r, _tables, _locs = _scan_with(good + line + good, ",")
+    assert outcome == native.DECLINE and r == 5
+
+
 def _log_square(x: float, num_buckets: int, missing: str, float32: bool) -> int:
     """The local bucket of one value: 0 for missing (1 with ``as_zero``: the missing value read as 0), else
     1 + min(floor(ln(x^2 + 1)), num_buckets - 1), in float32 arithmetic when asked; non-finite -> the last."""

@@ -53,8 +53,9 @@ uint64: exact, the value is read back from the key) and counted over train rows 
 column; the block's labels, split codes, buckets and entry numbers go to a raw intermediate file in the staged
 folder. Then vocabularies, CRC32 hashing and transforms are computed on the distinct values with the functions
 the other paths use, and pass 2 maps each block's entry numbers to ids and groups rows by split in one kernel
-call (in threads; it reads the intermediate's narrow columns where they lie), the shards written in block order. Anything else (a longer or non-ASCII value, a float, a
-blank or malformed line, a CR, an empty hour, a non-number under ``binning: none``) declines. A table holds at
+call (in threads; it reads the intermediate's narrow columns where they lie), the shards written in block
+order. Anything else (a longer or non-ASCII value, a float, a blank or malformed line, a CR, an empty hour, a
+non-number under ``binning: none``) declines. A table holds at
 most 2²⁸ distinct values per column and thread.
 
 *Streaming path* — every CSV/TSV input of a schema without sequence fields and without ``label_threshold``, when
@@ -97,11 +98,11 @@ one parsed block, the per-field tables of distinct values (value, count and 24 b
 split; native path: threads + 2 blocks of raw bytes, each thread's work arrays (8 bytes per integer column and
 4 per intermediate column per row of a block: ~270 B for Criteo) and tables (16 bytes per slot, 2–4 slots per
 distinct value and column, in each thread); then each block's output arrays (4 bytes per field and row), reused
-once its shard is written, so about a shard's worth per split plus the blocks encoded ahead. Disk: the streaming intermediate is
-about 1 + 4·(integer fields) + 8·(categorical columns) bytes per row (~250 B for Criteo, about the raw text's
-size), the native one 1–4 bytes per column and row, each column in the narrowest integer type its range needs
-(67 B per row for the benchmark's Criteo file; each column padded to 8 bytes), in the staged folder until its
-block is encoded.
+once its shard is written, so about a shard's worth per split plus the blocks encoded ahead. Disk: the
+streaming intermediate is about 1 + 4·(integer fields) + 8·(categorical columns) bytes per row (~250 B for
+Criteo, about the raw text's size), the native one 1–4 bytes per column and row, each column in the narrowest
+integer type its range needs (67 B per row for the benchmark's Criteo file; each column padded to 8 bytes), in
+the staged folder until its block is encoded.
 The summary's ``reader`` says which path ran and ``stage_seconds`` times the streaming path's stages.
 """
 
