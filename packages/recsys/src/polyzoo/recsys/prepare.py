@@ -749,7 +749,7 @@ class _ShardWriter:
 
     def _write(self, rows: int) -> None:
         t0 = time.perf_counter()
-        df = pl.concat([f for f, _ in self.frames], rechunk=False)  # (row groups are cut the same all the same)
+        df = pl.concat([f for f, _ in self.frames], rechunk=False)  # (the writer cuts row groups all the same)
         part = df.slice(0, rows)
         rel = f"{self.split}/part-{len(self.shards):05d}.parquet"
         part.write_parquet(
