@@ -188,7 +188,6 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
         if cls[b] == _END and b != 10:
             delimiter = b
     dword = _ONES * np.uint64(delimiter)
-    masks = _KEY_MASKS
     pend_keys = np.zeros(ncat, dtype=np.uint64)  # the last line read, not yet counted: keys, their first slots
     pend_slot = np.zeros(ncat, dtype=np.int64)
     pend_r, pend_count = -1, np.uint64(0)
@@ -216,19 +215,18 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
                 m = (((x - _SPACES) & ~x) | x | (x + _ONES) | ((y - _ONES) & ~y)) & _HIGHS
                 w = np.uint64(8) if m == 0 else np.uint64(trailing_zeros(m)) >> np.uint64(3)
                 if cls[buf[p + w]] == _END:
-                    key = x & masks[w]
+                    key = x & _KEY_MASKS[w]
                     p += w
                     fast = True
-            if fast:
-                pass
-            elif k == CAT:  # pack the bytes (one inner loop per kind: the kind is fixed for the field)
-                shift = np.uint64(0)
-                b = buf[p]
-                while cls[b] == _PLAIN:  # (past 8 bytes the key is garbage: such a value declines below)
-                    key |= np.uint64(b) << (shift & np.uint64(63))
-                    shift += np.uint64(8)
-                    p += one
+            if k == CAT:
+                if not fast:  # pack the bytes (one inner loop per kind: the kind is fixed for the field)
+                    shift = np.uint64(0)
                     b = buf[p]
+                    while cls[b] == _PLAIN:  # (past 8 bytes the key is garbage: such a value declines below)
+                        key |= np.uint64(b) << (shift & np.uint64(63))
+                        shift += np.uint64(8)
+                        p += one
+                        b = buf[p]
             elif k == INT:  # -?[0-9]*
                 if buf[p] == 45 and cls[45] != _END:  # a minus sign (unless '-' is the delimiter)
                     p += one
