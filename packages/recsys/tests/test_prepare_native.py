@@ -820,3 +820,37 @@ def test_integer_buckets_equal_a_transcription(num_buckets, missing, float32):
     np.testing.assert_array_equal(out[inside], want[inside])
     np.testing.assert_array_equal(out[np.isnan(x)], miss)
     assert (out[~np.isnan(x) & ~inside] == -1).all()
+
+
+def _vm_flags(a: np.ndarray) -> list[str]:
+    """The ``VmFlags`` of the mapping holding ``a``'s middle byte (``/proc/self/smaps``; numpy advises from the
+    first 2 MiB boundary inside an allocation on, so the first byte can lie in a mapping of its own)."""
+    at = a.__array_interface__["data"][0] + a.nbytes // 2
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and all(c in "0123456789abcdef-" for c in head):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= at < hi
+        elif inside and line.startswith("VmFlags:"):
+            return line.split()[1:]
+    raise AssertionError("no mapping holds the array")
+
+
+def test_work_arrays_are_zeroed_writable_and_unadvised() -> None:
+    small = prep._work_array((3, 5), np.int32)
+    big = prep._work_array((7, 1 << 20), np.int32)  # 28 MiB
+    for a, shape in ((small, (3, 5)), (big, (7, 1 << 20))):
+        assert a.shape == shape and a.dtype == np.int32 and a.flags.writeable and a.flags.c_contiguous
+    assert not big.any()  # (an anonymous mapping starts zeroed)
+    big[-1, -1] = 7
+    assert big.reshape(-1)[-1] == 7
+    if not Path("/proc/self/smaps").is_file():
+        pytest.skip("no /proc/self/smaps to read the mapping's flags from")
+    # numpy advises huge pages on arrays of 4 MiB and more (where it can); the work array's mapping carries no
+    # such advice ("hg" in smaps' VmFlags)
+    assert "hg" not in _vm_flags(big)
+    plain = np.empty((7, 1 << 20), dtype=np.int32)
+    plain[:] = 1
+    if "hg" not in _vm_flags(plain):
+        pytest.skip("numpy gave no huge-page advice here either (kernel or numpy setting): nothing to compare")
