@@ -14,10 +14,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # (torch is imported where it is used: atomic writes and JSON need no torch)
+    import torch
 
 __all__ = [
     "UnsafeCheckpointError",
@@ -144,6 +146,8 @@ def load_torch_file(path: str | os.PathLike, map_location: str | torch.device | 
             safetensors) with code you trust.
         ValueError: the file is empty, truncated or not a PyTorch file (the message names it).
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
@@ -198,6 +202,8 @@ def pack_tensors(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tenso
     Tensors become ``{"__tensor__": key}``; tuples, non-string-keyed dicts and numpy arrays are tagged so that
     :func:`unpack_tensors` restores them exactly. Anything else that JSON cannot hold raises ``TypeError``.
     """
+    import torch
+
     tensors: dict[str, torch.Tensor] = {}
 
     def walk(x: Any, key: str) -> Any:
