@@ -1142,16 +1142,18 @@ class _NativePart:
 
 
 def _work_array(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
-    """A work array for data that is written and read in order (a block's bytes, an intermediate, an output
-    column), in its own private anonymous mapping (zeroed; unmapped when the array is freed).
+    """An uninitialised array, as ``numpy.empty``, for data that is written before it is read, in order (a block's
+    bytes, an intermediate, an output column); from 4 MiB on in a private anonymous mapping of its own (unmapped
+    when the array is freed).
 
     numpy asks the kernel to back every array of 4 MiB or more with huge pages (``MADV_HUGEPAGE``). For memory used
     in order that saves little, and where the kernel must compact memory to find a huge page (``defrag`` set to
     ``madvise``, as on the 2-core VM of the benchmarks) the first touch costs far more: there, filling 640 MiB of
     fresh numpy arrays took 2.2–4.3 CPU s against 0.34 s without the advice, and a 10 M-row prepare in a fresh
     process took 6.6–6.9 s instead of 7.3–7.9 (system CPU 1.6–1.8 s instead of 2.5–3.8). The counting tables
-    (~20 MiB per thread here) keep numpy's default: probed at random, they are where huge pages can spare TLB misses
-    (here the kernel ran at the same speed either way, 1.81–1.95 vs 1.85–2.0 ns/B)."""
+    (~20 MiB per thread here, hundreds of MiB on the real Criteo set) keep numpy's default: probed at random, they are
+    where huge pages can spare TLB misses. Here neither choice measured better for them: the kernel ran at 1.81–1.95
+    vs 1.85–2.0 ns/B, and a fresh-process prepare at 6.54–6.67 vs 6.61–6.73 s with the tables in such mappings."""
     size = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if size < (4 << 20) or os.name != "posix":  # (numpy gives no advice below 4 MiB)
         return np.empty(shape, dtype=dtype)
