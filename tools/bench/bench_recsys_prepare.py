@@ -279,25 +279,25 @@ def run(
         if target_only:
             check = _target_check(path, tmpd, repeat or (1 if quick else 3), rows)
             return "\n".join([f"File: {rows:,} rows, {size_mb:.0f} MiB (generated in {gen_s:.0f} s).", "", *check])
+
+        def timed(fn: Callable[[], int]) -> tuple[int, float, float]:  # (after an untimed read of the file)
+            return _timed(fn, warm=path)
+
         results = {
-            "read + split (floor)": _timed(lambda: _read_split(path), warm=path),
-            "pandas chunked, vocabulary pass only": _timed(lambda: _pandas_chunked(path), warm=path),
-            f"CTRStream: vocabulary + encode (first {ctrstream_rows:,} rows)": _timed(
-                lambda: _ctrstream(path, ctrstream_rows), warm=path
+            "read + split (floor)": timed(lambda: _read_split(path)),
+            "pandas chunked, vocabulary pass only": timed(lambda: _pandas_chunked(path)),
+            f"CTRStream: vocabulary + encode (first {ctrstream_rows:,} rows)": timed(
+                lambda: _ctrstream(path, ctrstream_rows)
             ),
-            "floor: block read + Polars parse (strings)": _timed(lambda: _polars_parse(path), warm=path),
-            "floor: Polars streaming parse of the whole file": _timed(lambda: _polars_stream_parse(path), warm=path),
-            "prepare, vocabulary (threshold 20, official)": _timed(
-                lambda: _prepare(path, tmpd / "out_vocab"), warm=path
-            ),
-            "prepare, hashing (2^20 buckets)": _timed(lambda: _prepare(path, tmpd / "out_hash", 1 << 20), warm=path),
-            "prepare, vocabulary, streaming path": _timed(
-                lambda: _prepare(path, tmpd / "out_stream", native=False), warm=path
-            ),
+            "floor: block read + Polars parse (strings)": timed(lambda: _polars_parse(path)),
+            "floor: Polars streaming parse of the whole file": timed(lambda: _polars_stream_parse(path)),
+            "prepare, vocabulary (threshold 20, official)": timed(lambda: _prepare(path, tmpd / "out_vocab")),
+            "prepare, hashing (2^20 buckets)": timed(lambda: _prepare(path, tmpd / "out_hash", 1 << 20)),
+            "prepare, vocabulary, streaming path": timed(lambda: _prepare(path, tmpd / "out_stream", native=False)),
         }
         if block_path:
-            results["prepare, vocabulary, block path"] = _timed(
-                lambda: _prepare(path, tmpd / "out_blocks", native=False, streaming=False), warm=path
+            results["prepare, vocabulary, block path"] = timed(
+                lambda: _prepare(path, tmpd / "out_blocks", native=False, streaming=False)
             )
         results["floor: Parquet write of the output"] = _timed(_parquet_write(tmpd / "out_vocab", tmpd / "rewrite"))
         floor_rate = results["read + split (floor)"][0] / results["read + split (floor)"][1]
