@@ -853,3 +853,14 @@ def test_work_arrays_are_writable_and_unadvised() -> None:
     plain[:] = 1
     if "hg" not in _vm_flags(plain):
         pytest.skip("numpy gave no huge-page advice here either (kernel or numpy setting): nothing to compare")
+
+
+def test_work_array_falls_back_to_numpy_when_a_mapping_is_refused(monkeypatch) -> None:
+    import mmap
+
+    def refuse(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    a = prep._work_array((2, 1 << 20), np.float64)  # 16 MiB: would be mapped
+    assert a.shape == (2, 1 << 20) and a.dtype == np.float64 and a.flags.writeable

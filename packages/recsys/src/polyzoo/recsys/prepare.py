@@ -1157,7 +1157,10 @@ def _work_array(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
     size = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if size < (4 << 20) or os.name != "posix":  # (numpy gives no advice below 4 MiB)
         return np.empty(shape, dtype=dtype)
-    pages = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        pages = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except OSError:  # (a mapping refused, e.g. under strict overcommit: numpy's allocator answers, MemoryError or not)
+        return np.empty(shape, dtype=dtype)
     return np.frombuffer(pages, dtype=dtype).reshape(shape)
 
 
