@@ -1301,14 +1301,16 @@ def _native_scan(inp, input_index, schema, seed, block_bytes, work, tables, scra
             # stored narrow (less to write and read back): labels and codes < 3, buckets <= num_buckets, entry
             # numbers < the table's entries so far (-1 = empty)
             highs = [2, 2, *(sf.spec.num_buckets for _, sf in int_fields), *tables[t].nent]
-            dtypes = tuple(_narrowest(h) for h in highs)
-            with open(path, "wb") as fh:  # the columns one after another, each padded to a multiple of 8 bytes
-                for column, dtype in zip(out, dtypes, strict=True):
+            part = _NativePart(path, t, n, len(buf), tuple(_narrowest(h) for h in highs))
+            offsets, _, size = part.layout()
+            ends = [*offsets[1:].tolist(), size]
+            with open(path, "wb") as fh:  # the columns one after another, as `layout` places them (padded)
+                for column, dtype, end in zip(out, part.dtypes, ends, strict=True):
                     fh.write(column if dtype == "int32" else column.astype(dtype))
-                    fh.write(bytes(-n * np.dtype(dtype).itemsize % 8))
+                    fh.write(bytes(end - fh.tell()))
         finally:
             free.put(t)
-        return _NativePart(path, t, n, len(buf), dtypes), int(train.sum())
+        return part, int(train.sum())
 
     train_rows, k0 = 0, 0
     pool = _BlockPool(max(block_bytes, 1 << 16), threads + 2)
