@@ -1,9 +1,10 @@
 """recsys training input: rows/s from a prepared Parquet folder to torch batches, and resident memory as rows grow.
 
-A prepared folder in the format of ``polyzoo recsys prepare`` (manifest.json, feature_map.json, ``train/`` shards
-of 1M rows in row groups of 64k rows: a float32 ``label`` and 39 int32 Criteo-shaped fields with per-field
-cardinalities from 4 to 1M, Zipf-like ids) is written in the system temp folder with polars, so this runs
-standalone, and deleted afterwards. Contenders, each one full pass over the split, batch 4096:
+A prepared folder in the format of ``polyzoo recsys prepare`` (version 2: manifest.json, feature_map.json,
+``train/`` shards of 1M rows in row groups of 64k rows: a float32 ``label`` and 39 int32 Criteo-shaped fields with
+per-field cardinalities from 4 to 1M, Zipf-like ids local to each field, which the reader makes global rows) is
+written in the system temp folder with polars, so this runs standalone, and deleted afterwards. Contenders, each
+one full pass over the split, batch 4096:
 
 * ``polars read (floor)``: ``pl.read_parquet`` of every row group, no batches (the decoder's own speed);
 * ``ParquetBatches`` in the main process without and with the shuffle (window 65,536 rows, the default);
@@ -49,21 +50,20 @@ def write_folder(root: Path, rows: int, seed: int = 0) -> PreparedData:
     """A prepared folder of ``rows`` Criteo-shaped training rows (written shard by shard: bounded memory)."""
     cards = np.geomspace(4, 1_000_000, FIELDS).astype(np.int64)
     fmap = FeatureMap([FieldSpec(f"f{i}", hash_buckets=int(c)) for i, c in enumerate(cards)])
-    offsets = np.array(fmap.offsets)
     rng = np.random.default_rng(seed)
     (root / "train").mkdir(parents=True)
     shards = []
     for k, lo in enumerate(range(0, rows, SHARD_ROWS)):
         n = min(SHARD_ROWS, rows - lo)
         local = np.minimum(rng.zipf(1.3, (n, FIELDS)) - 1, cards - 1)  # heavy-tailed ids, as real categories
-        ids = (local + offsets).astype(np.int32)
+        ids = (local + 1).astype(np.int32)  # version 2: ids local to the field (the reader makes them global)
         cols = {"label": pl.Series((rng.random(n) < 0.25).astype(np.float32))}
         cols.update({f"f{i}": pl.Series(ids[:, i]) for i in range(FIELDS)})
         rel = f"train/part-{k:05d}.parquet"
         pl.DataFrame(cols).write_parquet(root / rel, row_group_size=ROW_GROUP)
         shards.append({"path": rel, "rows": n, "row_groups": -(-n // ROW_GROUP)})
     fmap.save(root / "feature_map.json")
-    manifest = {"format": "polyzoo-ctr-parquet", "version": 1, "schema": {}, "splits": {"train": shards}}
+    manifest = {"format": "polyzoo-ctr-parquet", "version": 2, "schema": {}, "splits": {"train": shards}}
     (root / "manifest.json").write_text(json.dumps(manifest))
     return PreparedData(root)
 

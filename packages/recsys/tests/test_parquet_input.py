@@ -38,12 +38,15 @@ from polyzoo.recsys.train import (
 )
 
 
-def write_prepared(root: Path, fmap: FeatureMap, splits: dict, row_group: int, shard_rows: int, bags=None) -> Path:
-    """``splits[name] = (labels (n,), ids (n, F) int32, {bag field: list of lists})`` -> a prepared folder."""
+def write_prepared(
+    root: Path, fmap: FeatureMap, splits: dict, row_group: int, shard_rows: int, bags=None, version: int = 1
+) -> Path:
+    """``splits[name] = (labels (n,), ids (n, F) int32, {bag field: list of lists})`` -> a prepared folder of
+    format ``version`` (1: the ids given are global rows; 2: ids local to each field), the ids written as given."""
     bags = bags or {}
     root.mkdir(parents=True, exist_ok=True)
     fmap.save(root / "feature_map.json")
-    manifest = {"format": "polyzoo-ctr-parquet", "version": 1, "schema": {"fields": []}, "splits": {}}
+    manifest = {"format": "polyzoo-ctr-parquet", "version": version, "schema": {"fields": []}, "splits": {}}
     for name, (labels, ids, lists) in splits.items():
         (root / name).mkdir(exist_ok=True)
         entries = []
@@ -180,9 +183,9 @@ def test_a_process_reads_only_its_row_groups(tmp_path, monkeypatch):
     read = []
     original = pq._read_window
 
-    def spy(units, fields, widths):
+    def spy(units, *args):
         read.extend((u.path, u.row_group) for u in units)
-        return original(units, fields, widths)
+        return original(units, *args)
 
     monkeypatch.setattr(pq, "_read_window", spy)
     monkeypatch.setattr(pq, "get_worker_info", lambda: None)
@@ -232,6 +235,32 @@ def test_bag_columns_are_padded_and_averaged(tmp_path, monkeypatch):
     plain = FieldEmbedding(fmap.num_rows, 4, field_widths=[1, 1, 1])  # all width 1: the plain lookup
     plain.load_state_dict(emb.state_dict())
     torch.testing.assert_close(plain(batch["ids"][:, [0, 1, 4]]), w[batch["ids"][:, [0, 1, 4]].long()])
+
+
+def test_version_2_field_ids_become_global_rows(tmp_path, monkeypatch):
+    # the same rows as test_bag_columns_are_padded_and_averaged, stored as version 2 (ids local to each field:
+    # a 1..5, tags 1..9, b 1..3; 0 = the zero row) give the same global rows (features.py: offsets[f] + k - 1)
+    fmap = FeatureMap(
+        [FieldSpec("a", hash_buckets=5), FieldSpec("tags", hash_buckets=9), FieldSpec("b", hash_buckets=3)]
+    )
+    assert fmap.offsets == [1, 6, 15]
+    ids = np.array([[1, 1], [2, 2], [0, 3], [5, 0]], dtype=np.int32)
+    tags = [[1, 2, 9], [], [4], [3, 3]]
+    split = {"train": (np.ones(4, np.float32), ids, {"tags": tags})}
+    root = write_prepared(tmp_path / "p", fmap, split, 3, 4, bags={"tags": 3}, version=2)
+    monkeypatch.setattr(pq, "get_worker_info", lambda: None)
+    (batch,) = list(ParquetBatches(PreparedData(root), "train", 8))
+    expected = [[1, 6, 7, 14, 15], [2, 0, 0, 0, 16], [0, 9, 0, 0, 17], [5, 8, 8, 0, 0]]
+    assert batch["ids"].tolist() == expected
+    assert pq.read_split(root, "train").drop("label").to_dicts() == [
+        {"a": 1, "tags": [6, 7, 14], "b": 15}, {"a": 2, "tags": [], "b": 16}, {"a": 0, "tags": [9], "b": 17},
+        {"a": 5, "tags": [8, 8], "b": 0},
+    ]  # fmt: skip
+    # an id beyond its field (b has 3 rows; 4 would be another field's row) is refused, naming shard and row
+    ids[3, 1] = 4
+    root = write_prepared(tmp_path / "q", fmap, split, 3, 4, bags={"tags": 3}, version=2)
+    with pytest.raises(ValueError, match=r"part-00000\.parquet: row 3, field 'b': id 4, expected 0\.\.3"):
+        list(ParquetBatches(PreparedData(root), "train", 8))
 
 
 def test_bag_model_trains_with_sparse_gradients(tmp_path, monkeypatch):

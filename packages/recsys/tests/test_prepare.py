@@ -24,6 +24,7 @@ from polyzoo.recsys.data import (
     criteo_format,
 )
 from polyzoo.recsys.features import FeatureMap, ParseError, log_square_bin, log_square_bin_float32
+from polyzoo.recsys.parquet import ParquetBatches, PreparedData, read_split
 from polyzoo.recsys.prepare import PrepareError, crc32_series, prepare, read_manifest
 from polyzoo.recsys.schema import load_schema
 from polyzoo.shared.paths import shared_data_dir
@@ -36,12 +37,6 @@ def _shared(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"shared CTR sample {path} not found (set POLYZOO_SHARED_DATA)")
     return path
-
-
-def _read_split(out: Path, split: str) -> pl.DataFrame:
-    manifest = read_manifest(out)
-    frames = [pl.read_parquet(out / s["path"]) for s in manifest["splits"][split]]
-    return pl.concat(frames) if frames else pl.DataFrame()
 
 
 def _stream_ids(path, fmt, fmap, split, **kw):
@@ -87,12 +82,12 @@ def test_criteo_ids_identical_to_ctrstream(criteo_file, tmp_path, protocol, bloc
     assert fmap.names == ref.names and summary["embedding_rows"] == ref.num_rows
     for split in ("train", "test"):
         ids, labels = _stream_ids(criteo_file, fmt, ref, split)
-        df = _read_split(out, split)
+        df = read_split(out, split)
         assert df.columns == ["label", *ref.names]
         assert df.schema["label"] == pl.Float32 and all(df.schema[n] == pl.Int32 for n in ref.names)
         np.testing.assert_array_equal(df.drop("label").to_numpy(), ids)
         np.testing.assert_array_equal(df["label"].to_numpy(), labels)
-    assert _read_split(out, "valid").height == 0
+    assert read_split(out, "valid").height == 0
 
 
 def test_hashing_ids_identical_and_crc32(criteo_file, tmp_path):
@@ -101,7 +96,7 @@ def test_hashing_ids_identical_and_crc32(criteo_file, tmp_path):
     fmt = criteo_format(hash_buckets=97)
     fmap = FeatureMap(fmt.fields)
     ids, _ = _stream_ids(criteo_file, fmt, fmap, "train")
-    np.testing.assert_array_equal(_read_split(out, "train").drop("label").to_numpy(), ids)
+    np.testing.assert_array_equal(read_split(out, "train").drop("label").to_numpy(), ids)
     words = ["", "a", "é", "日本語", "x" * 37, "0429f84b", "\t"]
     np.testing.assert_array_equal(crc32_series(pl.Series(words)), [zlib.crc32(w.encode()) for w in words])
 
@@ -136,7 +131,7 @@ def test_avazu_ids_identical(tmp_path):
     assert FeatureMap.load(out / "feature_map.json").vocabularies == ref.vocabularies
     for split in ("train", "test"):
         ids, labels = _stream_ids(path, avazu_format(), ref, split)
-        df = _read_split(out, split)
+        df = read_split(out, split)
         if len(ids):
             np.testing.assert_array_equal(df.drop("label").to_numpy(), ids)
             np.testing.assert_array_equal(df["label"].to_numpy(), labels)
@@ -149,7 +144,7 @@ def test_criteo_shared_sample_header_and_comma(tmp_path):
     fmt = criteo_format(threshold=1, protocol="polyzoo")
     ref, _ = build_feature_map(path, fmt)
     ids, _ = _stream_ids(path, fmt, ref, "train")
-    np.testing.assert_array_equal(_read_split(out, "train").drop("label").to_numpy(), ids)
+    np.testing.assert_array_equal(read_split(out, "train").drop("label").to_numpy(), ids)
 
 
 def _splitmix64(x: int) -> int:  # transcription of Steele et al.'s SplitMix64 finaliser
@@ -185,7 +180,7 @@ def test_split_rule_valid_share_and_train_only_vocabulary(tmp_path):
     assert sorted(fmap.vocabularies["C1"]) == sorted(f"u{k}" for k in expect["train"])
     assert fmap.vocabularies["C26"] == ["onlyFalse"]  # 'onlyTrue' appears only in test rows
     for name, ks in expect.items():
-        c1 = _read_split(out, name)["C1"].to_list()
+        c1 = read_split(out, name)["C1"].to_list()
         want = [fmap.offsets[12] + fmap.vocabularies["C1"].index(f"u{k}") if name == "train" else 0 for k in ks]
         assert c1 == want  # file order kept; valid/test values are out of vocabulary
     out2 = tmp_path / "out2"
@@ -231,7 +226,7 @@ def test_malformed_rows_errors_and_skip_counts(tmp_path, block_bytes):
     assert s["bad_rows"] == stream.stats["skipped"] == 5  # 3 fields, abc, label 2, not UTF-8, 61 fields
     assert read_manifest(tmp_path / "out")["skipped"] == {"bad_rows": 5}
     assert s["rows"]["train"] == len(ids) == 5  # lines 1, 3, 7, 9, 11
-    np.testing.assert_array_equal(_read_split(tmp_path / "out", "train").drop("label").to_numpy(), ids)
+    np.testing.assert_array_equal(read_split(tmp_path / "out", "train").drop("label").to_numpy(), ids)
 
 
 @pytest.mark.parametrize("block_bytes", [1 << 20, 100])
@@ -259,6 +254,10 @@ def test_refused_re_prepare_and_nothing_to_do(criteo_file, tmp_path):
     again = prepare(criteo_file, out, load_schema("criteo", threshold=2))
     assert again["status"] == "up to date" and again["rows"] == first["rows"]
     assert (out / "manifest.json").read_text() == manifest
+    (out / "manifest.json").write_text(manifest.replace('"version": 2', '"version": 1'))  # an older folder
+    with pytest.raises(PrepareError, match=r"other settings or sources \(format version 1, now 2\).*--overwrite"):
+        prepare(criteo_file, out, schema)
+    (out / "manifest.json").write_text(manifest)
     with pytest.raises(PrepareError, match=r"other settings or sources.*threshold.*--overwrite"):
         prepare(criteo_file, out, load_schema("criteo", threshold=3))
     with pytest.raises(PrepareError, match=r"other settings.*split\.valid_share"):
@@ -284,7 +283,7 @@ def test_folder_format_shards_and_row_groups(criteo_file, tmp_path):
     out = tmp_path / "out"
     prepare(criteo_file, out, load_schema("criteo", threshold=2), row_group_rows=100, shard_rows=700, block_bytes=5000)
     m = json.loads((out / "manifest.json").read_text())
-    assert m["format"] == "polyzoo-ctr-parquet" and m["version"] == 1
+    assert m["format"] == "polyzoo-ctr-parquet" and m["version"] == 2
     assert set(m) == {"format", "version", "schema", "splits", "sources", "settings", "skipped"}
     assert m["schema"] == load_schema("criteo", threshold=2).to_dict() == m["settings"]["schema"]
     assert m["sources"][0]["path"] == str(criteo_file.resolve()) and m["sources"][0]["size"] > 0
@@ -295,8 +294,26 @@ def test_folder_format_shards_and_row_groups(criteo_file, tmp_path):
     assert all(s["row_groups"] == math.ceil(s["rows"] / 100) for s in train)
     whole = tmp_path / "whole"
     prepare(criteo_file, whole, load_schema("criteo", threshold=2))
-    assert _read_split(out, "train").equals(_read_split(whole, "train"))  # file order kept across shards
+    assert read_split(out, "train").equals(read_split(whole, "train"))  # file order kept across shards
     assert m["splits"]["valid"] == []
+
+
+def test_shards_hold_ids_local_to_each_field(criteo_file, tmp_path):
+    # version 2: a shard column holds the field's own id k (0 = the zero row), which CTRStream's global row
+    # offsets[f] + k - 1 gives back (features.py's layout); the reader turns them into those global rows
+    out = tmp_path / "out"
+    prepare(criteo_file, out, load_schema("criteo", threshold=2), block_bytes=5000)
+    fmap = FeatureMap.load(out / "feature_map.json")
+    ids, _ = _stream_ids(criteo_file, criteo_format(threshold=2), fmap, "train")
+    offsets = np.asarray(fmap.offsets)
+    local = np.where(ids > 0, ids - offsets + 1, 0)
+    assert (local <= np.asarray(fmap.sizes)).all() and (local >= 0).all()
+    frames = [pl.read_parquet(out / s["path"]) for s in read_manifest(out)["splits"]["train"]]
+    np.testing.assert_array_equal(pl.concat(frames).drop("label").to_numpy(), local)
+    assert (local > 0).any(axis=0).sum() > 20  # (most fields have some value in the vocabulary)
+    data = PreparedData(out)
+    batches = list(ParquetBatches(data, "train", 64, pad=False))
+    np.testing.assert_array_equal(torch.cat([b["ids"] for b in batches]).numpy(), ids)
 
 
 def test_sequence_fields_and_custom_schema(tmp_path):
@@ -318,7 +335,7 @@ def test_sequence_fields_and_custom_schema(tmp_path):
     # transcription: token counts over all rows (rule all): y 3, x 2, z 1, q 1 -> kept (> 1): y, x
     assert fmap.vocabularies["tags"] == ["y", "x"] and fmap.vocabularies["u"] == ["a", "b", "c"]
     t0 = fmap.offsets[1]
-    df = _read_split(out, "train")
+    df = read_split(out, "train")
     assert df.schema["tags"] == pl.List(pl.Int32)
     assert df["tags"].to_list() == [[t0 + 1, t0], [], [t0, t0 + 1], [0, t0]]  # first max_len tokens, OOV -> 0
     n0 = fmap.offsets[2]
@@ -347,7 +364,7 @@ def test_parquet_input_matches_csv(criteo_file, tmp_path):
     prepare(pq, tmp_path / "a", load_schema(sp, threshold=2), block_bytes=256 * 500)
     prepare(criteo_file, tmp_path / "b", load_schema("criteo", threshold=2))
     for split in ("train", "test"):
-        assert _read_split(tmp_path / "a", split).equals(_read_split(tmp_path / "b", split))
+        assert read_split(tmp_path / "a", split).equals(read_split(tmp_path / "b", split))
 
 
 def test_movielens_ids_identical(tmp_path):
@@ -371,7 +388,7 @@ def test_movielens_ids_identical(tmp_path):
     assert FeatureMap.load(out / "feature_map.json").vocabularies == ref.vocabularies
     for split in ("train", "test"):
         batches = list(MovieLensStream(root, ref, batch_size=5000, split=split))
-        df = _read_split(out, split)
+        df = read_split(out, split)
         np.testing.assert_array_equal(df.drop("label").to_numpy(), batches[0]["ids"].numpy())
         np.testing.assert_array_equal(df["label"].to_numpy(), batches[0]["label"].numpy())
 
@@ -385,7 +402,7 @@ def test_separate_split_files(criteo_file, tmp_path):
     ref, _ = build_feature_map(criteo_file, fmt, split=None)  # every row of the train file counts
     assert FeatureMap.load(out / "feature_map.json").vocabularies == ref.vocabularies
     ids, _ = _stream_ids(test_file, fmt, ref, None)
-    np.testing.assert_array_equal(_read_split(out, "test").drop("label").to_numpy(), ids)
+    np.testing.assert_array_equal(read_split(out, "test").drop("label").to_numpy(), ids)
     assert read_manifest(out)["settings"]["split"]["rule"] == "files"
 
 
@@ -414,7 +431,7 @@ def test_crlf_lines_and_header_give_the_same_ids(tmp_path):
     fmt = criteo_format(threshold=1)
     ref, _ = build_feature_map(path, fmt)
     ids, labels = _stream_ids(path, fmt, ref, "train")
-    df = _read_split(out, "train")
+    df = read_split(out, "train")
     np.testing.assert_array_equal(df.drop("label").to_numpy(), ids)
     np.testing.assert_array_equal(df["label"].to_numpy(), labels)
 

@@ -11,7 +11,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
 
@@ -19,7 +18,8 @@ import polyzoo.recsys.prepare as prep
 from polyzoo.recsys import native
 from polyzoo.recsys.data import CTRStream, avazu_format, build_feature_map, criteo_format
 from polyzoo.recsys.features import FeatureMap, FieldSpec, ParseError
-from polyzoo.recsys.prepare import prepare, read_manifest
+from polyzoo.recsys.parquet import read_split
+from polyzoo.recsys.prepare import prepare
 from polyzoo.recsys.schema import load_schema
 from polyzoo.shared.paths import shared_data_dir
 
@@ -115,11 +115,6 @@ def _leftovers(root: Path) -> list[Path]:
     return [p for pat in (".prepare-native*", ".prepare-intermediate*") for p in root.rglob(pat)]
 
 
-def _read_split(out: Path, split: str) -> pl.DataFrame:
-    frames = [pl.read_parquet(out / s["path"]) for s in read_manifest(out)["splits"][split]]
-    return pl.concat(frames) if frames else pl.DataFrame()
-
-
 # ------------------------------------------------------------------------------------------------------------
 # 1. identity with the block path
 
@@ -185,7 +180,7 @@ def test_native_ids_equal_ctrstream(monkeypatch, tmp_path):
             batches = list(CTRStream(path, fmt, ref, batch_size=500, split=split))
             ids = torch.cat([x["ids"] for x in batches]).numpy()
             labels = torch.cat([x["label"] for x in batches]).numpy()
-            got = _read_split(out, split)
+            got = read_split(out, split)
             np.testing.assert_array_equal(got.drop("label").to_numpy(), ids)
             np.testing.assert_array_equal(got["label"].to_numpy(), labels)
 

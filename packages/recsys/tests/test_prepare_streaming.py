@@ -16,7 +16,8 @@ import torch
 import polyzoo.recsys.prepare as prep
 from polyzoo.recsys.data import CTRStream, avazu_format, build_feature_map, criteo_format
 from polyzoo.recsys.features import FeatureMap, ParseError
-from polyzoo.recsys.prepare import prepare, read_manifest
+from polyzoo.recsys.parquet import read_split
+from polyzoo.recsys.prepare import prepare
 from polyzoo.recsys.schema import load_schema
 from polyzoo.shared.paths import shared_data_dir
 
@@ -59,11 +60,6 @@ def _both(monkeypatch, tmp_path: Path, *args, **kwargs) -> tuple[dict, dict, Pat
     return fast, slow, tmp_path / "fast", tmp_path / "slow"
 
 
-def _read_split(out: Path, split: str) -> pl.DataFrame:
-    frames = [pl.read_parquet(out / s["path"]) for s in read_manifest(out)["splits"][split]]
-    return pl.concat(frames) if frames else pl.DataFrame()
-
-
 @pytest.mark.parametrize(
     ("protocol", "hash_buckets", "valid_share", "sep", "header"),
     [
@@ -89,7 +85,7 @@ def test_streaming_output_identical_to_block_path(
         assert FeatureMap.load(a / "feature_map.json").vocabularies == ref.vocabularies
         for split in ("train", "test"):
             ids = torch.cat([x["ids"] for x in CTRStream(path, fmt, ref, batch_size=500, split=split)]).numpy()
-            np.testing.assert_array_equal(_read_split(a, split).drop("label").to_numpy(), ids)
+            np.testing.assert_array_equal(read_split(a, split).drop("label").to_numpy(), ids)
 
 
 def test_separate_split_files_streaming(monkeypatch, tmp_path, same_folders):

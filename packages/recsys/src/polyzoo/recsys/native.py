@@ -20,7 +20,7 @@ its block path), which accepts anything and reports malformed lines. The kernels
 blocks are parsed by several threads at once, each with its own tables.
 
 The other kernels serve the same path: :func:`lookup_buckets` (integer buckets from a precomputed table),
-:func:`encode_block` (pass 2: entry numbers and buckets to global ids, rows grouped by split), :func:`count_lines`
+:func:`encode_block` (pass 2: entry numbers and buckets to the shards' ids, rows grouped by split), :func:`count_lines`
 and :func:`last_line_end` (cutting the raw text into blocks of whole lines). Numba compiles them on first use and
 caches the machine code beside this file (``cache=True``).
 """
@@ -384,10 +384,9 @@ def last_line_end(buf, n: int) -> int:
 
 
 @njit(nogil=True, cache=True)
-def _bucket_ids(col, pos, z, dst):
+def _bucket_ids(col, pos, dst):
     for r in range(col.shape[0]):
-        b = col[r]
-        dst[pos[r]] = z + b - 1 if b > 0 else 0
+        dst[pos[r]] = col[r]
 
 
 @njit(nogil=True, cache=True)
@@ -398,13 +397,13 @@ def _entry_ids(col, pos, ids, dst):
 
 
 @njit(nogil=True, cache=True)
-def encode_block(raw, offsets, widths, n, src, moff, zoff, maps, starts, label_out, out):
+def encode_block(raw, offsets, widths, n, src, moff, maps, starts, label_out, out):
     """The output rows of one block of the intermediate, grouped by split (split s from ``starts[s]`` on, file
     order kept within a split). Intermediate column c (label, split code, ...) is the signed integers of width
     ``widths[c]`` (1, 2 or 4 bytes) at byte ``offsets[c]`` of ``raw`` (a multiple of 8), ``n`` of them; read in
     place, in their stored width. Writes ``label_out`` (float32) and ``out[f]`` per output field f, read from
-    column ``src[f]``: an integer field's local bucket b becomes ``zoff[f] + b − 1`` (0 stays 0), a categorical
-    field's entry number e becomes ``maps[moff[f] + e]`` (−1 = empty: 0)."""
+    column ``src[f]``: an integer field's local bucket as it is (``moff[f] < 0``; it is the field's id), a
+    categorical field's entry number e as ``maps[moff[f] + e]`` (−1 = empty: 0)."""
     codes = raw[offsets[1] : offsets[1] + n].view(np.int8)
     labels = raw[offsets[0] : offsets[0] + n].view(np.int8)
     pos = np.empty(n, dtype=np.int64)
@@ -422,11 +421,11 @@ def encode_block(raw, offsets, widths, n, src, moff, zoff, maps, starts, label_o
         # one call per stored width (numba compiles each): the column is read where it lies
         if moff[f] < 0:
             if w == 1:
-                _bucket_ids(raw[a : a + n].view(np.int8), pos, zoff[f], dst)
+                _bucket_ids(raw[a : a + n].view(np.int8), pos, dst)
             elif w == 2:
-                _bucket_ids(raw[a : a + 2 * n].view(np.int16), pos, zoff[f], dst)
+                _bucket_ids(raw[a : a + 2 * n].view(np.int16), pos, dst)
             else:
-                _bucket_ids(raw[a : a + 4 * n].view(np.int32), pos, zoff[f], dst)
+                _bucket_ids(raw[a : a + 4 * n].view(np.int32), pos, dst)
         else:
             ids = maps[moff[f] :]
             if w == 1:
