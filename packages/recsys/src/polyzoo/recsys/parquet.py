@@ -229,6 +229,8 @@ class PreparedData:
         fields: column names of the fields, in feature-map order.
         widths: columns each field takes in a batch's ``ids`` (1, or ``max_len`` for a bag field).
         bags: names of the multi-hot (``list<int32>``) fields.
+        row_base, sizes: per batch column, what turns a version-2 field id k into its global row (``row_base + k``)
+            and the field's row count (the largest valid k); ``None`` for a version-1 folder (global rows stored).
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
