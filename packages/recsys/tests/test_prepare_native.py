@@ -632,28 +632,48 @@ def _layout():
     return kinds, slots
 
 
-def _scan(text: bytes, train: np.ndarray, capacity: int):
+_H = 4  # the integer table of the tests below: buckets 100 + v for v in -4..4, 99 for an empty value
+
+
+def _int_args(n: int, keep: bool) -> tuple:
+    """``scan_block``'s integer arguments for one integer column (:func:`_layout`): the table, its row, the bucket
+    output (row 1 of a 2-row array, row 0 must stay untouched), ``keep``, the values (-7 = unwritten), ``left``."""
+    luts = np.array([[100 + v for v in range(-_H, _H + 1)] + [99]], dtype=np.int32)
+    buckets = np.full((2, n), -9, dtype=np.int32)
+    return (luts, np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64), buckets,
+            np.array([keep], dtype=np.uint8), np.full((1, n), -7.0), np.zeros(1, dtype=np.int64))  # fmt: skip
+
+
+def _scan(text: bytes, train: np.ndarray, capacity: int, keep: bool = True):
     kinds, slots = _layout()
     buf = np.frombuffer(text, dtype=np.uint8).copy()
     n = text.count(b"\n")
     tables = native.Tables(2, capacity)
     label = np.full(n, -1, dtype=np.int8)
-    ints = np.full((1, n), -7.0)
     locs = np.full((2, n), -9, dtype=np.int32)
+    int_args = _int_args(n, keep)
     p = r = 0
     grows = 0
     while True:
         p, r, outcome = native.scan_block(buf, p, r, native.byte_classes(ord("\t")), kinds, slots, train,
-                                          *tables.args(), label, ints, locs)  # fmt: skip
+                                          *tables.args(), label, locs, *int_args)  # fmt: skip
         if outcome != native.GROW:
             break
         tables.grow()
         grows += 1
-    return outcome, p, r, tables, label, ints, locs, grows
+    _, _, _, buckets, _, ints, left = int_args
+    assert (buckets[0] == -9).all()
+    return outcome, p, r, tables, label, ints, locs, grows, buckets[1], int(left[0])
 
 
-@pytest.mark.parametrize("capacity", [8, 4096])
-def test_scan_block_counts_equal_a_counter(capacity):
+def _want_buckets(values: list[str]) -> tuple[list[int], list[float], int]:
+    """What the kernel gives for integer values with :func:`_int_args`' table: buckets, values (keep), beyond."""
+    buckets = [99 if not v else 100 + int(v) if abs(int(v)) <= _H else -1 for v in values]
+    return buckets, [float(v) if v else np.nan for v in values], sum(1 for v in values if v and abs(int(v)) > _H)
+
+
+@pytest.mark.parametrize(("capacity", "keep"), [(8, True), (4096, True), (4096, False)])
+def test_scan_block_counts_equal_a_counter(capacity, keep):
     rng = np.random.default_rng(3)
     pool_a = ["a", "b b", "12345678", "-", "x-1", *[f"u{i}" for i in range(300)]]
     pool_b = ["q", "r", "s", ""]
@@ -665,12 +685,17 @@ def test_scan_block_counts_equal_a_counter(capacity):
                      pool_b[int(rng.integers(len(pool_b)))]])  # fmt: skip
     text = "".join("\t".join(r) + "\n" for r in rows).encode()
     train = (rng.random(len(rows)) < 0.7).astype(np.int64)
-    outcome, p, r, tables, label, ints, locs, grows = _scan(text, train, capacity)
+    outcome, p, r, tables, label, ints, locs, grows, buckets, left = _scan(text, train, capacity, keep)
     assert (outcome, p, r) == (native.OK, len(text), len(rows))
     assert (grows > 0) == (capacity == 8)
     np.testing.assert_array_equal(label, [int(row[0]) for row in rows])
-    want_ints = [float(row[1]) if row[1] else np.nan for row in rows]
-    np.testing.assert_array_equal(ints[0], want_ints)
+    want_buckets, want_ints, beyond = _want_buckets([row[1] for row in rows])
+    np.testing.assert_array_equal(buckets, want_buckets)
+    assert left == beyond > 0
+    if keep:  # every value, else only those beyond the table (the rest unwritten)
+        np.testing.assert_array_equal(ints[0], want_ints)
+    else:
+        np.testing.assert_array_equal(ints[0], np.where(np.array(want_buckets) == -1, want_ints, -7.0))
     for j, col in ((0, 2), (1, 4)):
         order = list(dict.fromkeys(row[col] for row in rows if row[col]))  # entry numbers: first appearance
         counts = Counter(row[col] for row, t in zip(rows, train, strict=True) if t and row[col])
@@ -718,9 +743,11 @@ def test_scan_block_declines(line):
 
 def test_scan_block_accepts_the_scope_edges():
     text = b"1\t-999999999999999999\t~~~~~~~~\t\t\n0\t\t\t\t\n1\t000000000000000000\t\tz\t12345678\n"
-    outcome, p, r, tables, _label, ints, locs, _ = _scan(text, np.array([1, 1, 0], dtype=np.int64), 4096)
+    outcome, p, r, tables, _label, ints, locs, _, buckets, left = _scan(text, np.array([1, 1, 0], dtype=np.int64), 4096)
     assert (outcome, p, r) == (native.OK, len(text), 3)
     np.testing.assert_array_equal(ints[0], [-999999999999999999.0, np.nan, 0.0])
+    np.testing.assert_array_equal(buckets, [-1, 99, 100])
+    assert left == 1
     np.testing.assert_array_equal(locs, [[0, -1, -1], [-1, -1, 0]])
     assert native.decode_keys(tables.entries(1)[0]) == ["12345678"] and tables.entries(1)[1].tolist() == [0]
 
@@ -732,12 +759,12 @@ def _scan_with(text: bytes, delimiter: str):
     buf = np.frombuffer(text, dtype=np.uint8).copy()
     n = text.count(b"\n")
     tables = native.Tables(2, 8)
-    label, ints = np.full(n, -1, dtype=np.int8), np.full((1, n), -7.0)
-    locs = np.full((2, n), -9, dtype=np.int32)
+    label, locs = np.full(n, -1, dtype=np.int8), np.full((2, n), -9, dtype=np.int32)
+    int_args, train = _int_args(n, False), np.ones(n, dtype=np.int64)
     p = r = 0
     while True:
-        p, r, outcome = native.scan_block(buf, p, r, native.byte_classes(ord(delimiter)), kinds, slots,
-                                          np.ones(n, dtype=np.int64), *tables.args(), label, ints, locs)  # fmt: skip
+        p, r, outcome = native.scan_block(buf, p, r, native.byte_classes(ord(delimiter)), kinds, slots, train,
+                                          *tables.args(), label, locs, *int_args)  # fmt: skip
         if outcome != native.GROW:
             return outcome, p, r, tables, locs
         tables.grow()

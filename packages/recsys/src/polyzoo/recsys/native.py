@@ -2,12 +2,13 @@
 whose categorical values are short tokens (at most 8 ASCII bytes, as in Criteo and Avazu).
 
 One kernel walks a block of raw bytes once: it checks every line's shape (exactly the schema's fields, a ``0``/``1``
-label, integer-field values of the form ``-?[0-9]{1,18}`` or empty, no byte outside printable-and-tab ASCII
-other than the line end), parses integer fields to float64, and turns each categorical value into its **key**: the
-value's bytes packed little-endian into a uint64. Keys are exact (two different values of at most 8 bytes without
-NUL have different keys, and the value is read back from the key), so no hash and no collision check is involved.
-Each key is counted in an open-addressing table per raw column (train rows only) and replaced by its dense entry
-number in that table; the caller encodes entry numbers to ids once the vocabularies are known.
+label, integer-field values of the form ``-?[0-9]{1,18}`` or empty, no byte outside printable-and-tab ASCII other
+than the line end), turns each integer value into its bucket (read from a precomputed table of the integers
+−2¹⁶..2¹⁶; beyond it, the value as float64 for the caller) and each categorical value into its **key**: the value's
+bytes packed little-endian into a uint64. Keys are exact (two different values of at most 8 bytes without NUL have
+different keys, and the value is read back from the key), so no hash and no collision check is involved. Each key
+is counted in an open-addressing table per raw column (train rows only) and replaced by its dense entry number in
+that table; the caller encodes entry numbers to ids once the vocabularies are known.
 
 Two things keep the walk near 1.8 ns per byte and thread (a steady-state 32 MiB Criteo block, this 2-core machine;
 2.6 without them): a categorical value's end is found in one 8-byte word (bit tricks flag the bytes that can end
@@ -19,10 +20,10 @@ caller then hands the whole preparation to the next path (``polyzoo.recsys.prepa
 its block path), which accepts anything and reports malformed lines. The kernels release the GIL (``nogil``), so
 blocks are parsed by several threads at once, each with its own tables.
 
-The other kernels serve the same path: :func:`lookup_buckets` (integer buckets from a precomputed table),
-:func:`encode_block` (pass 2: entry numbers and buckets to the shards' ids, rows grouped by split), :func:`count_lines`
-and :func:`last_line_end` (cutting the raw text into blocks of whole lines). Numba compiles them on first use and
-caches the machine code beside this file (``cache=True``).
+The other kernels serve the same path: :func:`lookup_buckets` (buckets from such a table, for a column's further
+integer fields), :func:`encode_block` (pass 2: entry numbers and buckets to the shards' ids, rows grouped by split),
+:func:`count_lines` and :func:`last_line_end` (cutting the raw text into blocks of whole lines). Numba compiles
+them on first use and caches the machine code beside this file (``cache=True``).
 """
 
 from __future__ import annotations
@@ -164,16 +165,20 @@ def _count_row(tab, ioff, icap, nent, empty, keys, first, count, locs, r) -> boo
 
 
 @njit(nogil=True, cache=True)
-def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty, label, ints, locs):  # fmt: skip
+def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty, label, locs, luts, lut_of, brow,
+               buckets, keep, ints, left):  # fmt: skip
     """Parse ``buf`` (whole lines) from byte ``p`` / row ``r`` on; returns ``(p, r, outcome)``.
 
-    ``kinds``/``slots``: per raw column its kind and its column in ``ints`` (INT) or ``locs`` (CAT). ``train``: 1
-    where row r counts toward the vocabularies. Table of categorical column j: ``icap[j]`` slots from slot
-    ``ioff[j]`` on, two words each in ``tab`` (the key, 0 = free; ``count << 28 | entry number``), ``nent[j]``
-    entries; ``empty[j]`` counts empty values. Outputs per row: ``label`` (0/1), ``ints[slot, r]`` (NaN = empty),
-    ``locs[slot, r]`` (entry number, −1 = empty): column-major, so that each output column is contiguous. GROW is
-    returned at a row start when some table could pass half full within the row (the caller grows the tables and
-    calls again from the returned ``p``, ``r``)."""
+    ``kinds``/``slots``: per raw column its kind and its slot: its integer column (INT) or its row of ``locs``
+    (CAT). ``train``: 1 where row r counts toward the vocabularies. Table of categorical column j: ``icap[j]`` slots
+    from slot ``ioff[j]`` on, two words each in ``tab`` (the key, 0 = free; ``count << 28 | entry number``),
+    ``nent[j]`` entries; ``empty[j]`` counts empty values. Outputs per row, column-major (each output column
+    contiguous): ``label`` (0/1), ``locs[slot, r]`` (entry number, −1 = empty), and per integer column s its
+    bucket ``buckets[brow[s], r]``, read from the table ``luts[lut_of[s]]`` (``len = 2h + 1``: the buckets of the
+    integers −h..h, then of an empty value), or −1 for an integer beyond ±h, whose value then goes to
+    ``ints[s, r]`` (float64) and ``left[s]`` counts it; where ``keep[s]`` every value goes to ``ints[s, r]`` (NaN
+    = empty), for the caller's other fields on that column. GROW is returned at a row start when some table could
+    pass half full within the row (the caller grows the tables and calls again from the returned ``p``, ``r``)."""
     ncols = kinds.shape[0]
     ncat = locs.shape[0]
     n = np.uint64(buf.shape[0])
@@ -183,6 +188,7 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
     for j in range(ncat):
         headroom = min(headroom, icap[j] // 2 - nent[j])
     rowkeys = np.zeros(ncat, dtype=np.uint64)
+    h = (luts.shape[1] - 2) // 2  # (luts[:, 2h + 1]: an empty value's bucket)
     delimiter = 10
     for b in range(256):
         if cls[b] == _END and b != 10:
@@ -252,7 +258,21 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
                 nd = width - 1 if neg else width
                 if nd > _MAX_DIGITS or (neg and nd == 0):
                     return p, r, DECLINE
-                ints[slots[c], r] = np.nan if width == 0 else np.float64(-value if neg else value)
+                s = slots[c]
+                if width == 0:
+                    buckets[brow[s], r] = luts[lut_of[s], 2 * h + 1]
+                    if keep[s]:
+                        ints[s, r] = np.nan
+                else:
+                    v = -value if neg else value
+                    if -h <= v <= h:
+                        buckets[brow[s], r] = luts[lut_of[s], v + h]
+                        if keep[s]:
+                            ints[s, r] = np.float64(v)
+                    else:
+                        buckets[brow[s], r] = -1
+                        ints[s, r] = np.float64(v)
+                        left[s] += 1
             elif k == LABEL:
                 if width != 1 or (buf[start] != 48 and buf[start] != 49):
                     return p, r, DECLINE

@@ -1168,8 +1168,8 @@ def _work_array(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
 
 class _Scratch:
     """A thread's work arrays, reused from block to block (fresh large arrays would each cost page faults):
-    ``ints`` (parsed integer columns × rows) and ``cols`` (the intermediate's columns × rows, which the kernels
-    write into directly)."""
+    ``ints`` (integer columns × rows: the parsed values the kernel leaves to Python, sparse) and ``cols`` (the
+    intermediate's columns × rows, which the kernels write into directly)."""
 
     def __init__(self) -> None:
         self.rows = -1
@@ -1267,6 +1267,12 @@ def _native_scan(inp, input_index, schema, seed, block_bytes, work, tables, scra
     classes = native.byte_classes(ord(reader.delimiter))
     int_fields = [(fi, sf) for fi, sf in enumerate(schema.fields) if sf.spec.kind == "integer"]
     int_columns = list(dict.fromkeys(sf.column for _, sf in int_fields))
+    # each integer column's first field gets its buckets from the kernel, straight into its intermediate column;
+    # a column's further fields (other bucket counts) take the parsed values (`keep`)
+    primary = {c: next(i for i, (_, sf) in enumerate(int_fields) if sf.column == c) for c in int_columns}
+    luts, lut_of = _bucket_luts([int_fields[primary[c]][1].spec for c in int_columns])
+    brow = np.array([2 + primary[c] for c in int_columns], dtype=np.int64)
+    keep = np.array([sum(sf.column == c for _, sf in int_fields) > 1 for c in int_columns], dtype=np.uint8)
     free: queue.SimpleQueue[int] = queue.SimpleQueue()
     for t in range(len(tables)):
         free.put(t)
@@ -1288,10 +1294,11 @@ def _native_scan(inp, input_index, schema, seed, block_bytes, work, tables, scra
             w = scratch[t].ensure(n, len(int_columns), n_out)
             ints, out = w.ints[:, :n], w.cols[:, :n]
             label, locs = out[0], out[2 + len(int_fields) :]  # (the kernel writes the intermediate's columns)
+            left = np.zeros(len(int_columns), dtype=np.int64)
             p = r = 0
             while True:
                 p, r, outcome = native.scan_block(buf, p, r, classes, kinds, slots, train, *tables[t].args(), label,
-                                                  ints, locs)  # fmt: skip
+                                                  locs, luts, lut_of, brow, out, keep, ints, left)  # fmt: skip
                 if outcome != native.GROW:
                     break
                 tables[t].grow()
@@ -1299,7 +1306,12 @@ def _native_scan(inp, input_index, schema, seed, block_bytes, work, tables, scra
                 return None
             out[1] = codes
             for i, (_, sf) in enumerate(int_fields):
-                _integer_local_lut(sf.spec, ints[int_columns.index(sf.column)], out[2 + i])
+                col = int_columns.index(sf.column)
+                if i != primary[sf.column]:
+                    _integer_local_lut(sf.spec, ints[col], out[2 + i])
+                elif left[col]:  # integers beyond the kernel's table
+                    rest = out[2 + i] < 0
+                    out[2 + i][rest] = _integer_local(sf.spec, ints[col][rest])
             # stored narrow (less to write and read back): labels and codes < 3, buckets <= num_buckets, entry
             # numbers < the table's entries so far (-1 = empty)
             highs = [2, 2, *(sf.spec.num_buckets for _, sf in int_fields), *tables[t].nent]
@@ -1354,6 +1366,18 @@ def _bucket_lut(num_buckets: int, missing: str, float32: bool) -> tuple[np.ndarr
     spec = FieldSpec("lut", "integer", num_buckets=num_buckets, missing=missing, float32=float32)
     lut = _integer_local(spec, np.arange(-_LUT_HALF, _LUT_HALF + 1, dtype=np.float64)).astype(np.int32)
     return lut, int(_integer_local(spec, np.array([np.nan]))[0])
+
+
+def _bucket_luts(specs: list) -> tuple[np.ndarray, np.ndarray]:
+    """For :func:`polyzoo.recsys.native.scan_block`: the distinct :func:`_bucket_lut` tables of ``specs``, each
+    with its missing value's bucket appended (one row each), and per spec its row."""
+    rows: dict[tuple, int] = {}
+    lut_of = np.array([rows.setdefault((s.num_buckets, s.missing, s.float32), len(rows)) for s in specs], np.int64)
+    luts = np.zeros((len(rows), 2 * _LUT_HALF + 2), dtype=np.int32)
+    for (num_buckets, missing, float32), k in rows.items():
+        lut, miss = _bucket_lut(num_buckets, missing, float32)
+        luts[k, :-1], luts[k, -1] = lut, miss
+    return luts, lut_of
 
 
 def _integer_local_lut(spec, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
