@@ -415,6 +415,12 @@ def test_cli_prepare_folder(tmp_path, criteo_file):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output[res.output.index('{"status"') :].strip())  # after the progress bar (stderr)
     assert summary["status"] == "prepared" and summary["rows"]["valid"] > 0
+    assert "prepare (2 passes)" in res.output  # the bar counts the bytes once per pass (counting, encoding)
+    hashed = CliRunner().invoke(
+        recsys, ["prepare", str(criteo_file), "--out", str(tmp_path / "h"), "--hash-buckets", "64"]
+    )
+    assert hashed.exit_code == 0, hashed.output
+    assert "prepare:" in hashed.output and "passes" not in hashed.output  # no vocabulary: one pass
     m = read_manifest(out)
     assert m["settings"]["split"]["seed"] == 3 and m["settings"]["protocol"] == "official"
     res = CliRunner().invoke(recsys, [*args[:-1], "4"])

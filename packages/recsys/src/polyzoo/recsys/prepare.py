@@ -1650,6 +1650,9 @@ def prepare(
     train, the schema's split rule unused; ``valid_share`` still carves validation from it when no
     ``valid_input`` is given).
 
+    ``progress``: a progress bar (tqdm, on stderr) over the raw bytes, counted once per pass over them: twice,
+    ``prepare (2 passes)``, when a field builds a vocabulary (counting, then encoding), once otherwise.
+
     Raises:
         FileNotFoundError: an input is missing.
         ParseError: a malformed row (unless ``skip_bad``), ``file:line: ...``.
@@ -1717,7 +1720,9 @@ def prepare(
 
     needs_vocab = any(sf.spec.kind != "integer" and sf.spec.hash_buckets == 0 for sf in schema.fields)
     total = sum(s["size"] for s in sources if schema.reader != "movielens")
-    bar = tqdm(total=total * (2 if needs_vocab else 1), unit="B", unit_scale=True, desc="prepare", disable=not progress)
+    passes = 2 if needs_vocab else 1
+    desc = "prepare (2 passes)" if needs_vocab else "prepare"
+    bar = tqdm(total=total * passes, unit="B", unit_scale=True, desc=desc, disable=not progress)
     try:
         with atomic_dir(out) as staged:
             done, reader_path = None, "streaming"
