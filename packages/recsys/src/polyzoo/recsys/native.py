@@ -174,8 +174,8 @@ def scan_block(buf, p, r, cls, kinds, slots, train, tab, ioff, icap, nent, empty
     from slot ``ioff[j]`` on, two words each in ``tab`` (the key, 0 = free; ``count << 28 | entry number``),
     ``nent[j]`` entries; ``empty[j]`` counts empty values. Outputs per row, column-major (each output column
     contiguous): ``label`` (0/1), ``locs[slot, r]`` (entry number, −1 = empty), and per integer column s its
-    bucket ``buckets[brow[s], r]``, read from the table ``luts[lut_of[s]]`` (``len = 2h + 1``: the buckets of the
-    integers −h..h, then of an empty value), or −1 for an integer beyond ±h, whose value then goes to
+    bucket ``buckets[brow[s], r]``, read from the table ``luts[lut_of[s]]`` (2h + 2 entries: the buckets of the
+    integers −h..h, then an empty value's), or −1 for an integer beyond ±h, whose value then goes to
     ``ints[s, r]`` (float64) and ``left[s]`` counts it; where ``keep[s]`` every value goes to ``ints[s, r]`` (NaN
     = empty), for the caller's other fields on that column. GROW is returned at a row start when some table could
     pass half full within the row (the caller grows the tables and calls again from the returned ``p``, ``r``)."""

@@ -1721,7 +1721,7 @@ def prepare(
     needs_vocab = any(sf.spec.kind != "integer" and sf.spec.hash_buckets == 0 for sf in schema.fields)
     total = sum(s["size"] for s in sources if schema.reader != "movielens")
     passes = 2 if needs_vocab else 1
-    desc = "prepare (2 passes)" if needs_vocab else "prepare"
+    desc = f"prepare ({passes} passes)" if passes > 1 else "prepare"
     bar = tqdm(total=total * passes, unit="B", unit_scale=True, desc=desc, disable=not progress)
     try:
         with atomic_dir(out) as staged:
